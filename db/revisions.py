@@ -1,0 +1,73 @@
+"""The migration chain on disk: numbered files `NNN_slug.py` whose revision id is `NNN`."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from alembic.config import Config
+from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
+
+from db.errors import RevisionError
+from db.settings import PYPROJECT, versions_dir
+
+FILENAME = re.compile(r"^(?P<rev>\d{3})_(?P<slug>[a-z0-9]+(?:_[a-z0-9]+)*)\.py$")
+"""What every file in db/migrations/versions must be called."""
+BASE = "base"
+
+
+def alembic_config() -> Config:
+    """Alembic's configuration, read from [tool.alembic] in pyproject.toml."""
+    config = Config(toml_file=str(PYPROJECT))
+    if (override := versions_dir()) is not None:
+        config.set_main_option("version_locations", str(override))
+    return config
+
+
+def script_directory(config: Config | None = None) -> ScriptDirectory:
+    return ScriptDirectory.from_config(config or alembic_config())
+
+
+def chain(script: ScriptDirectory) -> list[Script]:
+    """Every migration, oldest first. The chain must be linear: one base, one head."""
+    heads = script.get_heads()
+    if len(heads) > 1:
+        raise RevisionError(
+            f"the migration chain has {len(heads)} heads: {', '.join(sorted(heads))}.",
+            "two migrations claim the same parent; renumber the newer one so it revises the "
+            "other (migrations are linear in this repository)",
+        )
+    return list(reversed(list(script.walk_revisions())))
+
+
+def resolve(script: ScriptDirectory, name: str) -> str | None:
+    """The full revision id for `name` ('head', 'base' or an id); None stands for base."""
+    if name == BASE:
+        return None
+    try:
+        found = script.get_revision(name)
+    except CommandError as exc:
+        found, detail = None, str(exc)
+    else:
+        detail = ""
+    if found is None:
+        known = ", ".join(s.revision for s in chain(script)) or "none yet"
+        raise RevisionError(
+            f"unknown revision {name!r}{f' ({detail})' if detail else ''}.",
+            f"known revisions: {known}, plus 'head' and 'base'",
+        )
+    return found.revision
+
+
+def next_revision_id(script: ScriptDirectory) -> str:
+    numbers = [int(s.revision) for s in chain(script) if s.revision.isdigit()]
+    return f"{max(numbers, default=0) + 1:03d}"
+
+
+def slug_is_usable(message: str) -> bool:
+    return bool(re.search(r"[A-Za-z0-9]", message))
+
+
+def path_of(script: Script) -> Path:
+    return Path(script.path)

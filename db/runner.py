@@ -1,0 +1,167 @@
+"""Running the chain: upgrade and downgrade on one connection, one transaction per step.
+
+The functions here work out the exact steps before Alembic runs, so that an
+unknown target or a rollback below base is refused before anything changes, and
+so that a failure can name the migration it happened in.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from alembic import command
+from alembic.migration import MigrationContext
+from alembic.script import Script, ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+from db import revisions
+from db.errors import MigrationFailed, RevisionError
+from db.settings import BOOKKEEPING_SCHEMA
+
+
+@dataclass(frozen=True)
+class Step:
+    """One migration applied (up) or reverted (down)."""
+
+    script: Script
+    direction: str  # "up" or "down"
+
+    @property
+    def revision(self) -> str:
+        return self.script.revision
+
+    @property
+    def from_revision(self) -> str | None:
+        return self.script.down_revision if self.direction == "up" else self.script.revision
+
+    @property
+    def to_revision(self) -> str | None:
+        return self.script.revision if self.direction == "up" else self.script.down_revision
+
+    @property
+    def description(self) -> str:
+        return self.script.doc
+
+    @property
+    def path(self) -> Path:
+        return revisions.path_of(self.script)
+
+
+StepDone = Callable[[Step, float], None]
+"""Called after each step's SQL ran (inside its transaction) with its duration in seconds."""
+
+
+def current_revision(connection: Connection) -> str | None:
+    """The revision the database is at; None at base (or before the first run)."""
+    context = MigrationContext.configure(
+        connection, opts={"version_table_schema": BOOKKEEPING_SCHEMA}
+    )
+    heads = context.get_current_heads()
+    if connection.in_transaction():
+        connection.rollback()  # reading autobegan one; Alembic must start clean
+    return heads[0] if heads else None
+
+
+def _position(scripts: list[Script], revision: str | None) -> int:
+    """How many migrations are applied when the database is at `revision`."""
+    if revision is None:
+        return 0
+    ids = [s.revision for s in scripts]
+    if revision not in ids:
+        raise RevisionError(
+            f"the database is at revision {revision!r}, which this checkout does not have.",
+            "pull the latest main, or check that DATABASE_URL points at the right database",
+        )
+    return ids.index(revision) + 1
+
+
+def plan_upgrade(script: ScriptDirectory, current: str | None, target: str) -> list[Step]:
+    scripts = revisions.chain(script)
+    start = _position(scripts, current)
+    end = _position(scripts, revisions.resolve(script, target))
+    if end < start:
+        raise RevisionError(
+            f"cannot upgrade to {target}: the database is already past it (at {current}).",
+            f"to go back, run `invoke migrate.down --to {target}`",
+        )
+    return [Step(s, "up") for s in scripts[start:end]]
+
+
+def plan_downgrade(
+    script: ScriptDirectory, current: str | None, *, steps: int | None, target: str | None
+) -> list[Step]:
+    scripts = revisions.chain(script)
+    start = _position(scripts, current)
+    if target is not None:
+        end = _position(scripts, revisions.resolve(script, target))
+        if end > start:
+            raise RevisionError(
+                f"cannot downgrade to {target}: the database is below it (at {current or 'base'}).",
+                f"to go forward, run `invoke migrate.up --to {target}`",
+            )
+    else:
+        count = 1 if steps is None else steps
+        if count < 1:
+            raise RevisionError(f"--steps must be 1 or more, not {count}.")
+        if count > start:
+            raise RevisionError(
+                f"cannot roll back {count} step(s): only {start} migration(s) are applied "
+                f"(at {current or 'base'}).",
+                "`invoke migrate.down --to base` rolls back everything",
+            )
+        end = start - count
+    return [Step(s, "down") for s in reversed(scripts[end:start])]
+
+
+def _where_it_failed(error: BaseException, step: Step) -> str:
+    """file:line of the innermost frame inside the migration file, if any."""
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == str(step.path)]
+    return f" at {step.path.name}:{frames[-1].lineno}" if frames else ""
+
+
+def run(connection: Connection, plan: list[Step], on_step: StepDone | None = None) -> None:
+    """Apply `plan` on `connection`, which must have no open transaction."""
+    if not plan:
+        return
+    done: list[Step] = []
+    mark = time.perf_counter()
+
+    def after_step(*, ctx, step, heads, run_args) -> None:
+        nonlocal mark
+        now = time.perf_counter()
+        finished = plan[len(done)]
+        done.append(finished)
+        if on_step is not None:
+            on_step(finished, now - mark)
+        mark = now
+
+    config = revisions.alembic_config()
+    config.attributes["connection"] = connection
+    config.attributes["configure_options"] = {"on_version_apply": after_step}
+    direction = plan[0].direction
+    target = plan[-1].to_revision or revisions.BASE
+    try:
+        if direction == "up":
+            command.upgrade(config, target)
+        else:
+            command.downgrade(config, target)
+    except CommandError as exc:
+        raise RevisionError(str(exc)) from None
+    except Exception as exc:
+        failed = plan[len(done)] if len(done) < len(plan) else plan[-1]
+        detail = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
+        message = " ".join(str(detail).split()) or type(detail).__name__
+        at = failed.from_revision or "base"
+        raise MigrationFailed(
+            f"migration {failed.revision} ({failed.description}) failed while going "
+            f"{failed.direction}{_where_it_failed(exc, failed)}: {type(detail).__name__}: "
+            f"{message}",
+            f"its transaction was rolled back, so the database is at {at}. Fix the "
+            "migration (or the data it trips on) and run the command again",
+        ) from exc

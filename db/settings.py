@@ -1,0 +1,90 @@
+"""The one place that decides which database every command talks to, and how.
+
+Precedence: environment variables, then `[tool.worktracker]` in pyproject.toml,
+then the defaults below. With no DATABASE_URL, the target is the embedded
+PostgreSQL whose data lives in `.pgdata/` at the repository's root.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.engine import URL
+
+from db import urls
+from db.errors import ConfigError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PYPROJECT = PROJECT_ROOT / "pyproject.toml"
+APP_SCHEMAS = ("public",)
+"""The schemas that belong to the application: what snapshots and resets cover."""
+BOOKKEEPING_SCHEMA = "migrations"
+"""Where the migration tool keeps its own tables (alembic_version, history)."""
+APPLICATION_NAME = "worktracker-migrate"
+"""Set on every connection we open, so pg_stat_activity shows who we are."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: URL | None
+    """None means: use the embedded server."""
+    embedded_pgdata: Path
+    embedded_database: str
+    connect_timeout: int
+
+    @property
+    def uses_embedded(self) -> bool:
+        return self.database_url is None
+
+
+@cache
+def _pyproject_section() -> Mapping[str, Any]:
+    if not PYPROJECT.exists():
+        return {}
+    with PYPROJECT.open("rb") as f:
+        return tomllib.load(f).get("tool", {}).get("worktracker", {})
+
+
+def _positive_int(name: str, raw: object) -> int:
+    try:
+        value = int(str(raw))
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise ConfigError(f"{name} must be a whole number of seconds above 0, not {raw!r}.")
+    return value
+
+
+def versions_dir(environ: Mapping[str, str] | None = None) -> Path | None:
+    """WORKTRACKER_VERSIONS_DIR: run another chain of migrations (tests use throwaway chains)."""
+    raw = (os.environ if environ is None else environ).get("WORKTRACKER_VERSIONS_DIR")
+    return Path(raw).resolve() if raw else None
+
+
+def load(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read the settings from the environment and pyproject.toml."""
+    env = os.environ if environ is None else environ
+    section = _pyproject_section()
+
+    raw_url = env.get("DATABASE_URL")
+    database_url = None if raw_url is None else urls.parse(raw_url)
+
+    pgdata = Path(env.get("WORKTRACKER_PGDATA") or section.get("embedded_pgdata", ".pgdata"))
+    if not pgdata.is_absolute():
+        pgdata = PROJECT_ROOT / pgdata
+    return Settings(
+        database_url=database_url,
+        embedded_pgdata=pgdata,
+        embedded_database=env.get("WORKTRACKER_DATABASE")
+        or section.get("embedded_database", "worktracker"),
+        connect_timeout=_positive_int(
+            "WORKTRACKER_CONNECT_TIMEOUT",
+            env.get("WORKTRACKER_CONNECT_TIMEOUT") or section.get("connect_timeout", 10),
+        ),
+    )

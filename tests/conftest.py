@@ -1,0 +1,147 @@
+"""Shared fixtures: one throwaway PostgreSQL server per session, a fresh database per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.pool import NullPool
+
+from db import revisions, runner
+from db.settings import PROJECT_ROOT
+from db.throwaway import Server, throwaway_server
+
+VERSIONS = PROJECT_ROOT / "db" / "migrations" / "versions"
+
+
+@pytest.fixture(scope="session")
+def pg_server(request: pytest.FixtureRequest) -> Iterator[Server]:
+    with throwaway_server() as server:
+        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(
+                f"throwaway PostgreSQL {server.version}: {server.kind} ({server.reason})"
+            )
+        yield server
+
+
+def make_engine(url: URL) -> Engine:
+    return create_engine(url, poolclass=NullPool)
+
+
+@pytest.fixture
+def empty_db(pg_server: Server) -> Iterator[URL]:
+    """A fresh, empty database."""
+    url = pg_server.create_database()
+    yield url
+    pg_server.drop_database(url.database)
+
+
+@pytest.fixture(scope="session")
+def head_template(pg_server: Server) -> Iterator[str]:
+    """A database at head, to clone: upgrading once is cheaper than once per test."""
+    url = pg_server.create_database()
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        plan = runner.plan_upgrade(revisions.script_directory(), None, "head")
+        runner.run(connection, plan)
+    engine.dispose()
+    yield url.database
+    pg_server.drop_database(url.database)
+
+
+@pytest.fixture
+def migrated_db(pg_server: Server, head_template: str) -> Iterator[URL]:
+    """A fresh database at head."""
+    url = pg_server.create_database(template=head_template)
+    yield url
+    pg_server.drop_database(url.database)
+
+
+@pytest.fixture
+def db(migrated_db: URL) -> Iterator[Connection]:
+    """A connection to a fresh database at head, in autocommit so each statement stands alone."""
+    engine = make_engine(migrated_db)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        yield connection
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def head_module_db(pg_server: Server, head_template: str) -> Iterator[Engine]:
+    """A database at head shared by one module's tests, which must roll back what they do."""
+    url = pg_server.create_database(template=head_template)
+    engine = make_engine(url)
+    yield engine
+    engine.dispose()
+    pg_server.drop_database(url.database)
+
+
+@pytest.fixture
+def head_transaction(head_module_db: Engine) -> Iterator[Connection]:
+    """A transaction on a database at head, rolled back after the test."""
+    with head_module_db.connect() as connection:
+        connection.begin()
+        yield connection
+        connection.rollback()
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+    def explain(self) -> str:
+        return (
+            f"exit code {self.returncode}\n--- stdout ---\n{self.stdout}\n"
+            f"--- stderr ---\n{self.stderr}"
+        )
+
+
+@pytest.fixture
+def invoke(tmp_path: Path):
+    """Run `invoke ARGS…` as a user would, in a subprocess, with extra environment."""
+
+    def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
+        environ = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in {"DATABASE_URL", "WORKTRACKER_VERSIONS_DIR", "PGPASSWORD"}
+        }
+        # Keep tests away from the developer's .pgdata.
+        environ["WORKTRACKER_PGDATA"] = str(tmp_path / "pgdata")
+        environ.update(env or {})
+        done = subprocess.run(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=PROJECT_ROOT,
+            env=environ,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        return Result(done.returncode, done.stdout, done.stderr)
+
+    return run
+
+
+@pytest.fixture
+def versions_copy(tmp_path: Path) -> Path:
+    """A copy of the migration chain, for tests that add migrations to it."""
+    target = tmp_path / "versions"
+    target.mkdir()
+    for path in VERSIONS.glob("*.py"):
+        shutil.copy(path, target / path.name)
+    return target

@@ -1,0 +1,193 @@
+"""The invoke tasks, run as a user runs them: subprocesses with DATABASE_URL set.
+
+Good input does what it says; bad input gets one line, a hint, a non-zero exit code,
+no traceback, and never the password.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import URL
+
+from db import embedded, urls
+from db.throwaway import PASSWORD_ROLE, Server
+
+SECRET = "hunter2-not-for-logs"
+
+
+def as_env(url: URL) -> dict[str, str]:
+    return {"DATABASE_URL": urls.libpq(url).render_as_string(hide_password=False)}
+
+
+def assert_clean_failure(result, code: int, *fragments: str) -> None:
+    assert result.returncode == code, result.explain()
+    assert "Traceback" not in result.output, result.explain()
+    assert "hint:" in result.stderr, result.explain()
+    assert SECRET not in result.output, "the password leaked:\n" + result.explain()
+    for fragment in fragments:
+        assert fragment in result.output, result.explain()
+
+
+def test_up_status_down_roundtrip(invoke, empty_db: URL) -> None:
+    env = as_env(empty_db)
+    up = invoke("migrate.up", env=env)
+    assert up.returncode == 0, up.explain()
+    assert "001" in up.stdout and "Done: at 001" in up.stdout, up.explain()
+
+    status = invoke("migrate.status", env=env)
+    assert status.returncode == 0, status.explain()
+    assert "Current:  001" in status.stdout and "applied" in status.stdout, status.explain()
+
+    again = invoke("migrate.up", env=env)
+    assert again.returncode == 0 and "Nothing to apply" in again.stdout, again.explain()
+
+    down = invoke("migrate.down", env=env)
+    assert down.returncode == 0 and "Done: at base" in down.stdout, down.explain()
+    status = invoke("migrate.status", env=env)
+    assert "base (nothing applied)" in status.stdout and "pending" in status.stdout, (
+        status.explain()
+    )
+
+
+def test_unreachable_host(invoke) -> None:
+    env = {"DATABASE_URL": f"postgresql://app:{SECRET}@127.0.0.1:1/app"}
+    assert_clean_failure(invoke("migrate.up", env=env), 3, "could not connect", "app:***@")
+
+
+def test_wrong_password(invoke, pg_server: Server, empty_db: URL) -> None:
+    role = f"pw_{uuid.uuid4().hex[:8]}"
+    with pg_server.admin() as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD 'right-password' IN ROLE {PASSWORD_ROLE}")
+    try:
+        wrong = empty_db.set(username=role, password=SECRET)
+        try:
+            psycopg.connect(urls.libpq(wrong).render_as_string(hide_password=False)).close()
+        except psycopg.OperationalError:
+            pass
+        else:
+            pytest.skip(f"{pg_server.kind} server accepts any password for {role} (trust auth)")
+        assert_clean_failure(
+            invoke("migrate.up", env=as_env(wrong)), 3, "password authentication failed"
+        )
+    finally:
+        with pg_server.admin() as admin:
+            admin.execute(f"DROP ROLE {role}")
+
+
+def test_unknown_revision(invoke, empty_db: URL) -> None:
+    assert_clean_failure(
+        invoke("migrate.up", "--to", "999", env=as_env(empty_db)), 2, "unknown revision '999'"
+    )
+
+
+def test_down_below_base(invoke, empty_db: URL) -> None:
+    env = as_env(empty_db)
+    assert_clean_failure(invoke("migrate.down", env=env), 2, "nothing to roll back")
+    assert invoke("migrate.up", env=env).returncode == 0
+    assert_clean_failure(
+        invoke("migrate.down", "--steps", "2", env=env), 2, "only 1 migration(s) are applied"
+    )
+    status = invoke("migrate.status", env=env)
+    assert "Current:  001" in status.stdout, "a refused rollback must change nothing"
+
+
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ("", "set but empty"),
+        ("not a url", "is not a URL"),
+        (f"mysql://app:{SECRET}@localhost/app", "scheme 'mysql'"),
+        (f"postgresql://app:{SECRET}@localhost:notaport/app", "could not be parsed"),
+    ],
+    ids=["empty", "no-scheme", "wrong-scheme", "bad-port"],
+)
+def test_garbled_database_url(invoke, raw: str, fragment: str) -> None:
+    result = invoke("migrate.status", env={"DATABASE_URL": raw})
+    assert_clean_failure(result, 2, fragment)
+
+
+def test_steps_and_to_together_are_refused(invoke, empty_db: URL) -> None:
+    result = invoke("migrate.down", "--steps", "1", "--to", "base", env=as_env(empty_db))
+    assert result.returncode == 2 and "not both" in result.stderr, result.explain()
+
+
+def test_no_database_url_uses_the_embedded_server(invoke, tmp_path: Path) -> None:
+    pgdata = tmp_path / "pgdata"
+    try:
+        up = invoke("migrate.up")
+        assert up.returncode == 0, up.explain()
+        assert f"embedded postgresql://postgres@/worktracker?host={pgdata}" in up.stdout, (
+            up.explain()
+        )
+        assert embedded.running(pgdata) is not None, "the server should keep running"
+        url = invoke("db.url")
+        assert url.stdout.strip() == f"postgresql://postgres@/worktracker?host={pgdata}"
+        stop = invoke("db.stop")
+        assert stop.returncode == 0 and "Stopped" in stop.stdout, stop.explain()
+        assert embedded.running(pgdata) is None
+        # A command that finds it stopped starts it again, data intact.
+        status = invoke("migrate.status")
+        assert "Current:  001" in status.stdout, status.explain()
+    finally:
+        embedded.stop(pgdata)
+
+
+def test_db_url_hides_the_password(invoke) -> None:
+    result = invoke("db.url", env={"DATABASE_URL": f"postgres://app:{SECRET}@db.internal/app"})
+    assert result.returncode == 0, result.explain()
+    assert result.stdout.strip() == "postgresql://app:***@db.internal/app"
+
+
+def test_reset_refuses_a_remote_database_without_force(invoke) -> None:
+    env = {"DATABASE_URL": f"postgresql://app:{SECRET}@db.example.com/app"}
+    assert_clean_failure(invoke("db.reset", env=env), 5, "not a local database", "--force")
+
+
+def test_reset_drops_data_and_reapplies(invoke, migrated_db: URL) -> None:
+    with psycopg.connect(urls.libpq(migrated_db).render_as_string(False), autocommit=True) as c:
+        c.execute("INSERT INTO users (email, display_name) VALUES ('a@b.c', 'A')")
+        c.execute("CREATE TABLE stray (id int)")
+    result = invoke("db.reset", env=as_env(migrated_db))
+    assert result.returncode == 0, result.explain()
+    with psycopg.connect(urls.libpq(migrated_db).render_as_string(False)) as c:
+        assert c.execute("SELECT count(*) FROM users").fetchone() == (0,)
+        assert c.execute("SELECT to_regclass('stray')").fetchone() == (None,)
+        assert c.execute("SELECT version_num FROM migrations.alembic_version").fetchone() == (
+            "001",
+        )
+
+
+def test_new_creates_the_next_numbered_migration(invoke, versions_copy: Path) -> None:
+    env = {"WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    result = invoke("migrate.new", "Add task reminders!", env=env)
+    assert result.returncode == 0, result.explain()
+    created = versions_copy / "002_add_task_reminders.py"
+    assert created.exists(), f"{sorted(p.name for p in versions_copy.iterdir())}\n" + (
+        result.explain()
+    )
+    source = created.read_text()
+    assert 'revision: str = "002"' in source or "revision: str = '002'" in source, source
+    assert "down_revision: str | None = '001'" in source or '= "001"' in source, source
+    assert '"""Apply: Add task reminders!."""' in source, source
+    assert '"""Revert: Add task reminders!.' in source, source
+
+
+def test_new_refuses_an_empty_message(invoke, versions_copy: Path) -> None:
+    result = invoke("migrate.new", "  !! ", env={"WORKTRACKER_VERSIONS_DIR": str(versions_copy)})
+    assert_clean_failure(result, 2, "needs a description")
+    assert sorted(p.name for p in versions_copy.glob("*.py")) == ["001_initial_schema.py"]
+
+
+def test_unwritten_migration_fails_cleanly_and_leaves_the_previous_revision(
+    invoke, versions_copy: Path, empty_db: URL
+) -> None:
+    env = {"WORKTRACKER_VERSIONS_DIR": str(versions_copy), **as_env(empty_db)}
+    assert invoke("migrate.new", "not written yet", env=env).returncode == 0
+    result = invoke("migrate.up", env=env)
+    assert_clean_failure(result, 4, "migration 002", "NotImplementedError", "at 001")
+    status = invoke("migrate.status", env=env)
+    assert "Current:  001" in status.stdout, status.explain()
