@@ -25,11 +25,14 @@ VERSIONS = PROJECT_ROOT / "db" / "migrations" / "versions"
 @pytest.fixture(scope="session")
 def pg_server(request: pytest.FixtureRequest) -> Iterator[Server]:
     with throwaway_server() as server:
-        reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-        if reporter is not None:
-            reporter.write_line(
-                f"throwaway PostgreSQL {server.version}: {server.kind} ({server.reason})"
-            )
+        plugins = request.config.pluginmanager
+        reporter = plugins.get_plugin("terminalreporter")
+        capture = plugins.get_plugin("capturemanager")
+        if reporter is not None and capture is not None:
+            with capture.global_and_fixture_disabled():
+                reporter.write_line(
+                    f"\nthrowaway PostgreSQL {server.version}: {server.kind} ({server.reason})"
+                )
         yield server
 
 
