@@ -19,37 +19,72 @@ def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
         raise Exit(error.render(), error.exit_code) from None
 
 
-def _steps(raw: str | None) -> int | None:
+def _steps(raw: str | None, flag: str = "--steps") -> int | None:
+    """A positive whole number from the command line, or None when the flag was not given."""
     if raw is None:
         return None
     if not raw.isdigit() or int(raw) < 1:
-        raise Exit(
-            ConfigError(f"--steps takes a whole number of 1 or more, not {raw!r}.").render(), 2
-        )
+        error = ConfigError(f"{flag} takes a whole number of 1 or more, not {raw!r}.")
+        raise Exit(error.render(), error.exit_code)
     return int(raw)
 
 
-@task(help={"to": "Revision to upgrade to (default: head, the newest)."})
-def up(c, to="head"):
+LOCK_HELP = (
+    "Seconds to wait for another migration run to finish (default 60; "
+    "also WORKTRACKER_LOCK_TIMEOUT)."
+)
+ALLOW_CHANGED_HELP = (
+    "Go ahead although an applied migration's file changed since it was applied; "
+    "the acceptance is recorded in the history."
+)
+
+
+@task(
+    help={
+        "to": "Revision to upgrade to (default: head, the newest).",
+        "lock-timeout": LOCK_HELP,
+        "allow-changed": ALLOW_CHANGED_HELP,
+    }
+)
+def up(c, to="head", lock_timeout=None, allow_changed=False):
     """Apply pending migrations, oldest first, up to --to (default head)."""
-    _run(commands.migrate_up, to)
+    _run(commands.migrate_up, to, lock_timeout, allow_changed)
 
 
 @task(
     help={
         "steps": "How many migrations to roll back (default 1).",
         "to": "Roll back to this revision instead; 'base' rolls back everything.",
+        "lock-timeout": LOCK_HELP,
+        "allow-changed": ALLOW_CHANGED_HELP,
     }
 )
-def down(c, steps=None, to=None):
+def down(c, steps=None, to=None, lock_timeout=None, allow_changed=False):
     """Roll back the newest migration, or --steps N of them, or down --to REV."""
-    _run(commands.migrate_down, _steps(steps), to)
+    _run(commands.migrate_down, _steps(steps), to, lock_timeout, allow_changed)
 
 
 @task
 def status(c):
     """Show the current revision, and which migrations are applied or pending."""
     _run(commands.migrate_status)
+
+
+@task(
+    help={
+        "json": "Print JSON for scripts instead of a table.",
+        "limit": "Only the newest N rows.",
+    }
+)
+def history(c, json=False, limit=None):
+    """Show every migration step applied or rolled back: when, by whom, how long, result."""
+    _run(commands.migrate_history, json, _steps(limit, "--limit"))
+
+
+@task
+def verify(c):
+    """Check that applied migrations' files still match their recorded checksums (for CI)."""
+    _run(commands.migrate_verify)
 
 
 @task(help={"message": 'What the migration does, e.g. "add task reminders".'})
@@ -82,12 +117,14 @@ def shell(c):
     _run(commands.db_shell)
 
 
-@task(help={"force": "Also reset a database that is not on this machine."})
-def reset(c, force=False):
+@task(
+    help={"force": "Also reset a database that is not on this machine.", "lock-timeout": LOCK_HELP}
+)
+def reset(c, force=False, lock_timeout=None):
     """Drop everything in the target's app schema and re-apply every migration."""
-    _run(commands.db_reset, force)
+    _run(commands.db_reset, force, lock_timeout)
 
 
-migrate = Collection("migrate", up, down, status, new)
+migrate = Collection("migrate", up, down, status, history, verify, new)
 db = Collection("db", start, stop, url, shell, reset)
 ns = Collection(migrate, db)

@@ -3,20 +3,22 @@ arguments and turns UserError into a clean exit."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from alembic import command
 from rich.table import Table
 from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 
-from db import connect, embedded, revisions, runner, settings, urls
-from db.errors import ConfigError, Refused, RevisionError, UserError
+from db import checksums, connect, embedded, history, lock, revisions, runner, settings, urls
+from db.errors import ChecksumMismatch, ConfigError, Refused, RevisionError
 from db.output import console, say, step_line
 
 
@@ -25,6 +27,7 @@ class Target:
     settings: settings.Settings
     url: URL
     connection: Connection
+    who: history.Who | None = None
 
     @property
     def label(self) -> str:
@@ -33,12 +36,39 @@ class Target:
 
 
 @contextmanager
-def open_target() -> Iterator[Target]:
+def open_target(lock_timeout: str | float | None = None) -> Iterator[Target]:
     """Connect to the configured database (starting the embedded one if need be)."""
-    current = settings.load()
+    current = settings.load(lock_timeout=lock_timeout)
     url = connect.target_url(current)
     with connect.connect(connect.engine_for(url, current)) as connection:
         yield Target(current, url, connection)
+
+
+@contextmanager
+def changing_target(
+    lock_timeout: str | float | None = None, *, allow_changed: bool = False, verify: bool = True
+) -> Iterator[Target]:
+    """open_target(), holding the migration lock, with history ready and checksums checked.
+
+    Everything that reads the current revision must happen inside: another run may
+    have moved it while we waited.
+    """
+    with open_target(lock_timeout) as target:
+        lock_engine = connect.engine_for(
+            target.url, target.settings, f"{settings.APPLICATION_NAME} (lock)"
+        )
+        with lock.migration_lock(lock_engine, target.settings.lock_timeout, say):
+            history.ensure_table(target.connection)
+            target.who = history.Who.here()
+            if verify:
+                for drift in checksums.verify(
+                    target.connection,
+                    revisions.script_directory(),
+                    allow_changed=allow_changed,
+                    who=target.who,
+                ):
+                    say(f"[yellow]Accepted a changed migration:[/yellow] {drift.what}")
+            yield target
 
 
 def _report(step: runner.Step, seconds: float) -> None:
@@ -49,16 +79,15 @@ def _apply(target: Target, plan: list[runner.Step], verb: str) -> None:
     started = time.perf_counter()
     start, end = plan[0].from_revision or "base", plan[-1].to_revision or "base"
     say(f"{verb} {target.label}: {start} → {end}")
-    runner.run(target.connection, plan, on_step=_report)
+    runner.run(target.connection, plan, on_step=_report, who=target.who)
     elapsed = time.perf_counter() - started
-    say(
-        f"Done: at {plan[-1].to_revision or 'base'} "
-        f"({len(plan)} migration{'s' if len(plan) != 1 else ''}, {elapsed:.2f} s)."
-    )
+    say(f"Done: at {end} ({len(plan)} migration{'s' if len(plan) != 1 else ''}, {elapsed:.2f} s).")
 
 
-def migrate_up(to: str = "head") -> None:
-    with open_target() as target:
+def migrate_up(
+    to: str = "head", lock_timeout: str | None = None, allow_changed: bool = False
+) -> None:
+    with changing_target(lock_timeout, allow_changed=allow_changed) as target:
         current = runner.current_revision(target.connection)
         plan = runner.plan_upgrade(revisions.script_directory(), current, to)
         if not plan:
@@ -67,10 +96,15 @@ def migrate_up(to: str = "head") -> None:
         _apply(target, plan, "Upgrading")
 
 
-def migrate_down(steps: int | None = None, to: str | None = None) -> None:
+def migrate_down(
+    steps: int | None = None,
+    to: str | None = None,
+    lock_timeout: str | None = None,
+    allow_changed: bool = False,
+) -> None:
     if steps is not None and to is not None:
         raise ConfigError("give --steps or --to, not both.")
-    with open_target() as target:
+    with changing_target(lock_timeout, allow_changed=allow_changed) as target:
         current = runner.current_revision(target.connection)
         if current is None:
             raise RevisionError(
@@ -84,34 +118,104 @@ def migrate_down(steps: int | None = None, to: str | None = None) -> None:
         _apply(target, plan, "Downgrading")
 
 
+def _last_applied(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    latest: dict[str, dict[str, Any]] = {}
+    for row in rows:
+        if row["success"] and row["direction"] == "up":
+            latest[row["revision"]] = row
+    return latest
+
+
+def _who(row: dict[str, Any]) -> str:
+    return f"{row['os_user']}@{row['host']} as {row['db_user']}"
+
+
 def migrate_status() -> None:
     with open_target() as target:
         current = runner.current_revision(target.connection)
-        scripts = revisions.chain(revisions.script_directory())
-        applied = (
-            {
-                s.revision
-                for s in runner.plan_downgrade(
-                    revisions.script_directory(), current, steps=None, target=revisions.BASE
-                )
-            }
+        script = revisions.script_directory()
+        scripts = revisions.chain(script)
+        applied_steps = (
+            runner.plan_downgrade(script, current, steps=None, target=revisions.BASE)
             if current
-            else set()
+            else []
         )
+        applied_by = _last_applied(history.rows(target.connection))
+    applied = {s.revision for s in applied_steps}
     pending = [s for s in scripts if s.revision not in applied]
     say(f"Database: {target.label}")
     say(f"Current:  {current or 'base (nothing applied)'}")
     table = Table(show_edge=False, pad_edge=False)
-    for column in ("revision", "state", "description", "file"):
+    for column in ("revision", "state", "description", "applied at", "applied by", "file"):
         table.add_column(column)
-    for script in scripts:
-        state = "applied" if script.revision in applied else "[yellow]pending[/yellow]"
-        table.add_row(script.revision, state, script.doc, revisions.path_of(script).name)
+    for script_ in scripts:
+        row = applied_by.get(script_.revision) if script_.revision in applied else None
+        state = "applied" if script_.revision in applied else "[yellow]pending[/yellow]"
+        table.add_row(
+            script_.revision,
+            state,
+            script_.doc,
+            f"{row['started_at']:%Y-%m-%d %H:%M:%S %Z}" if row else "",
+            _who(row) if row else "",
+            revisions.path_of(script_).name,
+        )
     console.print(table)
     say(
         f"{len(applied)} applied, {len(pending)} pending."
         + (" Run `invoke migrate.up` to apply them." if pending else "")
     )
+
+
+def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()}
+
+
+def migrate_history(as_json: bool = False, limit: int | None = None) -> None:
+    with open_target() as target:
+        rows = history.rows(target.connection, limit=limit)
+    if as_json:
+        print(json.dumps([_jsonable(r) for r in rows], indent=2))
+        return
+    if not rows:
+        say(f"No history yet on {target.label}: nothing has been applied by this tool.")
+        return
+    table = Table(show_edge=False, pad_edge=False)
+    for column in ("id", "started at", "step", "revision", "description", "took", "result", "by"):
+        table.add_column(column)
+    for row in rows:
+        step = f"{row['from_revision'] or 'base'} → {row['to_revision'] or 'base'}"
+        if row["direction"] == "accept-changed":
+            step = "accept changed file"
+        result = "ok" if row["success"] else f"[red]FAILED[/red] {row['error']}"
+        if row["note"]:
+            result += f" ({row['note']})"
+        table.add_row(
+            str(row["id"]),
+            f"{row['started_at']:%Y-%m-%d %H:%M:%S}",
+            f"{row['direction']:<4} {step}",
+            row["revision"],
+            row["description"],
+            f"{row['duration_ms']:.0f} ms",
+            result,
+            _who(row),
+        )
+    console.print(table)
+
+
+def migrate_verify() -> None:
+    with open_target() as target:
+        script = revisions.script_directory()
+        drift = checksums.find_drift(target.connection, script)
+        recorded = history.applied_checksums(target.connection)
+    if drift:
+        raise ChecksumMismatch(
+            f"{len(drift)} applied migration(s) changed since they were applied: "
+            + "; ".join(d.what for d in drift)
+            + ".",
+            "restore them (git checkout -- FILE) and put changes in a new migration; "
+            "`invoke migrate.up --allow-changed` accepts a harmless edit and records it",
+        )
+    say(f"OK: the {len(recorded)} applied migration(s) match their recorded checksums.")
 
 
 def migrate_new(message: str) -> None:
@@ -127,11 +231,8 @@ def migrate_new(message: str) -> None:
     script = command.revision(config, message=message, rev_id=rev_id)
     assert script is not None and not isinstance(script, list)
     path = revisions.path_of(script)
-    shown = (
-        path.relative_to(settings.PROJECT_ROOT)
-        if path.is_relative_to(settings.PROJECT_ROOT)
-        else path
-    )
+    root = settings.PROJECT_ROOT
+    shown = path.relative_to(root) if path.is_relative_to(root) else path
     say(f"Created {shown} (revision {rev_id}).")
     say("Write upgrade() and downgrade(), then apply it with `invoke migrate.up`.")
 
@@ -195,8 +296,8 @@ def _recreate_app_schemas(connection: Connection) -> None:
     connection.execute(text(f"DROP TABLE IF EXISTS {settings.BOOKKEEPING_SCHEMA}.alembic_version"))
 
 
-def db_reset(force: bool = False) -> None:
-    current = settings.load()
+def db_reset(force: bool = False, lock_timeout: str | None = None) -> None:
+    current = settings.load(lock_timeout=lock_timeout)
     url = current.database_url
     # Decided before connecting: a typo in a production URL must not get that far.
     if url is not None and not (force or urls.is_local(url)):
@@ -205,24 +306,11 @@ def db_reset(force: bool = False) -> None:
             "drops every table in it.",
             "pass --force if you really mean to wipe it",
         )
-    with open_target() as target:
+    # No checksum check: everything is dropped and re-applied from today's files.
+    with changing_target(lock_timeout, verify=False) as target:
         say(f"Resetting {target.label}: dropping schemas {', '.join(settings.APP_SCHEMAS)}")
         with target.connection.begin():
             _recreate_app_schemas(target.connection)
         plan = runner.plan_upgrade(revisions.script_directory(), None, "head")
         if plan:
             _apply(target, plan, "Upgrading")
-
-
-__all__ = [
-    "UserError",
-    "db_reset",
-    "db_shell",
-    "db_start",
-    "db_stop",
-    "db_url",
-    "migrate_down",
-    "migrate_new",
-    "migrate_status",
-    "migrate_up",
-]

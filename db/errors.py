@@ -50,3 +50,15 @@ class Refused(UserError):
     """A command declined to do something dangerous without an explicit flag."""
 
     exit_code = 5
+
+
+class LockTimeout(UserError):
+    """Another run held the migration lock for longer than --lock-timeout."""
+
+    exit_code = 6
+
+
+class ChecksumMismatch(UserError):
+    """An applied migration's file was edited or deleted after it was applied."""
+
+    exit_code = 7

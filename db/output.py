@@ -3,9 +3,13 @@ NO_COLOR is set; soft wrapping keeps long URLs and paths on one line."""
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 
-console = Console(soft_wrap=True, highlight=False)
+# Piped output (CI logs, `| less`) has no width to measure; Rich's 80 columns would
+# fold every table row into several lines.
+console = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
 def say(text: str) -> None:

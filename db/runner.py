@@ -7,22 +7,27 @@ so that a failure can name the migration it happened in.
 
 from __future__ import annotations
 
+import logging
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from alembic import command
 from alembic.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from db import revisions
+from db import history, revisions
 from db.errors import MigrationFailed, RevisionError
 from db.settings import BOOKKEEPING_SCHEMA
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -125,22 +130,69 @@ def _where_it_failed(error: BaseException, step: Step) -> str:
     return f" at {step.path.name}:{frames[-1].lineno}" if frames else ""
 
 
-def run(connection: Connection, plan: list[Step], on_step: StepDone | None = None) -> None:
-    """Apply `plan` on `connection`, which must have no open transaction."""
+def _record(
+    connection: Connection,
+    who: history.Who,
+    step: Step,
+    started_at: datetime,
+    seconds: float,
+    error: str | None = None,
+) -> None:
+    history.record(
+        connection,
+        revision=step.revision,
+        from_revision=step.from_revision,
+        to_revision=step.to_revision,
+        direction=step.direction,
+        description=step.description,
+        checksum=history.checksum(step.path),
+        started_at=started_at,
+        duration_ms=seconds * 1000,
+        success=error is None,
+        error=error,
+        who=who,
+    )
+
+
+def run(
+    connection: Connection,
+    plan: list[Step],
+    on_step: StepDone | None = None,
+    who: history.Who | None = None,
+) -> None:
+    """Apply `plan` on `connection`, which must have no open transaction.
+
+    With `who`, each step also writes its history row, inside the step's own
+    transaction; a failed step writes a failure row after its rollback.
+    """
+    if connection.in_transaction():
+        # Alembic would run inside it, and a close without COMMIT would silently undo
+        # every migration while reporting success.
+        raise RuntimeError(
+            "runner.run() needs a connection without an open transaction; commit or roll back first"
+        )
     if not plan:
         return
     done: list[Step] = []
+    started_at = datetime.now(UTC)
     mark = time.perf_counter()
 
     def after_step(*, ctx, step, heads, run_args) -> None:
-        nonlocal mark
-        now = time.perf_counter()
+        nonlocal mark, started_at
+        seconds = time.perf_counter() - mark
         finished = plan[len(done)]
+        if who is not None:
+            _record(ctx.connection, who, finished, started_at, seconds)
         done.append(finished)
         if on_step is not None:
-            on_step(finished, now - mark)
-        mark = now
+            on_step(finished, seconds)
+        started_at, mark = datetime.now(UTC), time.perf_counter()
 
+    if connection.dialect.server_version_info >= (14,):
+        # A backend notices within a second that its client died (kill -9, lost network)
+        # and rolls back, instead of holding its locks until its statement ends.
+        connection.execute(text("SET client_connection_check_interval = 1000"))
+        connection.commit()
     config = revisions.alembic_config()
     config.attributes["connection"] = connection
     config.attributes["configure_options"] = {"on_version_apply": after_step}
@@ -157,11 +209,31 @@ def run(connection: Connection, plan: list[Step], on_step: StepDone | None = Non
         failed = plan[len(done)] if len(done) < len(plan) else plan[-1]
         detail = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
         message = " ".join(str(detail).split()) or type(detail).__name__
+        error = f"{type(detail).__name__}: {message}"
+        if who is not None:
+            _record_failure(connection, who, failed, started_at, time.perf_counter() - mark, error)
         at = failed.from_revision or "base"
         raise MigrationFailed(
             f"migration {failed.revision} ({failed.description}) failed while going "
-            f"{failed.direction}{_where_it_failed(exc, failed)}: {type(detail).__name__}: "
-            f"{message}",
+            f"{failed.direction}{_where_it_failed(exc, failed)}: {error}",
             f"its transaction was rolled back, so the database is at {at}. Fix the "
             "migration (or the data it trips on) and run the command again",
         ) from exc
+
+
+def _record_failure(
+    connection: Connection,
+    who: history.Who,
+    step: Step,
+    started_at: datetime,
+    seconds: float,
+    error: str,
+) -> None:
+    """Write the failure row after the rollback; never hide the original error."""
+    try:
+        if connection.in_transaction():
+            connection.rollback()
+        with connection.begin():
+            _record(connection, who, step, started_at, seconds, error)
+    except Exception as exc:  # the connection itself may be what failed
+        log.warning("could not record the failure of %s in the history: %s", step.revision, exc)

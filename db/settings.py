@@ -37,6 +37,8 @@ class Settings:
     embedded_pgdata: Path
     embedded_database: str
     connect_timeout: int
+    lock_timeout: float
+    """Seconds to wait for another migration run to finish."""
 
     @property
     def uses_embedded(self) -> bool:
@@ -61,15 +63,33 @@ def _positive_int(name: str, raw: object) -> int:
     return value
 
 
+def _seconds(name: str, raw: object) -> float:
+    try:
+        value = float(str(raw))
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a number of seconds, 0 or more, not {raw!r}.")
+    return value
+
+
 def versions_dir(environ: Mapping[str, str] | None = None) -> Path | None:
     """WORKTRACKER_VERSIONS_DIR: run another chain of migrations (tests use throwaway chains)."""
     raw = (os.environ if environ is None else environ).get("WORKTRACKER_VERSIONS_DIR")
     return Path(raw).resolve() if raw else None
 
 
-def load(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read the settings from the environment and pyproject.toml."""
-    env = os.environ if environ is None else environ
+def load(
+    environ: Mapping[str, str] | None = None, lock_timeout: str | float | None = None
+) -> Settings:
+    """Read the settings from the environment and pyproject.toml.
+
+    `lock_timeout` is the command line's --lock-timeout, which beats both.
+    """
+    env = dict(os.environ if environ is None else environ)
+    lock_source = "WORKTRACKER_LOCK_TIMEOUT"
+    if lock_timeout is not None:
+        env[lock_source], lock_source = str(lock_timeout), "--lock-timeout"
     section = _pyproject_section()
 
     raw_url = env.get("DATABASE_URL")
@@ -86,5 +106,9 @@ def load(environ: Mapping[str, str] | None = None) -> Settings:
         connect_timeout=_positive_int(
             "WORKTRACKER_CONNECT_TIMEOUT",
             env.get("WORKTRACKER_CONNECT_TIMEOUT") or section.get("connect_timeout", 10),
+        ),
+        lock_timeout=_seconds(
+            lock_source,
+            env.get("WORKTRACKER_LOCK_TIMEOUT") or section.get("lock_timeout", 60),
         ),
     )

@@ -114,23 +114,24 @@ class Result:
         )
 
 
+def _environ(tmp_path: Path, extra: dict[str, str] | None) -> dict[str, str]:
+    ours = {"DATABASE_URL", "WORKTRACKER_VERSIONS_DIR", "WORKTRACKER_LOCK_TIMEOUT", "PGPASSWORD"}
+    environ = {k: v for k, v in os.environ.items() if k not in ours and k != "PGOPTIONS"}
+    # Keep tests away from the developer's .pgdata.
+    environ["WORKTRACKER_PGDATA"] = str(tmp_path / "pgdata")
+    environ.update(extra or {})
+    return environ
+
+
 @pytest.fixture
 def invoke(tmp_path: Path):
     """Run `invoke ARGS…` as a user would, in a subprocess, with extra environment."""
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
-        environ = {
-            k: v
-            for k, v in os.environ.items()
-            if k not in {"DATABASE_URL", "WORKTRACKER_VERSIONS_DIR", "PGPASSWORD"}
-        }
-        # Keep tests away from the developer's .pgdata.
-        environ["WORKTRACKER_PGDATA"] = str(tmp_path / "pgdata")
-        environ.update(env or {})
         done = subprocess.run(
             [sys.executable, "-m", "invoke", *args],
             cwd=PROJECT_ROOT,
-            env=environ,
+            env=_environ(tmp_path, env),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -138,6 +139,35 @@ def invoke(tmp_path: Path):
         return Result(done.returncode, done.stdout, done.stderr)
 
     return run
+
+
+@pytest.fixture
+def spawn(tmp_path: Path) -> Iterator:
+    """Start `invoke ARGS…` in the background; every process is killed after the test."""
+    started: list[subprocess.Popen] = []
+
+    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=PROJECT_ROOT,
+            env=_environ(tmp_path, env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def finish(process: subprocess.Popen, timeout: float = 120) -> Result:
+    stdout, stderr = process.communicate(timeout=timeout)
+    return Result(process.returncode, stdout, stderr)
 
 
 @pytest.fixture

@@ -15,12 +15,9 @@ from sqlalchemy.engine import URL
 
 from db import embedded, urls
 from db.throwaway import PASSWORD_ROLE, Server
+from tests.helpers import as_env
 
 SECRET = "hunter2-not-for-logs"
-
-
-def as_env(url: URL) -> dict[str, str]:
-    return {"DATABASE_URL": urls.libpq(url).render_as_string(hide_password=False)}
 
 
 def assert_clean_failure(result, code: int, *fragments: str) -> None:

@@ -1,0 +1,89 @@
+"""Applied migrations are immutable: compare each still-applied migration's file with the
+sha256 recorded in the history when it was applied (Flyway's `validate`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+from db import history, revisions
+from db.errors import ChecksumMismatch
+
+
+@dataclass(frozen=True)
+class Drift:
+    revision: str
+    description: str
+    path: Path | None
+    recorded: str | None
+    actual: str | None
+
+    @property
+    def what(self) -> str:
+        if self.path is None or self.actual is None:
+            return f"{self.revision} ({self.description}): file deleted"
+        return f"{self.path.name}: edited"
+
+
+def _path(script: ScriptDirectory, revision: str) -> Path | None:
+    try:
+        found = script.get_revision(revision)
+    except Exception:  # a broken chain is reported by whatever loads it next
+        return None
+    return revisions.path_of(found) if found is not None else None
+
+
+def find_drift(connection: Connection, script: ScriptDirectory) -> list[Drift]:
+    """Applied migrations whose file changed or vanished since it was applied."""
+    drift = []
+    for revision, row in history.applied_checksums(connection).items():
+        path = _path(script, revision)
+        actual = history.checksum(path) if path is not None else None
+        if actual != row["checksum"]:
+            drift.append(Drift(revision, row["description"], path, row["checksum"], actual))
+    return sorted(drift, key=lambda d: d.revision)
+
+
+def verify(
+    connection: Connection,
+    script: ScriptDirectory,
+    *,
+    allow_changed: bool = False,
+    who: history.Who | None = None,
+) -> list[Drift]:
+    """Raise ChecksumMismatch on drift, unless allowed; an allowed drift is recorded."""
+    drift = find_drift(connection, script)
+    if not drift:
+        return []
+    if not allow_changed:
+        raise ChecksumMismatch(
+            "applied migrations changed since they were applied: "
+            + "; ".join(d.what for d in drift)
+            + ".",
+            "released migrations are immutable: restore the file (git checkout -- FILE) and "
+            "put the change in a new migration (invoke migrate.new). If the edit is harmless, "
+            "run again with --allow-changed to accept it; that is recorded in the history",
+        )
+    who = who or history.Who.here()
+    with connection.begin():
+        for d in drift:
+            history.record(
+                connection,
+                revision=d.revision,
+                from_revision=None,
+                to_revision=None,
+                direction="accept-changed",
+                description=d.description,
+                checksum=d.actual,
+                started_at=datetime.now(UTC),
+                duration_ms=0.0,
+                success=True,
+                who=who,
+                note=f"--allow-changed accepted {d.what}: checksum was {d.recorded}, "
+                f"now {d.actual}",
+            )
+    return drift

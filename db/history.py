@@ -1,0 +1,187 @@
+"""The migration history: one append-only row per migration step applied or rolled back,
+in the bookkeeping schema, where app-schema comparisons and rollbacks never reach it."""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import socket
+from dataclasses import dataclass
+from datetime import datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from db.settings import BOOKKEEPING_SCHEMA as SCHEMA
+
+TABLE = f"{SCHEMA}.history"
+DIRECTIONS = ("up", "down", "accept-changed")
+
+# Idempotent, and run only while holding the migration lock: concurrent
+# CREATE ... IF NOT EXISTS can still collide in the catalog.
+_DDL = [
+    f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
+    f"""
+    CREATE TABLE IF NOT EXISTS {TABLE} (
+        id            bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        revision      text NOT NULL,
+        from_revision text,
+        to_revision   text,
+        direction     text NOT NULL CHECK (direction IN ('up', 'down', 'accept-changed')),
+        description   text NOT NULL,
+        checksum      text,
+        db_user       text NOT NULL DEFAULT current_user,
+        os_user       text,
+        host          text,
+        tool_version  text,
+        started_at    timestamptz NOT NULL,
+        duration_ms   double precision NOT NULL,
+        success       boolean NOT NULL,
+        error         text,
+        note          text
+    )
+    """,
+    f"COMMENT ON TABLE {TABLE} IS "
+    "'Every migration step applied or rolled back, and how it ended. Append-only.'",
+    f"""
+    CREATE OR REPLACE FUNCTION {SCHEMA}.history_is_append_only() RETURNS trigger
+    LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION '{TABLE} is append-only';
+    END;
+    $$
+    """,
+    f"""
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'history_is_append_only'
+                       AND tgrelid = '{TABLE}'::regclass) THEN
+            CREATE TRIGGER history_is_append_only BEFORE UPDATE OR DELETE ON {TABLE}
+            FOR EACH STATEMENT EXECUTE FUNCTION {SCHEMA}.history_is_append_only();
+        END IF;
+    END $$
+    """,
+]
+
+
+def ensure_table(connection: Connection) -> None:
+    """Create the bookkeeping schema and the history table if they are missing."""
+    with connection.begin():
+        for statement in _DDL:
+            connection.execute(text(statement))
+
+
+def exists(connection: Connection) -> bool:
+    found = connection.execute(text("SELECT to_regclass(:t)"), {"t": TABLE}).scalar()
+    connection.rollback()
+    return found is not None
+
+
+def checksum(path: Path) -> str | None:
+    """sha256 of a migration file's bytes; None when the file is gone."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return None
+
+
+def tool_version() -> str:
+    try:
+        ours = metadata.version("worktracker-schema")
+    except metadata.PackageNotFoundError:
+        ours = "unknown"
+    return f"worktracker-schema {ours}, alembic {metadata.version('alembic')}"
+
+
+@dataclass(frozen=True)
+class Who:
+    os_user: str
+    host: str
+    tool_version: str
+
+    @classmethod
+    def here(cls) -> Who:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = "unknown"
+        return cls(user, socket.gethostname(), tool_version())
+
+
+_INSERT = text(
+    f"""
+    INSERT INTO {TABLE} (revision, from_revision, to_revision, direction, description,
+                         checksum, os_user, host, tool_version, started_at, duration_ms,
+                         success, error, note)
+    VALUES (:revision, :from_revision, :to_revision, :direction, :description,
+            :checksum, :os_user, :host, :tool_version, :started_at, :duration_ms,
+            :success, :error, :note)
+    """
+)
+
+
+def record(
+    connection: Connection,
+    *,
+    revision: str,
+    from_revision: str | None,
+    to_revision: str | None,
+    direction: str,
+    description: str,
+    checksum: str | None,
+    started_at: datetime,
+    duration_ms: float,
+    success: bool,
+    who: Who,
+    error: str | None = None,
+    note: str | None = None,
+) -> None:
+    """Insert one row on `connection`, inside whatever transaction the caller has open."""
+    connection.execute(
+        _INSERT,
+        {
+            "revision": revision,
+            "from_revision": from_revision,
+            "to_revision": to_revision,
+            "direction": direction,
+            "description": description,
+            "checksum": checksum,
+            "os_user": who.os_user,
+            "host": who.host,
+            "tool_version": who.tool_version,
+            "started_at": started_at,
+            "duration_ms": duration_ms,
+            "success": success,
+            "error": error,
+            "note": note,
+        },
+    )
+
+
+def rows(connection: Connection, limit: int | None = None) -> list[dict[str, Any]]:
+    """The history, oldest first (the newest `limit` rows when given)."""
+    if not exists(connection):
+        return []
+    query = f"SELECT * FROM {TABLE} ORDER BY id DESC" + (" LIMIT :limit" if limit else "")
+    result = [dict(r._mapping) for r in connection.execute(text(query), {"limit": limit})]
+    connection.rollback()
+    return list(reversed(result))
+
+
+def applied_checksums(connection: Connection) -> dict[str, dict[str, Any]]:
+    """For each revision that history says is applied: its latest accepted row.
+
+    Replays the successful steps in order; an 'accept-changed' row replaces the
+    checksum an 'up' row recorded.
+    """
+    state: dict[str, dict[str, Any]] = {}
+    for row in rows(connection):
+        if not row["success"]:
+            continue
+        if row["direction"] == "down":
+            state.pop(row["revision"], None)
+        else:
+            state[row["revision"]] = row
+    return state

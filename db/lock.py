@@ -1,0 +1,121 @@
+"""One migration run at a time: a session-level PostgreSQL advisory lock.
+
+The lock lives on a connection of its own, opened for it and held for the whole run.
+It must not be the connection the migrations run on: their COMMITs and ROLLBACKs
+(and Alembic's autocommit_block()) must not be able to release it. A run that dies
+loses its session, and the server releases the lock with it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection, Engine
+
+from db import connect
+from db.errors import LockTimeout
+
+LOCK_NAME = "worktracker-schema/migrations"
+# Every copy of the tool derives the same 64-bit key from the same name.
+LOCK_KEY = int.from_bytes(hashlib.sha256(LOCK_NAME.encode()).digest()[:8], "big", signed=True)
+POLL_SECONDS = 0.2
+PROGRESS_EVERY = 5.0
+
+
+@dataclass(frozen=True)
+class Holder:
+    pid: int
+    application_name: str
+    client: str
+    user: str
+    since: datetime
+
+    def describe(self, now: datetime | None = None) -> str:
+        now = now or datetime.now(UTC)
+        held = (now - self.since).total_seconds()
+        return (
+            f"pid {self.pid} ({self.application_name or 'no application_name'}, "
+            f"user {self.user}, from {self.client}), connected since "
+            f"{self.since:%Y-%m-%d %H:%M:%S %Z} ({held:.0f} s ago)"
+        )
+
+
+_HOLDER = text(
+    """
+    SELECT a.pid, coalesce(a.application_name, '') AS application_name,
+           coalesce(host(a.client_addr), 'local socket') AS client,
+           coalesce(a.usename::text, '?') AS user, a.backend_start AS since
+      FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+     WHERE l.locktype = 'advisory' AND l.granted
+       AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+       AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1
+    """
+)
+
+
+def holder(connection: Connection) -> Holder | None:
+    """Who holds the migration lock on this database, if anyone."""
+    unsigned = LOCK_KEY & 0xFFFF_FFFF_FFFF_FFFF
+    row = connection.execute(_HOLDER, {"hi": unsigned >> 32, "lo": unsigned & 0xFFFF_FFFF}).first()
+    connection.commit()
+    return Holder(**row._mapping) if row else None
+
+
+def _try(connection: Connection) -> bool:
+    got = connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": LOCK_KEY}).scalar()
+    # Commit at once: an open transaction here is harmless to the lock (session-level),
+    # but an idle-in-transaction session is a poor neighbour on a busy server.
+    connection.commit()
+    return bool(got)
+
+
+@contextmanager
+def migration_lock(
+    engine: Engine, timeout: float, say: Callable[[str], None] = print
+) -> Iterator[None]:
+    """Hold the migration lock for the duration of the block, waiting up to `timeout` s.
+
+    `engine` is used for one dedicated connection, never shared with the migrations.
+    """
+    with connect.connect(engine) as connection:
+        if not _try(connection):
+            _wait(connection, timeout, say)
+        try:
+            yield
+        finally:
+            # Closing the session would release it too; unlocking says so explicitly.
+            if not connection.closed and not connection.invalidated:
+                connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
+                connection.commit()
+
+
+def _wait(connection: Connection, timeout: float, say: Callable[[str], None]) -> None:
+    who = holder(connection)
+    who_text = who.describe() if who else "a session that has just let go"
+    say(f"Waiting for the migration lock, held by {who_text}; giving up after {timeout:g} s.")
+    started = time.monotonic()
+    next_report = started + PROGRESS_EVERY
+    while True:
+        if _try(connection):
+            say(f"Got the migration lock after {time.monotonic() - started:.1f} s.")
+            return
+        now = time.monotonic()
+        if now - started >= timeout:
+            who = holder(connection) or who
+            raise LockTimeout(
+                f"gave up after {timeout:g} s waiting for the migration lock, held by "
+                f"{who.describe() if who else 'another session'}.",
+                "another migration run is in progress; wait for it to finish, or raise "
+                "--lock-timeout. If that process is stuck, stop it "
+                f"(SELECT pg_terminate_backend({who.pid if who else 'PID'}))",
+            )
+        if now >= next_report:
+            say(f"  still waiting for the migration lock ({now - started:.0f} s)…")
+            next_report += PROGRESS_EVERY
+        time.sleep(POLL_SECONDS)

@@ -1,0 +1,69 @@
+"""Small helpers shared by the tests: database URLs for subprocesses, throwaway migrations."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import psycopg
+from sqlalchemy.engine import URL
+
+from db import urls
+
+
+def as_env(url: URL) -> dict[str, str]:
+    """DATABASE_URL for a subprocess, as a user would write it."""
+    return {"DATABASE_URL": urls.libpq(url).render_as_string(hide_password=False)}
+
+
+def connect(url: URL, **kwargs) -> psycopg.Connection:
+    return psycopg.connect(urls.libpq(url).render_as_string(hide_password=False), **kwargs)
+
+
+def scalar(url: URL, sql: str, *params: object) -> object:
+    with connect(url) as conn:
+        row = conn.execute(sql, params or None).fetchone()
+        return row[0] if row else None
+
+
+def current_revision(url: URL) -> str | None:
+    exists = scalar(url, "SELECT to_regclass('migrations.alembic_version')")
+    return scalar(url, "SELECT version_num FROM migrations.alembic_version") if exists else None
+
+
+def _body(code: str) -> str:
+    return textwrap.indent(textwrap.dedent(code).strip(), "    ")
+
+
+def add_migration(
+    versions: Path, revision: str, down: str, slug: str, upgrade: str, downgrade: str
+) -> Path:
+    """Write NNN_slug.py into a copy of the chain, with the given bodies."""
+    source = "\n".join(
+        [
+            f'"""{slug.replace("_", " ")}"""',
+            "",
+            "from __future__ import annotations",
+            "",
+            "from alembic import op",
+            "",
+            f'revision: str = "{revision}"',
+            f'down_revision: str | None = "{down}"',
+            "branch_labels = None",
+            "depends_on = None",
+            "",
+            "",
+            "def upgrade() -> None:",
+            f'    """Apply: {slug}."""',
+            _body(upgrade),
+            "",
+            "",
+            "def downgrade() -> None:",
+            f'    """Revert: {slug}."""',
+            _body(downgrade),
+            "",
+        ]
+    )
+    path = versions / f"{revision}_{slug}.py"
+    path.write_text(source)
+    return path

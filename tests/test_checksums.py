@@ -1,0 +1,74 @@
+"""Applied migrations are immutable: an edited or deleted file stops up, down and verify."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import URL
+
+from tests.helpers import add_migration, as_env, current_revision
+
+
+@pytest.fixture
+def applied_copy(invoke, empty_db: URL, versions_copy: Path) -> dict[str, str]:
+    """A copy of the chain, applied to a fresh database; the environment that targets both."""
+    env = {**as_env(empty_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    result = invoke("migrate.up", env=env)
+    assert result.returncode == 0, result.explain()
+    return env
+
+
+@pytest.mark.parametrize("command", ["migrate.up", "migrate.down", "migrate.verify"])
+def test_edited_applied_migration_is_refused(
+    invoke, applied_copy: dict[str, str], versions_copy: Path, empty_db: URL, command: str
+) -> None:
+    with (versions_copy / "001_initial_schema.py").open("a") as f:
+        f.write("# an innocent-looking edit\n")
+    result = invoke(command, env=applied_copy)
+    assert result.returncode == 7, result.explain()
+    assert "001_initial_schema.py: edited" in result.stderr, result.explain()
+    assert "Traceback" not in result.output, result.explain()
+    assert current_revision(empty_db) == "001", "a refused run must change nothing"
+
+
+def test_allow_changed_goes_ahead_and_records_a_note(
+    invoke, applied_copy: dict[str, str], versions_copy: Path
+) -> None:
+    with (versions_copy / "001_initial_schema.py").open("a") as f:
+        f.write("# a comment, accepted on purpose\n")
+    result = invoke("migrate.up", "--allow-changed", env=applied_copy)
+    assert result.returncode == 0, result.explain()
+    assert "Accepted a changed migration" in result.stdout, result.explain()
+
+    rows = json.loads(invoke("migrate.history", "--json", env=applied_copy).stdout)
+    accepted = [r for r in rows if r["direction"] == "accept-changed"]
+    assert len(accepted) == 1 and "--allow-changed" in accepted[0]["note"], rows
+    verify = invoke("migrate.verify", env=applied_copy)
+    assert verify.returncode == 0, "once accepted, the new checksum is the reference"
+
+
+def test_deleted_applied_migration_is_refused(
+    invoke, applied_copy: dict[str, str], versions_copy: Path
+) -> None:
+    extra = add_migration(
+        versions_copy,
+        "002",
+        "001",
+        "extra",
+        'op.execute("CREATE TABLE extra (id int)")',
+        'op.drop_table("extra")',
+    )
+    assert invoke("migrate.up", env=applied_copy).returncode == 0
+    extra.unlink()
+    for command in ("migrate.verify", "migrate.up"):
+        result = invoke(command, env=applied_copy)
+        assert result.returncode == 7, result.explain()
+        assert "002 (extra): file deleted" in result.stderr, result.explain()
+
+
+def test_untouched_chain_verifies(invoke, applied_copy: dict[str, str]) -> None:
+    result = invoke("migrate.verify", env=applied_copy)
+    assert result.returncode == 0, result.explain()
+    assert "OK: the 1 applied migration(s) match" in result.stdout, result.explain()
