@@ -1,29 +1,35 @@
-"""Sessions: plain `nox` runs lint and tests; `nox -s NAME` runs one; `nox -l` lists them."""
+"""Sessions: plain `nox` runs lint, tests and the roundtrip; `nox -s NAME` runs one;
+`nox -l` lists them."""
 
 from __future__ import annotations
+
+import subprocess
 
 import nox
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "tests"]
+nox.options.sessions = ["lint", "tests", "roundtrip"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
+SERVERS = PYPROJECT["tool"]["worktracker"]["roundtrip_servers"]
 
 
 def _install(session: nox.Session, *groups: str, project: bool = True) -> None:
     """Install the dependency groups of pyproject.toml, and the project itself."""
     if project:
         session.install("-e", ".")
-    session.install(*nox.project.dependency_groups(PYPROJECT, *groups))
+    if groups:
+        session.install(*nox.project.dependency_groups(PYPROJECT, *groups))
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint and check formatting with ruff."""
+    """Lint Python with ruff and the GitHub workflows with actionlint."""
     _install(session, "lint", project=False)
     session.run("ruff", "check", ".", *session.posargs)
     session.run("ruff", "format", "--check", ".")
+    session.run("actionlint")
 
 
 @nox.session
@@ -31,3 +37,16 @@ def tests(session: nox.Session) -> None:
     """Run the test suite against a throwaway PostgreSQL (see db/throwaway.py)."""
     _install(session, "test")
     session.run("pytest", *session.posargs)
+
+
+@nox.session
+@nox.parametrize("server", SERVERS)
+def roundtrip(session: nox.Session, server: str) -> None:
+    """Apply, roll back and reapply every migration on one kind of PostgreSQL server."""
+    _install(session, "test")
+    reason = session.run(
+        "python", "-m", "db.throwaway", "why-not", server, silent=True, stderr=subprocess.DEVNULL
+    )
+    if reason and reason.strip():
+        session.skip(f"{server} is not available here: {reason.strip()}")
+    session.run("invoke", "migrate.roundtrip", "--server", server, *session.posargs)

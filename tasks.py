@@ -3,6 +3,7 @@ explains one. Every task targets DATABASE_URL, or the embedded PostgreSQL when i
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from invoke import Collection, Exit, task
@@ -16,6 +17,7 @@ def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
     try:
         action(*args, **kwargs)
     except UserError as error:
+        sys.stdout.flush()  # what was said so far comes before the error
         raise Exit(error.render(), error.exit_code) from None
 
 
@@ -87,6 +89,17 @@ def verify(c):
     _run(commands.migrate_verify)
 
 
+@task(
+    help={
+        "server": "embedded, debian-NN or docker-NN (default: TEST_DATABASE_URL, then Docker, "
+        "then embedded)."
+    }
+)
+def roundtrip(c, server=None):
+    """Prove every migration reversible on a throwaway PostgreSQL: up, down, up, compared."""
+    _run(commands.migrate_roundtrip, server)
+
+
 @task(help={"message": 'What the migration does, e.g. "add task reminders".'})
 def new(c, message):
     """Create the next numbered migration file (NNN_slug.py) from the template."""
@@ -125,6 +138,6 @@ def reset(c, force=False, lock_timeout=None):
     _run(commands.db_reset, force, lock_timeout)
 
 
-migrate = Collection("migrate", up, down, status, history, verify, new)
+migrate = Collection("migrate", up, down, status, history, verify, roundtrip, new)
 db = Collection("db", start, stop, url, shell, reset)
 ns = Collection(migrate, db)

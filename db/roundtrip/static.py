@@ -1,0 +1,114 @@
+"""Checks on the migration files themselves, with no database: run over every file.
+
+- one head and a linear history (no branches, no merges);
+- file names match `NNN_slug.py` and the revision id inside;
+- every downgrade() does something, or the module declares `irreversible = "reason"`;
+- no migration imports the models (migrations stay frozen when the models change).
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+from alembic.script import ScriptDirectory
+
+from db import revisions
+
+
+def _assigned(tree: ast.Module, name: str) -> ast.expr | None:
+    for node in tree.body:
+        targets = (
+            node.targets
+            if isinstance(node, ast.Assign)
+            else ([node.target] if isinstance(node, ast.AnnAssign) else [])
+        )
+        if any(isinstance(t, ast.Name) and t.id == name for t in targets):
+            return node.value
+    return None
+
+
+def _does_nothing(function: ast.FunctionDef) -> bool:
+    body = function.body
+    if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]  # the docstring
+    return all(
+        isinstance(s, ast.Pass) or (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))
+        for s in body
+    )
+
+
+def _imports_models(tree: ast.Module) -> bool:
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import) and any(
+            a.name == "db.models" or a.name.startswith("db.models.") for a in node.names
+        ):
+            return True
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "db.models" or node.module.startswith("db.models."):
+                return True
+            if node.module == "db" and any(a.name == "models" for a in node.names):
+                return True
+    return False
+
+
+def check_file(path: Path) -> list[str]:
+    """What is wrong with one migration file."""
+    problems = []
+    match = revisions.FILENAME.match(path.name)
+    if not match:
+        problems.append(f"{path.name}: the name must be NNN_slug.py (e.g. 002_add_reminders.py)")
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except SyntaxError as error:
+        return [*problems, f"{path.name}: does not parse: {error}"]
+    revision = _assigned(tree, "revision")
+    declared = revision.value if isinstance(revision, ast.Constant) else None
+    if match and declared != match["rev"]:
+        problems.append(
+            f"{path.name}: revision id is {declared!r}, but the file name says {match['rev']!r}"
+        )
+    functions = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef)}
+    for required in ("upgrade", "downgrade"):
+        if required not in functions:
+            problems.append(f"{path.name}: has no {required}()")
+    downgrade = functions.get("downgrade")
+    if downgrade and _does_nothing(downgrade) and _assigned(tree, "irreversible") is None:
+        problems.append(
+            f"{path.name}: downgrade() does nothing; write it, or declare "
+            'irreversible = "why" at module level'
+        )
+    if _imports_models(tree):
+        problems.append(
+            f"{path.name}: imports db.models; a migration must not, or it changes when the "
+            "models do (write the tables out with op.* instead)"
+        )
+    return problems
+
+
+def migration_files(versions: Path | None = None) -> list[Path]:
+    folder = versions or revisions.versions_path()
+    return sorted(p for p in folder.glob("*.py") if p.name != "__init__.py")
+
+
+def check_chain(script: ScriptDirectory) -> list[str]:
+    """One head, one base, no merges."""
+    problems = []
+    heads, bases = script.get_heads(), script.get_bases()
+    if len(heads) > 1:
+        problems.append(f"the chain has {len(heads)} heads: {', '.join(sorted(heads))}")
+    if len(bases) > 1:
+        problems.append(f"the chain has {len(bases)} bases: {', '.join(sorted(bases))}")
+    for found in script.walk_revisions():
+        if isinstance(found.down_revision, tuple | list):
+            problems.append(f"{found.revision} merges {', '.join(found.down_revision)}")
+    return problems
+
+
+def check_all() -> list[str]:
+    problems = [p for f in migration_files() for p in check_file(f)]
+    try:
+        problems += check_chain(revisions.script_directory())
+    except Exception as error:  # a broken chain cannot even be walked
+        problems.append(f"the chain cannot be read: {error}")
+    return problems

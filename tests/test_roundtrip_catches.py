@@ -1,0 +1,122 @@
+"""The checker must be able to fail: deliberately broken migrations, each caught with a
+clear diff that names the revision and the step."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from db.roundtrip import cycle
+from db.throwaway import Server
+from tests.helpers import add_migration
+
+BROKEN = {
+    "forgets-an-index": (
+        'op.create_index("ix_tasks_due_date", "tasks", ["due_date"])',
+        'op.execute("SELECT 1")  # forgets the index',
+        "down",
+        "CREATE INDEX ix_tasks_due_date",
+    ),
+    "forgets-an-enum": (
+        """
+        op.execute("CREATE TYPE reminder_channel AS ENUM ('email', 'push')")
+        op.execute("ALTER TABLE tasks ADD COLUMN reminder_channel reminder_channel")
+        """,
+        'op.drop_column("tasks", "reminder_channel")  # forgets the type',
+        "down",
+        "CREATE TYPE public.reminder_channel AS ENUM",
+    ),
+    "forgets-a-trigger": (
+        'op.execute("CREATE TRIGGER trg_users_touch BEFORE UPDATE ON users '
+        'FOR EACH ROW EXECUTE FUNCTION set_updated_at()")',
+        'op.execute("SELECT 1")  # forgets the trigger',
+        "down",
+        "CREATE TRIGGER trg_users_touch",
+    ),
+    "forgets-a-column-default": (
+        "op.execute(\"ALTER TABLE tasks ALTER COLUMN description SET DEFAULT ''\")",
+        'op.execute("SELECT 1")  # forgets the default',
+        "down",
+        "description text DEFAULT ''::text",
+    ),
+    "drops-a-table-holding-rows": (
+        """
+        op.execute(
+            "CREATE TABLE reminders (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), "
+            "task_id uuid NOT NULL REFERENCES tasks ON DELETE CASCADE, "
+            "remind_at timestamptz NOT NULL)"
+        )
+        """,
+        'op.drop_table("reminders")',
+        "data",
+        "table public.reminders (3 rows)",
+    ),
+    "deletes-rows-it-does-not-own": (
+        'op.add_column("comments", sa.Column("pinned", sa.Boolean(), nullable=True))',
+        'op.drop_column("comments", "pinned")\nop.execute("DELETE FROM comments")',
+        "down",
+        "rows changed across down of 002",
+    ),
+}
+
+
+def _run_with_002(
+    pg_server: Server, versions: Path, monkeypatch, upgrade: str, downgrade: str, **extra: str
+) -> cycle.Report:
+    path = add_migration(versions, "002", "001", "broken", upgrade, downgrade)
+    source = path.read_text().replace(
+        "from alembic import op\n", "import sqlalchemy as sa\nfrom alembic import op\n"
+    )
+    for name, value in extra.items():
+        source = source.replace("branch_labels = None", f"branch_labels = None\n{name} = {value!r}")
+    path.write_text(source)
+    monkeypatch.setenv("WORKTRACKER_VERSIONS_DIR", str(versions))
+    return cycle.run(pg_server)
+
+
+@pytest.mark.parametrize("case", BROKEN, ids=list(BROKEN))
+def test_roundtrip_catches(pg_server: Server, versions_copy: Path, monkeypatch, case: str) -> None:
+    upgrade, downgrade, step, evidence = BROKEN[case]
+    report = _run_with_002(pg_server, versions_copy, monkeypatch, upgrade, downgrade)
+    caught = [r for r in report.failures if r.revision == "002" and r.step == step]
+    assert caught, f"{case}: no failure at 002 {step}; got {report.results}"
+    assert evidence in caught[0].detail, caught[0].detail
+    if step == "down" and "rows changed" not in evidence:
+        assert "--- 002 before up" in caught[0].detail, "the diff must be labelled"
+        assert "+++ 002 after down" in caught[0].detail, "the diff must be labelled"
+
+
+def test_declared_data_loss_is_listed_not_failed(
+    pg_server: Server, versions_copy: Path, monkeypatch
+) -> None:
+    upgrade, downgrade, _, _ = BROKEN["drops-a-table-holding-rows"]
+    report = _run_with_002(
+        pg_server,
+        versions_copy,
+        monkeypatch,
+        upgrade,
+        downgrade,
+        downgrade_loses_data="reminders are recreated empty",
+    )
+    data = next(r for r in report.results if r.revision == "002" and r.step == "data")
+    assert data.status == cycle.DECLARED, data
+    assert "reminders are recreated empty" in data.detail
+    stair = [r for r in report.failures if r.revision == "002"]
+    assert not stair, stair
+
+
+def test_models_that_disagree_show_the_rendered_ops(
+    pg_server: Server, versions_copy: Path, monkeypatch
+) -> None:
+    report = _run_with_002(
+        pg_server,
+        versions_copy,
+        monkeypatch,
+        'op.add_column("tasks", sa.Column("estimate", sa.Integer(), nullable=True))',
+        'op.drop_column("tasks", "estimate")',
+        downgrade_loses_data="estimates are dropped",
+    )
+    models = next(r for r in report.results if r.step == "models vs head")
+    assert models.status == cycle.FAIL, models
+    assert "op.drop_column('tasks', 'estimate')" in models.detail, models.detail
