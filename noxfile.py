@@ -25,11 +25,12 @@ def _install(session: nox.Session, *groups: str, project: bool = True) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint Python with ruff and the GitHub workflows with actionlint."""
-    _install(session, "lint", project=False)
+    """Lint Python (ruff), the workflows (actionlint) and each migration's SQL (squawk)."""
+    _install(session, "lint")
     session.run("ruff", "check", ".", *session.posargs)
     session.run("ruff", "format", "--check", ".")
     session.run("actionlint")
+    session.run("invoke", "migrate.lint")
 
 
 @nox.session

@@ -21,7 +21,7 @@ def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
         raise Exit(error.render(), error.exit_code) from None
 
 
-def _steps(raw: str | None, flag: str = "--steps") -> int | None:
+def _count(raw: str | None, flag: str = "--steps") -> int | None:
     """A positive whole number from the command line, or None when the flag was not given."""
     if raw is None:
         return None
@@ -31,39 +31,77 @@ def _steps(raw: str | None, flag: str = "--steps") -> int | None:
     return int(raw)
 
 
-LOCK_HELP = (
-    "Seconds to wait for another migration run to finish (default 60; "
-    "also WORKTRACKER_LOCK_TIMEOUT)."
-)
-ALLOW_CHANGED_HELP = (
-    "Go ahead although an applied migration's file changed since it was applied; "
-    "the acceptance is recorded in the history."
-)
+HELP = {
+    "lock-timeout": "Seconds to wait for another migration run to finish (default 60; "
+    "also WORKTRACKER_LOCK_TIMEOUT).",
+    "allow-changed": "Go ahead although an applied migration's file changed since it was "
+    "applied; the acceptance is recorded in the history.",
+    "dry-run": "Print the SQL it would run, from the database's current revision; change "
+    "nothing, take no lock.",
+    "from": "With --dry-run: start from this revision instead of asking the database "
+    "(no database needed).",
+    "allow-data-loss": "Go ahead although it drops tables or columns that hold rows.",
+    "backup": "First write a pg_dump of the tables it would drop or change to this file.",
+}
 
 
 @task(
     help={
         "to": "Revision to upgrade to (default: head, the newest).",
-        "lock-timeout": LOCK_HELP,
-        "allow-changed": ALLOW_CHANGED_HELP,
+        **{k: HELP[k] for k in ("lock-timeout", "allow-changed", "dry-run", "from")},
     }
 )
-def up(c, to="head", lock_timeout=None, allow_changed=False):
+def up(c, to="head", lock_timeout=None, allow_changed=False, dry_run=False, from_=None):
     """Apply pending migrations, oldest first, up to --to (default head)."""
-    _run(commands.migrate_up, to, lock_timeout, allow_changed)
+    _run(commands.migrate_up, to, lock_timeout, allow_changed, dry_run, from_)
 
 
 @task(
     help={
         "steps": "How many migrations to roll back (default 1).",
         "to": "Roll back to this revision instead; 'base' rolls back everything.",
-        "lock-timeout": LOCK_HELP,
-        "allow-changed": ALLOW_CHANGED_HELP,
+        **HELP,
     }
 )
-def down(c, steps=None, to=None, lock_timeout=None, allow_changed=False):
-    """Roll back the newest migration, or --steps N of them, or down --to REV."""
-    _run(commands.migrate_down, _steps(steps), to, lock_timeout, allow_changed)
+def down(
+    c,
+    steps=None,
+    to=None,
+    lock_timeout=None,
+    allow_changed=False,
+    dry_run=False,
+    from_=None,
+    allow_data_loss=False,
+    backup=None,
+):
+    """Roll back the newest migration, or --steps N of them, or down --to REV.
+
+    Refuses to drop tables or columns that hold rows unless --allow-data-loss.
+    """
+    _run(
+        commands.migrate_down,
+        _count(steps),
+        to,
+        lock_timeout,
+        allow_changed,
+        dry_run,
+        from_,
+        allow_data_loss,
+        backup,
+    )
+
+
+@task(
+    help={
+        "down": "Rehearse a rollback (one step, or --steps N, or --to REV) instead.",
+        "steps": "With --down: how many migrations to roll back.",
+        "to": "Revision to go to (default: head, or one step down with --down).",
+        "lock-timeout": HELP["lock-timeout"],
+    }
+)
+def plan(c, down=False, steps=None, to=None, lock_timeout=None):
+    """Rehearse pending migrations in one transaction on the target: diff, times, ROLLBACK."""
+    _run(commands.migrate_plan, down, _count(steps), to, lock_timeout)
 
 
 @task
@@ -80,13 +118,19 @@ def status(c):
 )
 def history(c, json=False, limit=None):
     """Show every migration step applied or rolled back: when, by whom, how long, result."""
-    _run(commands.migrate_history, json, _steps(limit, "--limit"))
+    _run(commands.migrate_history, json, _count(limit, "--limit"))
 
 
 @task
 def verify(c):
     """Check that applied migrations' files still match their recorded checksums (for CI)."""
     _run(commands.migrate_verify)
+
+
+@task
+def lint(c):
+    """Lint each migration's SQL with squawk (rules in .squawk.toml)."""
+    _run(commands.migrate_lint)
 
 
 @task(
@@ -131,13 +175,16 @@ def shell(c):
 
 
 @task(
-    help={"force": "Also reset a database that is not on this machine.", "lock-timeout": LOCK_HELP}
+    help={
+        "force": "Also reset a database that is not on this machine.",
+        **{k: HELP[k] for k in ("lock-timeout", "allow-data-loss", "backup")},
+    }
 )
-def reset(c, force=False, lock_timeout=None):
+def reset(c, force=False, lock_timeout=None, allow_data_loss=False, backup=None):
     """Drop everything in the target's app schema and re-apply every migration."""
-    _run(commands.db_reset, force, lock_timeout)
+    _run(commands.db_reset, force, lock_timeout, allow_data_loss, backup)
 
 
-migrate = Collection("migrate", up, down, status, history, verify, roundtrip, new)
+migrate = Collection("migrate", up, down, plan, status, history, verify, lint, roundtrip, new)
 db = Collection("db", start, stop, url, shell, reset)
 ns = Collection(migrate, db)

@@ -56,9 +56,59 @@ _QUERY = text(
 )
 
 
-def app_inventory(connection: Connection) -> list[str]:
-    """One sorted line per object in the app schemas."""
+def app_inventory(connection: Connection, *, end_transaction: bool = True) -> list[str]:
+    """One sorted line per object in the app schemas.
+
+    With end_transaction=False it reads inside the caller's transaction and leaves it open.
+    """
     rows = connection.execute(_QUERY, {"schemas": list(APP_SCHEMAS)}).scalars().all()
-    if connection.in_transaction():
+    if end_transaction and connection.in_transaction():
         connection.rollback()
     return sorted(rows)
+
+
+_TABLE_COLUMNS = text(
+    """
+    SELECT format('"%s"."%s"', n.nspname, c.relname), a.attname
+      FROM pg_attribute a
+      JOIN pg_class c ON c.oid = a.attrelid
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p')
+       AND a.attnum > 0 AND NOT a.attisdropped
+     ORDER BY 1, a.attnum
+    """
+)
+
+
+def table_columns(connection: Connection) -> dict[str, list[str]]:
+    """Qualified table name -> its columns, in the app schemas; leaves transactions alone."""
+    shape: dict[str, list[str]] = {}
+    for table, column in connection.execute(_TABLE_COLUMNS, {"schemas": list(APP_SCHEMAS)}):
+        shape.setdefault(table, []).append(column)
+    return shape
+
+
+def shown(qualified: str) -> str:
+    """A qualified name as people write it: public.tasks."""
+    return qualified.replace('"', "")
+
+
+def holdings(
+    connection: Connection, now: dict[str, list[str]], before: dict[str, list[str]]
+) -> list[str]:
+    """What the tables and columns in `now` but not in `before` hold, one line each
+    (nothing for empty ones): going back to `before` destroys exactly that."""
+    held = []
+    for table, columns in sorted(now.items()):
+        if table not in before:
+            count = connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
+            if count:
+                held.append(f"table {shown(table)} ({count} rows)")
+            continue
+        for column in columns:
+            if column in before[table]:
+                continue
+            count = connection.execute(text(f'SELECT count("{column}") FROM {table}')).scalar_one()
+            if count:
+                held.append(f"column {shown(table)}.{column} ({count} values)")
+    return held

@@ -5,11 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from alembic import command
@@ -17,7 +22,19 @@ from rich.table import Table
 from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 
-from db import checksums, connect, embedded, history, lock, revisions, runner, settings, urls
+from db import (
+    catalog,
+    checksums,
+    connect,
+    embedded,
+    history,
+    lock,
+    preview,
+    revisions,
+    runner,
+    settings,
+    urls,
+)
 from db.errors import CheckFailed, ChecksumMismatch, ConfigError, Refused, RevisionError
 from db.output import console, say, step_line
 
@@ -46,7 +63,11 @@ def open_target(lock_timeout: str | float | None = None) -> Iterator[Target]:
 
 @contextmanager
 def changing_target(
-    lock_timeout: str | float | None = None, *, allow_changed: bool = False, verify: bool = True
+    lock_timeout: str | float | None = None,
+    *,
+    allow_changed: bool = False,
+    verify: bool = True,
+    bookkeeping: bool = True,
 ) -> Iterator[Target]:
     """open_target(), holding the migration lock, with history ready and checksums checked.
 
@@ -58,8 +79,9 @@ def changing_target(
             target.url, target.settings, f"{settings.APPLICATION_NAME} (lock)"
         )
         with lock.migration_lock(lock_engine, target.settings.lock_timeout, say):
-            history.ensure_table(target.connection)
-            target.who = history.Who.here()
+            if bookkeeping:
+                history.ensure_table(target.connection)
+                target.who = history.Who.here()
             if verify:
                 for drift in checksums.verify(
                     target.connection,
@@ -79,21 +101,111 @@ def _apply(target: Target, plan: list[runner.Step], verb: str) -> None:
     started = time.perf_counter()
     start, end = plan[0].from_revision or "base", plan[-1].to_revision or "base"
     say(f"{verb} {target.label}: {start} → {end}")
-    runner.run(target.connection, plan, on_step=_report, who=target.who)
+    runner.run(
+        target.connection,
+        plan,
+        on_step=_report,
+        who=target.who,
+        timeouts=settings.timeouts(),
+        say=say,
+    )
     elapsed = time.perf_counter() - started
     say(f"Done: at {end} ({len(plan)} migration{'s' if len(plan) != 1 else ''}, {elapsed:.2f} s).")
 
 
-def migrate_up(
-    to: str = "head", lock_timeout: str | None = None, allow_changed: bool = False
+def _plan(
+    current: str | None,
+    direction: str,
+    label: str,
+    *,
+    to: str | None = None,
+    steps: int | None = None,
+) -> list[runner.Step]:
+    """The steps of an up or down from `current`, refused early when they make no sense."""
+    script = revisions.script_directory()
+    if direction == "up":
+        return runner.plan_upgrade(script, current, to or "head")
+    if steps is not None and to is not None:
+        raise ConfigError("give --steps or --to, not both.")
+    if current is None:
+        raise RevisionError(
+            f"nothing to roll back: {label} is at base.",
+            "`invoke migrate.status` shows what is applied",
+        )
+    return runner.plan_downgrade(script, current, steps=steps, target=to)
+
+
+def _dry_run(
+    direction: str, *, to: str | None, steps: int | None = None, from_rev: str | None
 ) -> None:
+    """Print the SQL the command would run; connect only to read the current revision."""
+    if from_rev is not None:
+        current = revisions.resolve(revisions.script_directory(), from_rev)
+        where = f"a database at {from_rev} (--from)"
+    else:
+        with open_target() as target:
+            current = runner.current_revision(target.connection)
+            where = target.label
+    plan = _plan(current, direction, where, to=to, steps=steps)
+    end = plan[-1].to_revision or "base" if plan else current or "base"
+    # Plain print: SQL must reach stdout exactly, never through Rich's markup.
+    print(f"-- Dry run of migrate.{direction} on {where}: {current or 'base'} -> {end}.")
+    print("-- Nothing below was executed, and no lock was taken.")
+    if not plan:
+        print("-- Nothing to do.")
+        return
+    print(preview.offline_sql(current, plan), end="")
+
+
+def migrate_up(
+    to: str = "head",
+    lock_timeout: str | None = None,
+    allow_changed: bool = False,
+    dry_run: bool = False,
+    from_rev: str | None = None,
+) -> None:
+    if dry_run or from_rev is not None:
+        if not dry_run:
+            raise ConfigError("--from only goes with --dry-run.")
+        _dry_run("up", to=to, from_rev=from_rev)
+        return
     with changing_target(lock_timeout, allow_changed=allow_changed) as target:
         current = runner.current_revision(target.connection)
-        plan = runner.plan_upgrade(revisions.script_directory(), current, to)
+        plan = _plan(current, "up", target.label, to=to)
         if not plan:
             say(f"Nothing to apply: {target.label} is at {current or 'base'}.")
             return
         _apply(target, plan, "Upgrading")
+
+
+def _guard(
+    target: Target,
+    *,
+    at_risk: list[str],
+    tables: list[str],
+    unknown: str,
+    allow_data_loss: bool,
+    backup: str | None,
+) -> None:
+    """Refuse to destroy rows unless --allow-data-loss; with --backup, dump them first."""
+    if unknown and not allow_data_loss:
+        raise Refused(
+            f"cannot tell what this would drop: {unknown}.",
+            "check by hand, then pass --allow-data-loss (and --backup FILE to keep a copy)",
+        )
+    if not at_risk:
+        return
+    if backup is not None:
+        server_major = target.connection.dialect.server_version_info[0]
+        preview.backup(target.url, server_major, tables, Path(backup))
+        say(f"Backed up {', '.join(catalog.shown(t) for t in tables)} to {backup}.")
+    if not allow_data_loss:
+        raise Refused(
+            "this would destroy data: " + "; ".join(at_risk) + ".",
+            "pass --allow-data-loss to go ahead"
+            + ("" if backup else ", and --backup FILE to keep a copy first"),
+        )
+    say("[yellow]Going ahead although it destroys:[/yellow] " + "; ".join(at_risk))
 
 
 def migrate_down(
@@ -101,21 +213,118 @@ def migrate_down(
     to: str | None = None,
     lock_timeout: str | None = None,
     allow_changed: bool = False,
+    dry_run: bool = False,
+    from_rev: str | None = None,
+    allow_data_loss: bool = False,
+    backup: str | None = None,
 ) -> None:
-    if steps is not None and to is not None:
-        raise ConfigError("give --steps or --to, not both.")
+    if dry_run or from_rev is not None:
+        if not dry_run:
+            raise ConfigError("--from only goes with --dry-run.")
+        _dry_run("down", to=to, steps=steps, from_rev=from_rev)
+        return
     with changing_target(lock_timeout, allow_changed=allow_changed) as target:
         current = runner.current_revision(target.connection)
-        if current is None:
-            raise RevisionError(
-                f"nothing to roll back: {target.label} is at base.",
-                "`invoke migrate.status` shows what is applied",
-            )
-        plan = runner.plan_downgrade(revisions.script_directory(), current, steps=steps, target=to)
+        plan = _plan(current, "down", target.label, to=to, steps=steps)
         if not plan:
             say(f"Nothing to roll back: {target.label} is already at {current}.")
             return
+        rehearsed = preview.rehearse(target.connection, plan)
+        stopped = rehearsed.rehearsal.stopped_before
+        _guard(
+            target,
+            at_risk=preview.data_at_risk(target.connection, rehearsed),
+            tables=preview.affected_tables(rehearsed),
+            unknown=f"the rehearsal stopped before {stopped.revision}: {rehearsed.rehearsal.reason}"
+            if stopped
+            else "",
+            allow_data_loss=allow_data_loss,
+            backup=backup,
+        )
         _apply(target, plan, "Downgrading")
+
+
+def migrate_plan(
+    down: bool = False,
+    steps: int | None = None,
+    to: str | None = None,
+    lock_timeout: str | None = None,
+) -> None:
+    """Rehearse the pending migrations (or a rollback) in one transaction, then roll back."""
+    if not down and steps is not None:
+        raise ConfigError("--steps goes with --down.")
+    direction = "down" if down else "up"
+    with changing_target(lock_timeout, bookkeeping=False) as target:
+        current = runner.current_revision(target.connection)
+        plan = _plan(current, direction, target.label, to=to, steps=steps)
+        if not plan:
+            say(f"Nothing to plan: {target.label} is at {current or 'base'}.")
+            return
+        start, end = plan[0].from_revision or "base", plan[-1].to_revision or "base"
+        say(
+            f"Plan for {target.label}: {start} → {end}, rehearsed in one transaction that is "
+            "rolled back."
+        )
+        started = time.perf_counter()
+        rehearsed = preview.rehearse(target.connection, plan)
+        at_risk = preview.data_at_risk(target.connection, rehearsed) if down else []
+    for step, seconds in rehearsed.rehearsal.steps:
+        _report(step, seconds)
+    if rehearsed.rehearsal.stopped_before is not None:
+        say(
+            f"[yellow]Stopped before {rehearsed.rehearsal.stopped_before.revision}:[/yellow] "
+            f"{rehearsed.rehearsal.reason}. The plan covers only the steps above."
+        )
+    diff = rehearsed.schema_diff()
+    say(f"Schema changes ({len(diff)}):" if diff else "Schema changes: none.")
+    for line in diff:
+        console.print(f"  {line}", markup=False, highlight=False)
+    if at_risk:
+        say("[yellow]Data this rollback would destroy:[/yellow] " + "; ".join(at_risk))
+    say(f"Rolled back after {time.perf_counter() - started:.2f} s: nothing was changed.")
+
+
+_VERSION_TABLE_DDL = re.compile(
+    rf"CREATE TABLE {settings.BOOKKEEPING_SCHEMA}\.alembic_version \(.*?\);\n", re.S
+)
+
+
+def migrate_lint() -> None:
+    """squawk on each migration's offline SQL, revision by revision."""
+    squawk = shutil.which("squawk") or str(Path(sys.executable).parent / "squawk")
+    if not Path(squawk).exists() and shutil.which("squawk") is None:
+        raise ConfigError("squawk is not installed.", "pip install squawk-cli (or: nox -s lint)")
+    config = settings.PROJECT_ROOT / ".squawk.toml"
+    failed = []
+    with tempfile.TemporaryDirectory(prefix="squawk-") as folder:
+        for script in revisions.chain(revisions.script_directory()):
+            step = runner.Step(script, "up")
+            sql = preview.offline_sql(script.down_revision, [step], bookkeeping=False)
+            # Alembic's own version table is not ours to lint (its varchar(32) is by design).
+            sql = _VERSION_TABLE_DDL.sub("", sql)
+            path = Path(folder) / f"{step.path.stem}.sql"
+            path.write_text(sql)
+            done = subprocess.run(
+                [squawk, "--config", str(config), "--reporter", "gcc", str(path)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "NO_COLOR": "1"},
+            )
+            if done.returncode == 0:
+                say(f"  {script.revision}  {step.path.name}: [green]ok[/green]")
+                continue
+            failed.append(script.revision)
+            say(f"  {script.revision}  {step.path.name}: [red]squawk found problems[/red]")
+            console.print(
+                (done.stdout + done.stderr).replace(f"{folder}/", ""), markup=False, highlight=False
+            )
+    if failed:
+        raise CheckFailed(
+            f"squawk found problems in {', '.join(failed)}.",
+            "fix the migration (e.g. CREATE INDEX CONCURRENTLY inside "
+            "op.get_context().autocommit_block()), or explain an exception in .squawk.toml",
+        )
+    say("All migrations pass squawk.")
 
 
 def _last_applied(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -313,7 +522,12 @@ def _recreate_app_schemas(connection: Connection) -> None:
     connection.execute(text(f"DROP TABLE IF EXISTS {settings.BOOKKEEPING_SCHEMA}.alembic_version"))
 
 
-def db_reset(force: bool = False, lock_timeout: str | None = None) -> None:
+def db_reset(
+    force: bool = False,
+    lock_timeout: str | None = None,
+    allow_data_loss: bool = False,
+    backup: str | None = None,
+) -> None:
     current = settings.load(lock_timeout=lock_timeout)
     url = current.database_url
     # Decided before connecting: a typo in a production URL must not get that far.
@@ -325,6 +539,17 @@ def db_reset(force: bool = False, lock_timeout: str | None = None) -> None:
         )
     # No checksum check: everything is dropped and re-applied from today's files.
     with changing_target(lock_timeout, verify=False) as target:
+        tables = catalog.table_columns(target.connection)
+        at_risk = catalog.holdings(target.connection, tables, {})
+        target.connection.rollback()
+        _guard(
+            target,
+            at_risk=at_risk,
+            tables=sorted(tables),
+            unknown="",
+            allow_data_loss=allow_data_loss,
+            backup=backup,
+        )
         say(f"Resetting {target.label}: dropping schemas {', '.join(settings.APP_SCHEMAS)}")
         with target.connection.begin():
             _recreate_app_schemas(target.connection)

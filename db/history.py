@@ -22,7 +22,7 @@ DIRECTIONS = ("up", "down", "accept-changed")
 
 # Idempotent, and run only while holding the migration lock: concurrent
 # CREATE ... IF NOT EXISTS can still collide in the catalog.
-_DDL = [
+DDL = [
     f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}",
     f"""
     CREATE TABLE IF NOT EXISTS {TABLE} (
@@ -69,7 +69,7 @@ _DDL = [
 def ensure_table(connection: Connection) -> None:
     """Create the bookkeeping schema and the history table if they are missing."""
     with connection.begin():
-        for statement in _DDL:
+        for statement in DDL:
             connection.execute(text(statement))
 
 

@@ -12,7 +12,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from alembic import command
@@ -23,9 +23,9 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from db import history, revisions
+from db import history, revisions, settings
 from db.errors import MigrationFailed, RevisionError
-from db.settings import BOOKKEEPING_SCHEMA
+from db.settings import BOOKKEEPING_SCHEMA, Timeouts
 
 log = logging.getLogger(__name__)
 
@@ -154,25 +154,50 @@ def _record(
     )
 
 
-def run(
+LOCK_NOT_AVAILABLE = "55P03"
+"""SQLSTATE of a statement that gave up waiting for lock_timeout."""
+
+
+class _StepFailed(Exception):
+    def __init__(self, step: Step, error: BaseException, done: int, seconds: float) -> None:
+        super().__init__(str(error))
+        self.step, self.error, self.done, self.seconds = step, error, done, seconds
+
+    @property
+    def detail(self) -> BaseException:
+        error = self.error
+        return error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+
+    @property
+    def lock_timed_out(self) -> bool:
+        return getattr(self.detail, "sqlstate", None) == LOCK_NOT_AVAILABLE
+
+    @property
+    def message(self) -> str:
+        text = " ".join(str(self.detail).split()) or type(self.detail).__name__
+        return f"{type(self.detail).__name__}: {text}"
+
+
+def _alembic(
+    connection: Connection, plan: list[Step], after_step: Callable[..., None], **attributes
+) -> None:
+    config = revisions.alembic_config()
+    config.attributes.update(connection=connection, **attributes)
+    config.attributes["configure_options"] = {"on_version_apply": after_step}
+    target = plan[-1].to_revision or revisions.BASE
+    if plan[0].direction == "up":
+        command.upgrade(config, target)
+    else:
+        command.downgrade(config, target)
+
+
+def _run_once(
     connection: Connection,
     plan: list[Step],
-    on_step: StepDone | None = None,
-    who: history.Who | None = None,
+    on_step: StepDone | None,
+    who: history.Who | None,
+    **attributes,
 ) -> None:
-    """Apply `plan` on `connection`, which must have no open transaction.
-
-    With `who`, each step also writes its history row, inside the step's own
-    transaction; a failed step writes a failure row after its rollback.
-    """
-    if connection.in_transaction():
-        # Alembic would run inside it, and a close without COMMIT would silently undo
-        # every migration while reporting success.
-        raise RuntimeError(
-            "runner.run() needs a connection without an open transaction; commit or roll back first"
-        )
-    if not plan:
-        return
     done: list[Step] = []
     started_at = datetime.now(UTC)
     mark = time.perf_counter()
@@ -188,52 +213,151 @@ def run(
             on_step(finished, seconds)
         started_at, mark = datetime.now(UTC), time.perf_counter()
 
-    if connection.dialect.server_version_info >= (14,):
-        # A backend notices within a second that its client died (kill -9, lost network)
-        # and rolls back, instead of holding its locks until its statement ends.
-        connection.execute(text("SET client_connection_check_interval = 1000"))
-        connection.commit()
-    config = revisions.alembic_config()
-    config.attributes["connection"] = connection
-    config.attributes["configure_options"] = {"on_version_apply": after_step}
-    direction = plan[0].direction
-    target = plan[-1].to_revision or revisions.BASE
     try:
-        if direction == "up":
-            command.upgrade(config, target)
-        else:
-            command.downgrade(config, target)
+        _alembic(connection, plan, after_step, **attributes)
     except CommandError as exc:
         raise RevisionError(str(exc)) from None
     except Exception as exc:
         failed = plan[len(done)] if len(done) < len(plan) else plan[-1]
-        detail = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
-        message = " ".join(str(detail).split()) or type(detail).__name__
-        error = f"{type(detail).__name__}: {message}"
-        if who is not None:
-            _record_failure(connection, who, failed, started_at, time.perf_counter() - mark, error)
-        at = failed.from_revision or "base"
-        raise MigrationFailed(
-            f"migration {failed.revision} ({failed.description}) failed while going "
-            f"{failed.direction}{_where_it_failed(exc, failed)}: {error}",
-            f"its transaction was rolled back, so the database is at {at}. Fix the "
-            "migration (or the data it trips on) and run the command again",
-        ) from exc
+        raise _StepFailed(failed, exc, len(done), time.perf_counter() - mark) from exc
+
+
+def run(
+    connection: Connection,
+    plan: list[Step],
+    on_step: StepDone | None = None,
+    who: history.Who | None = None,
+    timeouts: Timeouts | None = None,
+    say: Callable[[str], None] | None = None,
+) -> None:
+    """Apply `plan` on `connection`, which must have no open transaction.
+
+    Each step runs in its own transaction under `timeouts` (lock_timeout and
+    statement_timeout). A step that gives up on lock_timeout is retried, with the
+    wait doubling each time, up to `timeouts.retries` times. With `who`, each step
+    writes its history row inside its transaction, and each failed attempt writes a
+    failure row after its rollback.
+    """
+    if connection.in_transaction():
+        # Alembic would run inside it, and a close without COMMIT would silently undo
+        # every migration while reporting success.
+        raise RuntimeError(
+            "runner.run() needs a connection without an open transaction; commit or roll back first"
+        )
+    if not plan:
+        return
+    timeouts = timeouts or settings.timeouts()
+    statements = timeouts.set_statements()
+    if connection.dialect.server_version_info >= (14,):
+        # A backend notices within a second that its client died (kill -9, lost network)
+        # and rolls back, instead of holding its locks until its statement ends.
+        statements.append("SET client_connection_check_interval = 1000")
+    for statement in statements:
+        connection.execute(text(statement))
+    connection.commit()
+
+    remaining, attempt = plan, 1
+    while True:
+        try:
+            _run_once(connection, remaining, on_step, who)
+            return
+        except _StepFailed as failure:
+            retry = failure.lock_timed_out and attempt <= timeouts.retries
+            error = failure.message
+            if failure.lock_timed_out:
+                error += f" (attempt {attempt} of {timeouts.retries + 1})"
+            if who is not None:
+                _record_failure(connection, who, failure.step, failure.seconds, error)
+            if not retry:
+                raise _migration_failed(failure, error, attempt) from failure.error
+            remaining = remaining[failure.done :]
+            wait = min(timeouts.backoff_seconds * 2 ** (attempt - 1), 60.0)
+            if say is not None:
+                say(
+                    f"  {failure.step.revision} waited {timeouts.lock_ms} ms for a lock and gave "
+                    f"up (attempt {attempt} of {timeouts.retries + 1}); retrying in {wait:g} s"
+                )
+            time.sleep(wait)
+            attempt += 1
+
+
+def _migration_failed(failure: _StepFailed, error: str, attempts: int) -> MigrationFailed:
+    step = failure.step
+    at = step.from_revision or "base"
+    if failure.lock_timed_out:
+        return MigrationFailed(
+            f"migration {step.revision} ({step.description}) could not get its locks: "
+            f"{attempts} attempt(s) each gave up after lock_timeout. {error}",
+            f"the database is at {at}. Something holds a lock on the tables it changes "
+            "(a long transaction?): find it in pg_stat_activity, or run again later",
+        )
+    return MigrationFailed(
+        f"migration {step.revision} ({step.description}) failed while going "
+        f"{step.direction}{_where_it_failed(failure.error, step)}: {error}",
+        f"its transaction was rolled back, so the database is at {at}. Fix the "
+        "migration (or the data it trips on) and run the command again",
+    )
+
+
+class NeedsAutocommit(Exception):
+    """A migration wants an autocommit_block(), which cannot run inside a rehearsal."""
+
+
+@dataclass
+class Rehearsal:
+    """What happened when a plan ran inside one transaction that was then rolled back."""
+
+    steps: list[tuple[Step, float]]
+    stopped_before: Step | None = None
+    reason: str = ""
+
+
+def rehearse(
+    connection: Connection, plan: list[Step], timeouts: Timeouts | None = None
+) -> Rehearsal:
+    """Run `plan` inside the caller's open transaction, which the caller rolls back.
+
+    Stops before a migration that needs an autocommit_block() (CREATE INDEX
+    CONCURRENTLY and the like): inside a transaction it would commit everything.
+    """
+    if not connection.in_transaction():
+        raise RuntimeError("rehearse() runs inside the caller's transaction; begin one first")
+    for statement in (timeouts or settings.timeouts()).set_statements():
+        connection.execute(text(statement.replace("SET ", "SET LOCAL ", 1)))
+    result = Rehearsal(steps=[])
+    if not plan:
+        return result
+
+    def on_step(step: Step, seconds: float) -> None:
+        result.steps.append((step, seconds))
+        # A later failure rolls back to here, keeping the steps that went through.
+        connection.execute(text("SAVEPOINT rehearsal_step"))
+
+    try:
+        connection.execute(text("SAVEPOINT rehearsal_step"))
+        _run_once(connection, plan, on_step, None, rehearsal=True)
+    except _StepFailed as failure:
+        connection.execute(text("ROLLBACK TO SAVEPOINT rehearsal_step"))
+        result.stopped_before = failure.step
+        if isinstance(failure.error, NeedsAutocommit):
+            result.reason = (
+                f"{failure.step.revision} uses autocommit_block() (e.g. CREATE INDEX "
+                "CONCURRENTLY), which cannot run inside a transaction"
+            )
+        else:
+            result.reason = f"{failure.step.revision} failed: {failure.message}"
+    return result
 
 
 def _record_failure(
-    connection: Connection,
-    who: history.Who,
-    step: Step,
-    started_at: datetime,
-    seconds: float,
-    error: str,
+    connection: Connection, who: history.Who, step: Step, seconds: float, error: str
 ) -> None:
     """Write the failure row after the rollback; never hide the original error."""
     try:
         if connection.in_transaction():
             connection.rollback()
         with connection.begin():
+            started_at = datetime.now(UTC) - timedelta(seconds=seconds)
             _record(connection, who, step, started_at, seconds, error)
     except Exception as exc:  # the connection itself may be what failed
         log.warning("could not record the failure of %s in the history: %s", step.revision, exc)

@@ -8,6 +8,7 @@ PostgreSQL whose data lives in `.pgdata/` at the repository's root.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -71,6 +72,58 @@ def _seconds(name: str, raw: object) -> float:
     if not value >= 0 or value == float("inf"):
         raise ConfigError(f"{name} must be a number of seconds, 0 or more, not {raw!r}.")
     return value
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$")
+_UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
+
+
+def _milliseconds(name: str, raw: object) -> int:
+    """'5s', '1500ms', '2min', '1h' or a bare number of milliseconds; '0' turns it off."""
+    found = _DURATION.match(str(raw))
+    if not found:
+        raise ConfigError(
+            f"{name} must be a duration such as 5s, 1500ms or 2min, not {raw!r}.",
+            "0 turns the timeout off",
+        )
+    return int(float(found[1]) * _UNIT_MS[found[2] or "ms"])
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """How long one migration statement may wait for a lock, or run, and the retries."""
+
+    lock_ms: int
+    statement_ms: int
+    retries: int
+    backoff_seconds: float = 1.0
+
+    def set_statements(self) -> list[str]:
+        """The session settings every migration connection runs with (and dry runs show)."""
+        return [
+            f"SET lock_timeout = '{self.lock_ms}ms'",
+            f"SET statement_timeout = '{self.statement_ms}ms'",
+        ]
+
+
+def timeouts(environ: Mapping[str, str] | None = None) -> Timeouts:
+    """lock_timeout, statement_timeout and retries for migrations ([tool.worktracker])."""
+    env = os.environ if environ is None else environ
+    section = pyproject_section()
+
+    def pick(name: str, default: object) -> tuple[str, object]:
+        key = f"WORKTRACKER_{name.upper()}"
+        return key, env.get(key) or section.get(name, default)
+
+    retries_name, retries = pick("ddl_lock_retries", 5)
+    if not str(retries).isdigit():
+        raise ConfigError(f"{retries_name} must be a whole number, 0 or more, not {retries!r}.")
+    return Timeouts(
+        lock_ms=_milliseconds(*pick("ddl_lock_timeout", "5s")),
+        statement_ms=_milliseconds(*pick("statement_timeout", "15min")),
+        retries=int(str(retries)),
+        backoff_seconds=_seconds(*pick("ddl_lock_backoff", 1)),
+    )
 
 
 def versions_dir(environ: Mapping[str, str] | None = None) -> Path | None:

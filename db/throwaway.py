@@ -17,7 +17,6 @@ import functools
 import logging
 import os
 import pwd
-import re
 import shutil
 import subprocess
 import sys
@@ -33,12 +32,12 @@ from psycopg import sql
 from sqlalchemy.engine import URL
 
 from db import urls
+from db.pgdump import DEBIAN_BIN, matching_pg_dump
 from db.settings import pyproject_section
 
 log = logging.getLogger(__name__)
 
 DEFAULT_IMAGE = "postgres:18"
-DEBIAN_BIN = "/usr/lib/postgresql/{version}/bin"
 KINDS = tuple(pyproject_section().get("roundtrip_servers", ["embedded"]))
 """The kinds the roundtrip is run on, where they are available ([tool.worktracker])."""
 SERVER_USER = "embedded_postgres"
@@ -121,31 +120,6 @@ class Server:
         """Drop every database this object created (on servers that outlive us)."""
         for name in list(self._created):
             self.drop_database(name)
-
-
-def _major(binary: Path) -> int | None:
-    done = subprocess.run([str(binary), "--version"], capture_output=True, text=True)
-    found = re.search(r"(\d+)(?:\.\d+)?", done.stdout)
-    return int(found.group(1)) if done.returncode == 0 and found else None
-
-
-def matching_pg_dump(major: int, preferred: Path | None = None) -> Path:
-    """A pg_dump of the server's major version: dumps differ from one version to the next."""
-    from db import embedded
-
-    candidates = [
-        *([preferred / "pg_dump"] if preferred else []),
-        Path(DEBIAN_BIN.format(version=major)) / "pg_dump",
-        embedded.BIN_DIR / "pg_dump",
-        *([Path(found)] if (found := shutil.which("pg_dump")) else []),
-    ]
-    for candidate in candidates:
-        if candidate.exists() and _major(candidate) == major:
-            return candidate
-    raise RuntimeError(
-        f"no pg_dump for PostgreSQL {major} here (looked at {', '.join(map(str, candidates))}); "
-        f"install postgresql-client-{major}"
-    )
 
 
 def _docker_postgres(image: str) -> tuple[object | None, str]:

@@ -148,7 +148,7 @@ def test_reset_drops_data_and_reapplies(invoke, migrated_db: URL) -> None:
     with psycopg.connect(urls.libpq(migrated_db).render_as_string(False), autocommit=True) as c:
         c.execute("INSERT INTO users (email, display_name) VALUES ('a@b.c', 'A')")
         c.execute("CREATE TABLE stray (id int)")
-    result = invoke("db.reset", env=as_env(migrated_db))
+    result = invoke("db.reset", "--allow-data-loss", env=as_env(migrated_db))
     assert result.returncode == 0, result.explain()
     with psycopg.connect(urls.libpq(migrated_db).render_as_string(False)) as c:
         assert c.execute("SELECT count(*) FROM users").fetchone() == (0,)

@@ -34,7 +34,9 @@ COMMON_OPTIONS = {
 def run_migrations_offline() -> None:
     """Run migrations in 'offline' mode: emit the SQL instead of executing it.
 
-    The URL only selects the dialect; nothing connects.
+    The URL only selects the dialect; nothing connects. The output starts with the
+    session settings every real run uses; callers may add bookkeeping statements
+    through `config.attributes["offline_preamble"]` and `configure_options`.
     """
     url = config.get_main_option("sqlalchemy.url") or "postgresql+psycopg://"
     context.configure(
@@ -44,25 +46,40 @@ def run_migrations_offline() -> None:
         **COMMON_OPTIONS,
         **config.attributes.get("configure_options", {}),
     )
+    for statement in settings.timeouts().set_statements():
+        context.execute(statement)
     context.execute(f"CREATE SCHEMA IF NOT EXISTS {settings.BOOKKEEPING_SCHEMA}")
+    for statement in config.attributes.get("offline_preamble", []):
+        context.execute(statement)
     with context.begin_transaction():
         context.run_migrations()
 
 
+def _refuse_autocommit() -> None:
+    from db.runner import NeedsAutocommit
+
+    raise NeedsAutocommit("autocommit_block() cannot run inside a rehearsal's transaction")
+
+
 def _run_on(connection: Connection) -> None:
-    if connection.in_transaction():
+    rehearsal = config.attributes.get("rehearsal", False)
+    if connection.in_transaction() and not rehearsal:
         # Alembic would nest inside it, and closing the connection without a commit
         # would silently roll back every migration while reporting success.
         raise RuntimeError(
             "the connection handed to Alembic has an open transaction; commit or roll it back first"
         )
     connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {settings.BOOKKEEPING_SCHEMA}"))
-    connection.commit()
-    context.configure(
-        connection=connection,
-        **COMMON_OPTIONS,
-        **config.attributes.get("configure_options", {}),
-    )
+    options = {**COMMON_OPTIONS, **config.attributes.get("configure_options", {})}
+    if rehearsal:
+        # Everything runs inside the caller's transaction, which the caller rolls back.
+        options["transaction_per_migration"] = False
+    else:
+        connection.commit()
+    context.configure(connection=connection, **options)
+    if rehearsal:
+        # Inside a transaction it would COMMIT everything so far: stop there instead.
+        context.get_context().autocommit_block = _refuse_autocommit
     with context.begin_transaction():
         context.run_migrations()
 

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
-from db import revisions, runner
+from db import catalog, revisions, runner
 from db.errors import UserError
 from db.roundtrip import sample_data, snapshot, static
 from db.throwaway import Server
@@ -131,7 +131,7 @@ class Stairway:
             )
         now = sample_data.fingerprint(self.connection, common)
         changed = [
-            f"  {sample_data.shown(table)}: {rows[table].rows} rows (md5 {rows[table].digest}) "
+            f"  {catalog.shown(table)}: {rows[table].rows} rows (md5 {rows[table].digest}) "
             f"before, {now[table].rows} rows (md5 {now[table].digest}) after"
             for table in common
             if now[table] != rows[table]

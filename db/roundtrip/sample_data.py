@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from db import catalog
 from db.roundtrip.samples import SAMPLES
 from db.settings import APP_SCHEMAS
 
@@ -95,9 +96,9 @@ def read_tables(connection: Connection) -> dict[str, Table]:
 
 def shape(connection: Connection) -> dict[str, list[str]]:
     """Table -> its column names, now: what a fingerprint compares."""
-    tables = read_tables(connection)
+    columns = catalog.table_columns(connection)
     connection.rollback()
-    return {q: [c.name for c in t.columns] for q, t in tables.items()}
+    return columns
 
 
 def _in_dependency_order(tables: dict[str, Table]) -> list[Table]:
@@ -239,28 +240,10 @@ def common_shape(a: dict[str, list[str]], b: dict[str, list[str]]) -> dict[str, 
     return {t: [c for c in cols if c in b[t]] for t, cols in a.items() if t in b}
 
 
-def shown(qualified: str) -> str:
-    """A qualified name as people write it: public.tasks."""
-    return qualified.replace('"', "")
-
-
 def holdings(
     connection: Connection, now: dict[str, list[str]], before: dict[str, list[str]]
 ) -> list[str]:
-    """What the structures that exist now, but not before, hold: a rollback to `before`
-    destroys it. One line per table or column that holds something."""
-    held = []
-    for table, columns in sorted(now.items()):
-        if table not in before:
-            count = connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
-            if count:
-                held.append(f"table {shown(table)} ({count} rows)")
-            continue
-        for column in columns:
-            if column in before[table]:
-                continue
-            count = connection.execute(text(f'SELECT count("{column}") FROM {table}')).scalar_one()
-            if count:
-                held.append(f"column {shown(table)}.{column} ({count} values)")
+    """catalog.holdings(), ending the read's transaction."""
+    held = catalog.holdings(connection, now, before)
     connection.rollback()
     return held

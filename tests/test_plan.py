@@ -1,0 +1,77 @@
+"""`migrate.plan` rehearses the change on the real database in one transaction, reports
+the schema diff and each migration's time, then rolls everything back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy.engine import URL
+
+from tests.helpers import add_migration, as_env, current_revision, scalar
+
+CONCURRENT_INDEX = """
+with op.get_context().autocommit_block():
+    op.create_index(
+        "ix_tasks_due_date", "tasks", ["due_date"], postgresql_concurrently=True
+    )
+"""
+
+
+def test_plan_reports_the_diff_and_rolls_back(invoke, empty_db: URL) -> None:
+    result = invoke("migrate.plan", env=as_env(empty_db))
+    assert result.returncode == 0, result.explain()
+    for fragment in (
+        "base → 001",
+        "↑ 001  initial schema",
+        "Schema changes (",
+        "+ relation r tasks",
+        "+ type task_status e",
+        "Rolled back after",
+    ):
+        assert fragment in result.stdout, f"missing {fragment!r}\n{result.explain()}"
+    assert current_revision(empty_db) is None
+    assert scalar(empty_db, "SELECT to_regclass('public.tasks')") is None, "the plan left tables"
+    assert scalar(empty_db, "SELECT to_regclass('migrations.history')") is None
+
+
+def test_plan_of_a_small_change(invoke, migrated_db: URL, versions_copy: Path) -> None:
+    add_migration(
+        versions_copy,
+        "002",
+        "001",
+        "estimate",
+        'op.add_column("tasks", sa.Column("estimate", sa.Integer()))',
+        'op.drop_column("tasks", "estimate")',
+    )
+    path = versions_copy / "002_estimate.py"
+    path.write_text(
+        path.read_text().replace(
+            "from alembic import op", "import sqlalchemy as sa\nfrom alembic import op"
+        )
+    )
+    env = {**as_env(migrated_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    result = invoke("migrate.plan", env=env)
+    assert result.returncode == 0, result.explain()
+    assert "Schema changes (1):" in result.stdout, result.explain()
+    assert "+ column tasks.estimate integer" in result.stdout, result.explain()
+    assert current_revision(migrated_db) == "001"
+
+
+def test_plan_stops_before_an_autocommit_block(
+    invoke, migrated_db: URL, versions_copy: Path
+) -> None:
+    add_migration(
+        versions_copy,
+        "002",
+        "001",
+        "concurrent_index",
+        CONCURRENT_INDEX,
+        'op.drop_index("ix_tasks_due_date", table_name="tasks")',
+    )
+    env = {**as_env(migrated_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    result = invoke("migrate.plan", env=env)
+    assert result.returncode == 0, result.explain()
+    assert "Stopped before 002" in result.stdout, result.explain()
+    assert "autocommit_block()" in result.stdout, result.explain()
+    assert scalar(migrated_db, "SELECT to_regclass('ix_tasks_due_date')") is None
+    assert current_revision(migrated_db) == "001"
