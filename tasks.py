@@ -3,6 +3,7 @@ explains one. Every task targets DATABASE_URL, or the embedded PostgreSQL when i
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 
@@ -19,6 +20,10 @@ def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
     except UserError as error:
         sys.stdout.flush()  # what was said so far comes before the error
         raise Exit(error.render(), error.exit_code) from None
+    except BrokenPipeError:
+        # The reader went away (`| head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise Exit(code=141) from None
 
 
 def _count(raw: str | None, flag: str = "--steps") -> int | None:
@@ -104,10 +109,10 @@ def plan(c, down=False, steps=None, to=None, lock_timeout=None):
     _run(commands.migrate_plan, down, _count(steps), to, lock_timeout)
 
 
-@task
-def status(c):
+@task(help={"json": "Print JSON for scripts instead of a table."})
+def status(c, json=False):
     """Show the current revision, and which migrations are applied or pending."""
-    _run(commands.migrate_status)
+    _run(commands.migrate_status, json)
 
 
 @task(
@@ -174,6 +179,18 @@ def shell(c):
     _run(commands.db_shell)
 
 
+@task
+def dump(c):
+    """Regenerate db/schema.sql, the schema at head, from a throwaway PostgreSQL."""
+    _run(commands.db_dump)
+
+
+@task
+def diagram(c):
+    """Regenerate docs/schema.md, the ER diagram of the schema at head."""
+    _run(commands.db_diagram)
+
+
 @task(
     help={
         "force": "Also reset a database that is not on this machine.",
@@ -186,5 +203,5 @@ def reset(c, force=False, lock_timeout=None, allow_data_loss=False, backup=None)
 
 
 migrate = Collection("migrate", up, down, plan, status, history, verify, lint, roundtrip, new)
-db = Collection("db", start, stop, url, shell, reset)
+db = Collection("db", start, stop, url, shell, reset, dump, diagram)
 ns = Collection(migrate, db)

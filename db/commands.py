@@ -339,11 +339,10 @@ def _who(row: dict[str, Any]) -> str:
     return f"{row['os_user']}@{row['host']} as {row['db_user']}"
 
 
-def migrate_status() -> None:
+def migrate_status(as_json: bool = False) -> None:
     with open_target() as target:
         current = runner.current_revision(target.connection)
         script = revisions.script_directory()
-        scripts = revisions.chain(script)
         applied_steps = (
             runner.plan_downgrade(script, current, steps=None, target=revisions.BASE)
             if current
@@ -351,26 +350,41 @@ def migrate_status() -> None:
         )
         applied_by = _last_applied(history.rows(target.connection))
     applied = {s.revision for s in applied_steps}
-    pending = [s for s in scripts if s.revision not in applied]
+    rows = []
+    for migration in revisions.chain(script):
+        row = applied_by.get(migration.revision) if migration.revision in applied else None
+        rows.append(
+            {
+                "revision": migration.revision,
+                "description": migration.doc,
+                "state": "applied" if migration.revision in applied else "pending",
+                "applied_at": row["started_at"] if row else None,
+                "applied_by": _who(row) if row else None,
+                "file": revisions.path_of(migration).name,
+            }
+        )
+    if as_json:
+        status = {"database": urls.redact(target.url), "current": current, "migrations": rows}
+        print(json.dumps(status, indent=2, default=lambda value: value.isoformat()))
+        return
     say(f"Database: {target.label}")
     say(f"Current:  {current or 'base (nothing applied)'}")
     table = Table(show_edge=False, pad_edge=False)
     for column in ("revision", "state", "description", "applied at", "applied by", "file"):
         table.add_column(column)
-    for script_ in scripts:
-        row = applied_by.get(script_.revision) if script_.revision in applied else None
-        state = "applied" if script_.revision in applied else "[yellow]pending[/yellow]"
+    for row in rows:
         table.add_row(
-            script_.revision,
-            state,
-            script_.doc,
-            f"{row['started_at']:%Y-%m-%d %H:%M:%S %Z}" if row else "",
-            _who(row) if row else "",
-            revisions.path_of(script_).name,
+            row["revision"],
+            "applied" if row["state"] == "applied" else "[yellow]pending[/yellow]",
+            row["description"],
+            f"{row['applied_at']:%Y-%m-%d %H:%M:%S %Z}" if row["applied_at"] else "",
+            row["applied_by"] or "",
+            row["file"],
         )
     console.print(table)
+    pending = sum(row["state"] == "pending" for row in rows)
     say(
-        f"{len(applied)} applied, {len(pending)} pending."
+        f"{len(rows) - pending} applied, {pending} pending."
         + (" Run `invoke migrate.up` to apply them." if pending else "")
     )
 
@@ -461,6 +475,35 @@ def migrate_new(message: str) -> None:
     shown = path.relative_to(root) if path.is_relative_to(root) else path
     say(f"Created {shown} (revision {rev_id}).")
     say("Write upgrade() and downgrade(), then apply it with `invoke migrate.up`.")
+
+
+def _write_generated(path: Path, content: str, task: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.read_text() if path.exists() else None
+    path.write_text(content)
+    shown = path.relative_to(settings.PROJECT_ROOT)
+    if old == content:
+        say(f"{shown} is up to date.")
+    else:
+        say(f"Wrote {shown}; commit it with the migration (`invoke {task}` regenerates it).")
+
+
+def db_dump() -> None:
+    """Regenerate db/schema.sql from a throwaway database at head."""
+    from db import schema_docs
+
+    with schema_docs.database_at_head() as (server, database, _connection):
+        content = schema_docs.schema_sql(server, database)
+    _write_generated(schema_docs.SCHEMA_SQL, content, "db.dump")
+
+
+def db_diagram() -> None:
+    """Regenerate docs/schema.md (the Mermaid ER diagram) from a throwaway database at head."""
+    from db import schema_docs
+
+    with schema_docs.database_at_head() as (_server, _database, connection):
+        content = schema_docs.schema_markdown(connection)
+    _write_generated(schema_docs.SCHEMA_DOC, content, "db.diagram")
 
 
 def db_start() -> None:

@@ -20,12 +20,12 @@ from sqlalchemy.engine import Connection, Engine
 
 from db import connect
 from db.errors import LockTimeout
+from db.output import waiting
 
 LOCK_NAME = "worktracker-schema/migrations"
 # Every copy of the tool derives the same 64-bit key from the same name.
 LOCK_KEY = int.from_bytes(hashlib.sha256(LOCK_NAME.encode()).digest()[:8], "big", signed=True)
 POLL_SECONDS = 0.2
-PROGRESS_EVERY = 5.0
 
 
 @dataclass(frozen=True)
@@ -98,24 +98,22 @@ def migration_lock(
 def _wait(connection: Connection, timeout: float, say: Callable[[str], None]) -> None:
     who = holder(connection)
     who_text = who.describe() if who else "a session that has just let go"
-    say(f"Waiting for the migration lock, held by {who_text}; giving up after {timeout:g} s.")
     started = time.monotonic()
-    next_report = started + PROGRESS_EVERY
-    while True:
-        if _try(connection):
-            say(f"Got the migration lock after {time.monotonic() - started:.1f} s.")
-            return
-        now = time.monotonic()
-        if now - started >= timeout:
-            who = holder(connection) or who
-            raise LockTimeout(
-                f"gave up after {timeout:g} s waiting for the migration lock, held by "
-                f"{who.describe() if who else 'another session'}.",
-                "another migration run is in progress; wait for it to finish, or raise "
-                "--lock-timeout. If that process is stuck, stop it "
-                f"(SELECT pg_terminate_backend({who.pid if who else 'PID'}))",
-            )
-        if now >= next_report:
-            say(f"  still waiting for the migration lock ({now - started:.0f} s)…")
-            next_report += PROGRESS_EVERY
-        time.sleep(POLL_SECONDS)
+    message = f"Waiting for the migration lock, held by {who_text}; giving up after {timeout:g} s"
+    with waiting(message + ".") as update:
+        while True:
+            if _try(connection):
+                break
+            elapsed = time.monotonic() - started
+            if elapsed >= timeout:
+                who = holder(connection) or who
+                raise LockTimeout(
+                    f"gave up after {timeout:g} s waiting for the migration lock, held by "
+                    f"{who.describe() if who else 'another session'}.",
+                    "another migration run is in progress; wait for it to finish, or raise "
+                    "--lock-timeout. If that process is stuck, stop it "
+                    f"(SELECT pg_terminate_backend({who.pid if who else 'PID'}))",
+                )
+            update(f"{message} (waited {elapsed:.0f} s)")
+            time.sleep(POLL_SECONDS)
+    say(f"Got the migration lock after {time.monotonic() - started:.1f} s.")

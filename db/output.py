@@ -3,13 +3,24 @@ NO_COLOR is set; soft wrapping keeps long URLs and paths on one line."""
 
 from __future__ import annotations
 
+import os
 import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from rich.console import Console
 
-# Piped output (CI logs, `| less`) has no width to measure; Rich's 80 columns would
-# fold every table row into several lines.
-console = Console(soft_wrap=True, highlight=False, width=None if sys.stdout.isatty() else 160)
+# Plain output when piped (CI logs, `| less`) or when NO_COLOR is set: no escape codes
+# at all (Rich's own NO_COLOR support still emits bold). Piped output also has no width
+# to measure, and Rich's 80 columns would fold every table row into several lines.
+_PLAIN = "NO_COLOR" in os.environ or not sys.stdout.isatty()
+console = Console(
+    soft_wrap=True,
+    highlight=False,
+    color_system=None if _PLAIN else "auto",
+    width=160 if not sys.stdout.isatty() else None,
+)
 
 
 def say(text: str) -> None:
@@ -18,3 +29,25 @@ def say(text: str) -> None:
 
 def step_line(arrow: str, revision: str, description: str, seconds: float) -> None:
     console.print(f"  {arrow} {revision}  {description}  [dim]({seconds:.2f} s)[/dim]")
+
+
+@contextmanager
+def waiting(message: str, every: float = 5.0) -> Iterator[Callable[[str], None]]:
+    """A spinner on a terminal; elsewhere (CI logs) a plain line at most every `every` s.
+
+    Yields a function that replaces the message.
+    """
+    if console.is_terminal:
+        with console.status(message) as status:
+            yield lambda text: status.update(text)
+        return
+    console.print(message)
+    last = time.monotonic()
+
+    def update(text: str) -> None:
+        nonlocal last
+        if time.monotonic() - last >= every:
+            console.print(f"  {text}")
+            last = time.monotonic()
+
+    yield update

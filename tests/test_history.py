@@ -104,3 +104,15 @@ def test_status_shows_when_and_by_whom(invoke, empty_db: URL) -> None:
     assert status.returncode == 0, status.explain()
     line = next(line for line in status.stdout.splitlines() if line.startswith("001"))
     assert "applied" in line and " UTC" in line and " as " in line, status.explain()
+
+
+def test_status_json_is_for_scripts(invoke, empty_db: URL) -> None:
+    env = as_env(empty_db)
+    assert invoke("migrate.up", env=env).returncode == 0
+    result = invoke("migrate.status", "--json", env=env)
+    assert result.returncode == 0, result.explain()
+    status = json.loads(result.stdout)
+    assert status["current"] == "001"
+    (migration,) = status["migrations"]
+    assert migration["state"] == "applied" and migration["applied_at"], migration
+    assert migration["file"] == "001_initial_schema.py"
