@@ -1,4 +1,12 @@
-"""Shared fixtures: one throwaway PostgreSQL server per session, a fresh database per test."""
+"""Shared fixtures: one throwaway PostgreSQL server per session, a fresh database per test.
+
+Two chains of migrations are in play:
+- the real chain (db/migrations/versions), for tests of the schema itself: `migrated_db`
+  and `db` are at its head;
+- the initial chain, 001 alone, for tests of the tool's behaviour, so that they keep
+  passing as the team adds migrations: `invoke` and `spawn` run on it unless a test
+  says otherwise, `initial_db` is at 001, and `versions_copy` starts from it.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from db.settings import PROJECT_ROOT
 from db.throwaway import Server, throwaway_server
 
 VERSIONS = PROJECT_ROOT / "db" / "migrations" / "versions"
+INITIAL = VERSIONS / "001_initial_schema.py"
 
 
 @pytest.fixture(scope="session")
@@ -59,6 +68,43 @@ def head_template(pg_server: Server) -> Iterator[str]:
     engine.dispose()
     yield url.database
     pg_server.drop_database(url.database)
+
+
+@pytest.fixture(scope="session")
+def initial_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A chain holding only the initial migration."""
+    folder = tmp_path_factory.mktemp("initial-chain")
+    shutil.copy(INITIAL, folder / INITIAL.name)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def initial_template(pg_server: Server) -> Iterator[str]:
+    """A database at 001, to clone."""
+    url = pg_server.create_database()
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        runner.run(connection, runner.plan_upgrade(revisions.script_directory(), None, "001"))
+    engine.dispose()
+    yield url.database
+    pg_server.drop_database(url.database)
+
+
+@pytest.fixture
+def initial_db(pg_server: Server, initial_template: str) -> Iterator[URL]:
+    """A fresh database at 001 (with no history rows)."""
+    url = pg_server.create_database(template=initial_template)
+    yield url
+    pg_server.drop_database(url.database)
+
+
+@pytest.fixture
+def db_at_001(initial_db: URL) -> Iterator[Connection]:
+    """An autocommit connection to a fresh database at 001."""
+    engine = make_engine(initial_db)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        yield connection
+    engine.dispose()
 
 
 @pytest.fixture
@@ -114,24 +160,28 @@ class Result:
         )
 
 
-def _environ(tmp_path: Path, extra: dict[str, str] | None) -> dict[str, str]:
-    ours = {"DATABASE_URL", "WORKTRACKER_VERSIONS_DIR", "WORKTRACKER_LOCK_TIMEOUT", "PGPASSWORD"}
-    environ = {k: v for k, v in os.environ.items() if k not in ours and k != "PGOPTIONS"}
-    # Keep tests away from the developer's .pgdata.
+def _environ(tmp_path: Path, chain: Path, extra: dict[str, str] | None) -> dict[str, str]:
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("WORKTRACKER_") and k not in {"DATABASE_URL", "PGPASSWORD", "PGOPTIONS"}
+    }
+    # Keep tests away from the developer's .pgdata, and on the initial chain by default.
     environ["WORKTRACKER_PGDATA"] = str(tmp_path / "pgdata")
+    environ["WORKTRACKER_VERSIONS_DIR"] = str(chain)
     environ.update(extra or {})
     return environ
 
 
 @pytest.fixture
-def invoke(tmp_path: Path):
+def invoke(tmp_path: Path, initial_chain: Path):
     """Run `invoke ARGS…` as a user would, in a subprocess, with extra environment."""
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
         done = subprocess.run(
             [sys.executable, "-m", "invoke", *args],
             cwd=PROJECT_ROOT,
-            env=_environ(tmp_path, env),
+            env=_environ(tmp_path, initial_chain, env),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -142,7 +192,7 @@ def invoke(tmp_path: Path):
 
 
 @pytest.fixture
-def spawn(tmp_path: Path) -> Iterator:
+def spawn(tmp_path: Path, initial_chain: Path) -> Iterator:
     """Start `invoke ARGS…` in the background; every process is killed after the test."""
     started: list[subprocess.Popen] = []
 
@@ -150,7 +200,7 @@ def spawn(tmp_path: Path) -> Iterator:
         process = subprocess.Popen(
             [sys.executable, "-m", "invoke", *args],
             cwd=PROJECT_ROOT,
-            env=_environ(tmp_path, env),
+            env=_environ(tmp_path, initial_chain, env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -172,9 +222,8 @@ def finish(process: subprocess.Popen, timeout: float = 120) -> Result:
 
 @pytest.fixture
 def versions_copy(tmp_path: Path) -> Path:
-    """A copy of the migration chain, for tests that add migrations to it."""
+    """A copy of the initial chain, for tests that add migrations (002, …) to it."""
     target = tmp_path / "versions"
     target.mkdir()
-    for path in VERSIONS.glob("*.py"):
-        shutil.copy(path, target / path.name)
+    shutil.copy(INITIAL, target / INITIAL.name)
     return target

@@ -46,11 +46,11 @@ def test_history_survives_a_full_rollback_and_reapply(invoke, empty_db: URL) -> 
     assert starts == sorted(starts), "rows must be in the order the steps ran"
 
 
-def test_rollback_to_base_keeps_history_out_of_the_app_schema(invoke, migrated_db: URL) -> None:
-    env = as_env(migrated_db)
+def test_rollback_to_base_keeps_history_out_of_the_app_schema(invoke, initial_db: URL) -> None:
+    env = as_env(initial_db)
     assert invoke("migrate.down", "--to", "base", env=env).returncode == 0
     tables = scalar(
-        migrated_db,
+        initial_db,
         "SELECT string_agg(table_schema || '.' || table_name, ',' ORDER BY 1) "
         "FROM information_schema.tables WHERE table_schema NOT IN "
         "('pg_catalog', 'information_schema')",
@@ -83,12 +83,12 @@ def test_failed_migration_leaves_previous_revision_and_a_failure_row(
     assert "division by zero" in last["error"], last
 
 
-def test_history_is_append_only(migrated_db: URL) -> None:
-    engine = make_engine(migrated_db)
+def test_history_is_append_only(initial_db: URL) -> None:
+    engine = make_engine(initial_db)
     with engine.connect() as connection:  # bookkeeping appears with the first locked run
         history.ensure_table(connection)
     engine.dispose()
-    with connect(migrated_db, autocommit=True) as conn:
+    with connect(initial_db, autocommit=True) as conn:
         for statement in (
             "UPDATE migrations.history SET note = 'x'",
             "DELETE FROM migrations.history",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from tests.conftest import VERSIONS
 from tests.helpers import add_migration
 
 PLAIN_INDEX = 'op.create_index("ix_tasks_due_date", "tasks", ["due_date"])'
@@ -21,7 +22,7 @@ DROP_INDEX = 'op.drop_index("ix_tasks_due_date", table_name="tasks")'
 
 
 def test_the_chain_passes_lint(invoke) -> None:
-    result = invoke("migrate.lint")
+    result = invoke("migrate.lint", env={"WORKTRACKER_VERSIONS_DIR": str(VERSIONS)})
     assert result.returncode == 0, result.explain()
     assert "001  001_initial_schema.py: ok" in result.stdout, result.explain()
 

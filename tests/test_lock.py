@@ -140,11 +140,11 @@ def test_runner_refuses_a_connection_with_an_open_transaction(empty_db: URL) -> 
     assert current_revision(empty_db) is None
 
 
-def test_read_only_commands_take_no_lock(invoke, migrated_db: URL) -> None:
+def test_read_only_commands_take_no_lock(invoke, initial_db: URL) -> None:
     """status, history and verify answer at once while a migration run holds the lock."""
-    with connect(migrated_db, autocommit=True) as holder:
+    with connect(initial_db, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", [lock.LOCK_KEY])
         for command in ("migrate.status", "migrate.history", "migrate.verify"):
-            result = invoke(command, env={**as_env(migrated_db), "WORKTRACKER_LOCK_TIMEOUT": "0"})
+            result = invoke(command, env={**as_env(initial_db), "WORKTRACKER_LOCK_TIMEOUT": "0"})
             assert result.returncode == 0, f"{command}\n{result.explain()}"
             assert "Waiting for the migration lock" not in result.output, result.explain()

@@ -57,9 +57,9 @@ class Workload:
 
 
 @pytest.fixture
-def busy_tasks(migrated_db: URL, versions_copy: Path) -> dict[str, str]:
+def busy_tasks(initial_db: URL, versions_copy: Path) -> dict[str, str]:
     """A database at 001 with an organization and a project, and a 002 that alters tasks."""
-    with connect(migrated_db, autocommit=True) as conn:
+    with connect(initial_db, autocommit=True) as conn:
         org = conn.execute(
             "INSERT INTO organizations (name, slug) VALUES ('A', 'a1') RETURNING id"
         ).fetchone()[0]
@@ -75,7 +75,7 @@ def busy_tasks(migrated_db: URL, versions_copy: Path) -> dict[str, str]:
         'op.execute("ALTER TABLE tasks DROP COLUMN estimate")',
     )
     return {
-        **as_env(migrated_db),
+        **as_env(initial_db),
         "WORKTRACKER_VERSIONS_DIR": str(versions_copy),
         "WORKTRACKER_DDL_LOCK_TIMEOUT": f"{LOCK_TIMEOUT_S}s",
         "WORKTRACKER_DDL_LOCK_BACKOFF": "0.3",
@@ -93,10 +93,10 @@ def _assert_writes_were_never_stuck(workload: Workload) -> None:
 
 
 def test_migration_retries_until_the_long_transaction_ends(
-    spawn, migrated_db: URL, busy_tasks: dict[str, str]
+    spawn, initial_db: URL, busy_tasks: dict[str, str]
 ) -> None:
-    with Workload(migrated_db) as workload:
-        holder = connect(migrated_db)
+    with Workload(initial_db) as workload:
+        holder = connect(initial_db)
         holder.execute("SELECT count(*) FROM tasks")  # holds ACCESS SHARE until it ends
         process = spawn("migrate.up", env={**busy_tasks, "WORKTRACKER_DDL_LOCK_RETRIES": "10"})
         time.sleep(3.5)
@@ -106,9 +106,9 @@ def test_migration_retries_until_the_long_transaction_ends(
         time.sleep(0.5)
     assert result.returncode == 0, result.explain()
     assert "retrying in" in result.stdout, result.explain()
-    assert current_revision(migrated_db) == "002"
+    assert current_revision(initial_db) == "002"
     failures = scalar(
-        migrated_db,
+        initial_db,
         "SELECT count(*) FROM migrations.history WHERE revision = '002' AND NOT success "
         "AND error LIKE '%%lock timeout%%'",
     )
@@ -117,10 +117,10 @@ def test_migration_retries_until_the_long_transaction_ends(
 
 
 def test_migration_gives_up_clearly_after_its_retries(
-    invoke, migrated_db: URL, busy_tasks: dict[str, str]
+    invoke, initial_db: URL, busy_tasks: dict[str, str]
 ) -> None:
-    with Workload(migrated_db) as workload:
-        holder = connect(migrated_db)
+    with Workload(initial_db) as workload:
+        holder = connect(initial_db)
         holder.execute("SELECT count(*) FROM tasks")
         try:
             result = invoke("migrate.up", env={**busy_tasks, "WORKTRACKER_DDL_LOCK_RETRIES": "2"})
@@ -130,5 +130,5 @@ def test_migration_gives_up_clearly_after_its_retries(
     assert result.returncode == 4, result.explain()
     assert "could not get its locks: 3 attempt(s)" in result.stderr, result.explain()
     assert "Traceback" not in result.output
-    assert current_revision(migrated_db) == "001"
+    assert current_revision(initial_db) == "001"
     _assert_writes_were_never_stuck(workload)

@@ -43,16 +43,16 @@ def _on_a_terminal(env: dict[str, str]) -> str:
     return b"".join(chunks).decode(errors="replace")
 
 
-def test_piped_output_is_plain(invoke, migrated_db: URL) -> None:
-    result = invoke("migrate.status", env=as_env(migrated_db))
+def test_piped_output_is_plain(invoke, initial_db: URL) -> None:
+    result = invoke("migrate.status", env=as_env(initial_db))
     assert result.returncode == 0, result.explain()
     assert ESCAPE not in result.stdout, "piped output must carry no escape codes"
 
 
 @pytest.mark.skipif(not hasattr(pty, "openpty"), reason="no pseudo-terminals here")
-def test_no_color_keeps_a_terminal_plain(migrated_db: URL) -> None:
-    styled = _on_a_terminal(as_env(migrated_db))
+def test_no_color_keeps_a_terminal_plain(initial_db: URL) -> None:
+    styled = _on_a_terminal(as_env(initial_db))
     assert ESCAPE in styled, "on a terminal the table is styled (else this test proves nothing)"
-    plain = _on_a_terminal({**as_env(migrated_db), "NO_COLOR": "1"})
+    plain = _on_a_terminal({**as_env(initial_db), "NO_COLOR": "1"})
     assert "001" in plain, plain
     assert ESCAPE not in plain, "NO_COLOR must turn every escape code off"

@@ -34,7 +34,7 @@ def test_plan_reports_the_diff_and_rolls_back(invoke, empty_db: URL) -> None:
     assert scalar(empty_db, "SELECT to_regclass('migrations.history')") is None
 
 
-def test_plan_of_a_small_change(invoke, migrated_db: URL, versions_copy: Path) -> None:
+def test_plan_of_a_small_change(invoke, initial_db: URL, versions_copy: Path) -> None:
     add_migration(
         versions_copy,
         "002",
@@ -49,16 +49,16 @@ def test_plan_of_a_small_change(invoke, migrated_db: URL, versions_copy: Path) -
             "from alembic import op", "import sqlalchemy as sa\nfrom alembic import op"
         )
     )
-    env = {**as_env(migrated_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    env = {**as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
     result = invoke("migrate.plan", env=env)
     assert result.returncode == 0, result.explain()
     assert "Schema changes (1):" in result.stdout, result.explain()
     assert "+ column tasks.estimate integer" in result.stdout, result.explain()
-    assert current_revision(migrated_db) == "001"
+    assert current_revision(initial_db) == "001"
 
 
 def test_plan_stops_before_an_autocommit_block(
-    invoke, migrated_db: URL, versions_copy: Path
+    invoke, initial_db: URL, versions_copy: Path
 ) -> None:
     add_migration(
         versions_copy,
@@ -68,10 +68,10 @@ def test_plan_stops_before_an_autocommit_block(
         CONCURRENT_INDEX,
         'op.drop_index("ix_tasks_due_date", table_name="tasks")',
     )
-    env = {**as_env(migrated_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    env = {**as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
     result = invoke("migrate.plan", env=env)
     assert result.returncode == 0, result.explain()
     assert "Stopped before 002" in result.stdout, result.explain()
     assert "autocommit_block()" in result.stdout, result.explain()
-    assert scalar(migrated_db, "SELECT to_regclass('ix_tasks_due_date')") is None
-    assert current_revision(migrated_db) == "001"
+    assert scalar(initial_db, "SELECT to_regclass('ix_tasks_due_date')") is None
+    assert current_revision(initial_db) == "001"

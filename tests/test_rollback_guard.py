@@ -15,34 +15,34 @@ def _add_user(url: URL) -> None:
         conn.execute("INSERT INTO users (email, display_name) VALUES ('keep@me.io', 'Keep')")
 
 
-def test_rollback_of_tables_holding_rows_is_refused(invoke, migrated_db: URL) -> None:
-    _add_user(migrated_db)
-    result = invoke("migrate.down", env=as_env(migrated_db))
+def test_rollback_of_tables_holding_rows_is_refused(invoke, initial_db: URL) -> None:
+    _add_user(initial_db)
+    result = invoke("migrate.down", env=as_env(initial_db))
     assert result.returncode == 5, result.explain()
     assert "this would destroy data: table public.users (1 rows)" in result.stderr, result.explain()
     assert "--allow-data-loss" in result.stderr
-    assert current_revision(migrated_db) == "001"
-    assert scalar(migrated_db, "SELECT count(*) FROM users") == 1
+    assert current_revision(initial_db) == "001"
+    assert scalar(initial_db, "SELECT count(*) FROM users") == 1
 
 
-def test_empty_tables_roll_back_without_a_flag(invoke, migrated_db: URL) -> None:
-    result = invoke("migrate.down", env=as_env(migrated_db))
+def test_empty_tables_roll_back_without_a_flag(invoke, initial_db: URL) -> None:
+    result = invoke("migrate.down", env=as_env(initial_db))
     assert result.returncode == 0, result.explain()
-    assert current_revision(migrated_db) is None
+    assert current_revision(initial_db) is None
 
 
-def test_allow_data_loss_goes_ahead(invoke, migrated_db: URL) -> None:
-    _add_user(migrated_db)
-    result = invoke("migrate.down", "--allow-data-loss", env=as_env(migrated_db))
+def test_allow_data_loss_goes_ahead(invoke, initial_db: URL) -> None:
+    _add_user(initial_db)
+    result = invoke("migrate.down", "--allow-data-loss", env=as_env(initial_db))
     assert result.returncode == 0, result.explain()
     assert "Going ahead although it destroys" in result.stdout, result.explain()
-    assert current_revision(migrated_db) is None
+    assert current_revision(initial_db) is None
 
 
-def test_backup_is_written_first(invoke, migrated_db: URL, tmp_path: Path) -> None:
-    _add_user(migrated_db)
+def test_backup_is_written_first(invoke, initial_db: URL, tmp_path: Path) -> None:
+    _add_user(initial_db)
     backup = tmp_path / "before-rollback.sql"
-    env = as_env(migrated_db)
+    env = as_env(initial_db)
     refused = invoke("migrate.down", "--backup", str(backup), env=env)
     assert refused.returncode == 5, "a backup alone does not allow the loss"
     assert "keep@me.io" in backup.read_text(), "the backup must hold the rows"
@@ -54,7 +54,7 @@ def test_backup_is_written_first(invoke, migrated_db: URL, tmp_path: Path) -> No
 
 
 def test_dropping_a_column_with_values_is_refused(
-    invoke, migrated_db: URL, versions_copy: Path
+    invoke, initial_db: URL, versions_copy: Path
 ) -> None:
     path = add_migration(
         versions_copy,
@@ -64,9 +64,9 @@ def test_dropping_a_column_with_values_is_refused(
         'op.execute("ALTER TABLE users ADD COLUMN nickname text")',
         'op.drop_column("users", "nickname")',
     )
-    env = {**as_env(migrated_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    env = {**as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
     assert invoke("migrate.up", env=env).returncode == 0
-    with connect(migrated_db, autocommit=True) as conn:
+    with connect(initial_db, autocommit=True) as conn:
         conn.execute(
             "INSERT INTO users (email, display_name, nickname) VALUES ('a@b.c', 'A', 'ace')"
         )
@@ -75,13 +75,13 @@ def test_dropping_a_column_with_values_is_refused(
     assert result.returncode == 5, result.explain()
     assert "column public.users.nickname (1 values)" in result.stderr, result.explain()
     assert "table public.users" not in result.stderr, "only the column is dropped"
-    assert current_revision(migrated_db) == "002"
+    assert current_revision(initial_db) == "002"
     assert path.exists()
 
 
-def test_reset_with_rows_is_refused_without_the_flag(invoke, migrated_db: URL) -> None:
-    _add_user(migrated_db)
-    result = invoke("db.reset", env=as_env(migrated_db))
+def test_reset_with_rows_is_refused_without_the_flag(invoke, initial_db: URL) -> None:
+    _add_user(initial_db)
+    result = invoke("db.reset", env=as_env(initial_db))
     assert result.returncode == 5, result.explain()
     assert "table public.users (1 rows)" in result.stderr, result.explain()
-    assert scalar(migrated_db, "SELECT count(*) FROM users") == 1
+    assert scalar(initial_db, "SELECT count(*) FROM users") == 1

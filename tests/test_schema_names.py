@@ -1,4 +1,8 @@
-"""The migrated schema's names, comments and shapes follow Story 2.1's conventions exactly."""
+"""Names, comments and shapes.
+
+At 001, the initial migration creates exactly Story 2.1's objects under exactly its names.
+At head, every table (including those later migrations add) follows Story 2.1's
+conventions: indexed foreign keys, comments, updated_at triggers, text, uq_/ix_ names."""
 
 from __future__ import annotations
 
@@ -100,31 +104,40 @@ def _diff(expected: set[str], actual: set[str]) -> str:
     return f"missing: {sorted(expected - actual)}\nunexpected: {sorted(actual - expected)}"
 
 
-def test_exactly_the_nine_tables(db: Connection) -> None:
-    tables = _names(db, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+def test_initial_schema_has_exactly_the_nine_tables(db_at_001: Connection) -> None:
+    tables = _names(db_at_001, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     assert tables == TABLES, _diff(TABLES, tables)
 
 
-def test_constraint_names_follow_the_convention(db: Connection) -> None:
+def test_initial_constraint_names(db_at_001: Connection) -> None:
     # contype 'n': PostgreSQL 18 catalogues NOT NULL constraints under automatic names,
     # which Story 2.1 exempts.
     actual = _names(
-        db,
+        db_at_001,
         "SELECT conname FROM pg_constraint "
         "WHERE connamespace = 'public'::regnamespace AND contype <> 'n'",
     )
     assert actual == EXPECTED_CONSTRAINTS, _diff(EXPECTED_CONSTRAINTS, actual)
 
 
-def test_index_names_follow_the_convention(db: Connection) -> None:
-    actual = _names(db, "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")
+def test_initial_index_names(db_at_001: Connection) -> None:
+    actual = _names(db_at_001, "SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")
     assert actual == EXPECTED_INDEXES, _diff(EXPECTED_INDEXES, actual)
-    unique = _names(
+
+
+def test_index_names_follow_the_convention(db: Connection) -> None:
+    """Every unique index is uq_… (or the pk_ of a primary key); every other index ix_…."""
+    misnamed = _names(
         db,
-        "SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
-        "WHERE c.relnamespace = 'public'::regnamespace AND i.indisunique AND NOT i.indisprimary",
+        """
+        SELECT c.relname FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+         WHERE c.relnamespace = 'public'::regnamespace
+           AND NOT CASE WHEN i.indisprimary THEN c.relname LIKE 'pk\\_%'
+                        WHEN i.indisunique THEN c.relname LIKE 'uq\\_%'
+                        ELSE c.relname LIKE 'ix\\_%' END
+        """,
     )
-    assert all(name.startswith("uq_") for name in unique), f"unique but not uq_…: {unique}"
+    assert not misnamed, f"indexes not named pk_/uq_/ix_ as Story 2.1 says: {misnamed}"
 
 
 def test_every_foreign_key_column_has_a_usable_index(db: Connection) -> None:
@@ -154,7 +167,21 @@ def test_every_table_has_a_comment(db: Connection) -> None:
     assert not missing, f"tables without a COMMENT: {missing}"
 
 
+def test_initial_updated_at_triggers(db_at_001: Connection) -> None:
+    tables = _names(
+        db_at_001,
+        "SELECT c.relname FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid "
+        "WHERE c.relnamespace = 'public'::regnamespace AND NOT t.tgisinternal",
+    )
+    assert tables == TOUCHED, _diff(TOUCHED, tables)
+
+
 def test_one_updated_at_trigger_per_table_that_has_the_column(db: Connection) -> None:
+    with_column = _names(
+        db,
+        "SELECT table_name FROM information_schema.columns "
+        "WHERE table_schema = 'public' AND column_name = 'updated_at'",
+    )
     rows = db.execute(
         text(
             "SELECT c.relname, pg_get_triggerdef(t.oid) FROM pg_trigger t "
@@ -163,14 +190,18 @@ def test_one_updated_at_trigger_per_table_that_has_the_column(db: Connection) ->
         )
     ).all()
     tables = sorted(table for table, _ in rows)
-    assert tables == sorted(TOUCHED), _diff(TOUCHED, set(tables))
+    assert tables == sorted(with_column), _diff(with_column, set(tables))
     for _table, definition in rows:
         assert "BEFORE UPDATE" in definition and "FOR EACH ROW" in definition, definition
         assert "EXECUTE FUNCTION set_updated_at()" in definition, definition
 
 
-def test_task_status_enum_values_in_order(db: Connection) -> None:
-    values = db.execute(text("SELECT unnest(enum_range(NULL::task_status))::text")).scalars().all()
+def test_task_status_enum_values_in_order(db_at_001: Connection) -> None:
+    values = (
+        db_at_001.execute(text("SELECT unnest(enum_range(NULL::task_status))::text"))
+        .scalars()
+        .all()
+    )
     assert values == ["todo", "in_progress", "in_review", "done", "canceled"]
 
 

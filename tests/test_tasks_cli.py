@@ -144,13 +144,13 @@ def test_reset_refuses_a_remote_database_without_force(invoke) -> None:
     assert_clean_failure(invoke("db.reset", env=env), 5, "not a local database", "--force")
 
 
-def test_reset_drops_data_and_reapplies(invoke, migrated_db: URL) -> None:
-    with psycopg.connect(urls.libpq(migrated_db).render_as_string(False), autocommit=True) as c:
+def test_reset_drops_data_and_reapplies(invoke, initial_db: URL) -> None:
+    with psycopg.connect(urls.libpq(initial_db).render_as_string(False), autocommit=True) as c:
         c.execute("INSERT INTO users (email, display_name) VALUES ('a@b.c', 'A')")
         c.execute("CREATE TABLE stray (id int)")
-    result = invoke("db.reset", "--allow-data-loss", env=as_env(migrated_db))
+    result = invoke("db.reset", "--allow-data-loss", env=as_env(initial_db))
     assert result.returncode == 0, result.explain()
-    with psycopg.connect(urls.libpq(migrated_db).render_as_string(False)) as c:
+    with psycopg.connect(urls.libpq(initial_db).render_as_string(False)) as c:
         assert c.execute("SELECT count(*) FROM users").fetchone() == (0,)
         assert c.execute("SELECT to_regclass('stray')").fetchone() == (None,)
         assert c.execute("SELECT version_num FROM migrations.alembic_version").fetchone() == (

@@ -15,11 +15,15 @@ from collections.abc import Sequence
 import sqlalchemy as sa  # noqa: F401
 from alembic import op  # noqa: F401
 ${imports if imports else ""}
-# revision identifiers, used by Alembic.
-revision: str = ${repr(up_revision)}
-down_revision: str | None = ${repr(down_revision)}
-branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
-depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+# revision identifiers, used by Alembic (double quotes, as `ruff format` wants them).
+revision: str = "${up_revision}"
+down_revision: str | None = ${'None' if down_revision is None else '"%s"' % down_revision}
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+# When downgrade() cannot keep every row (it drops a table or column that holds data),
+# say why; the roundtrip then lists this migration instead of failing it:
+# downgrade_loses_data = "drops task_reminders and its rows"
 
 
 def upgrade() -> None:
