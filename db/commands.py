@@ -157,6 +157,12 @@ def _dry_run(
     print(preview.offline_sql(current, plan), end="")
 
 
+def _dry_run_asked(dry_run: bool, from_rev: str | None) -> bool:
+    if from_rev is not None and not dry_run:
+        raise ConfigError("--from only goes with --dry-run.")
+    return dry_run
+
+
 def migrate_up(
     to: str = "head",
     lock_timeout: str | None = None,
@@ -164,9 +170,7 @@ def migrate_up(
     dry_run: bool = False,
     from_rev: str | None = None,
 ) -> None:
-    if dry_run or from_rev is not None:
-        if not dry_run:
-            raise ConfigError("--from only goes with --dry-run.")
+    if _dry_run_asked(dry_run, from_rev):
         _dry_run("up", to=to, from_rev=from_rev)
         return
     with changing_target(lock_timeout, allow_changed=allow_changed) as target:
@@ -218,9 +222,7 @@ def migrate_down(
     allow_data_loss: bool = False,
     backup: str | None = None,
 ) -> None:
-    if dry_run or from_rev is not None:
-        if not dry_run:
-            raise ConfigError("--from only goes with --dry-run.")
+    if _dry_run_asked(dry_run, from_rev):
         _dry_run("down", to=to, steps=steps, from_rev=from_rev)
         return
     with changing_target(lock_timeout, allow_changed=allow_changed) as target:

@@ -57,17 +57,21 @@ def empty_db(pg_server: Server) -> Iterator[URL]:
     pg_server.drop_database(url.database)
 
 
-@pytest.fixture(scope="session")
-def head_template(pg_server: Server) -> Iterator[str]:
-    """A database at head, to clone: upgrading once is cheaper than once per test."""
-    url = pg_server.create_database()
+def _template_at(server: Server, target: str) -> Iterator[str]:
+    """A database upgraded to `target` once, to clone: cheaper than upgrading per test."""
+    url = server.create_database()
     engine = make_engine(url)
     with engine.connect() as connection:
-        plan = runner.plan_upgrade(revisions.script_directory(), None, "head")
-        runner.run(connection, plan)
+        runner.run(connection, runner.plan_upgrade(revisions.script_directory(), None, target))
     engine.dispose()
     yield url.database
-    pg_server.drop_database(url.database)
+    server.drop_database(url.database)
+
+
+@pytest.fixture(scope="session")
+def head_template(pg_server: Server) -> Iterator[str]:
+    """A database at the real chain's head, to clone."""
+    yield from _template_at(pg_server, "head")
 
 
 @pytest.fixture(scope="session")
@@ -81,13 +85,7 @@ def initial_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def initial_template(pg_server: Server) -> Iterator[str]:
     """A database at 001, to clone."""
-    url = pg_server.create_database()
-    engine = make_engine(url)
-    with engine.connect() as connection:
-        runner.run(connection, runner.plan_upgrade(revisions.script_directory(), None, "001"))
-    engine.dispose()
-    yield url.database
-    pg_server.drop_database(url.database)
+    yield from _template_at(pg_server, "001")
 
 
 @pytest.fixture
