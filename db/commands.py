@@ -537,10 +537,10 @@ def db_url() -> None:
 def psql_command(url: URL) -> tuple[list[str], dict[str, str]]:
     """psql's argv and environment for `url`; the password travels in PGPASSWORD, never argv."""
     psql = shutil.which("psql") or str(embedded.BIN_DIR / "psql")
+    conninfo, password = urls.conninfo_and_password(url)
     env = dict(os.environ)
-    if url.password:
-        env["PGPASSWORD"] = str(url.password)
-    conninfo = urls.libpq(url).set(password=None).render_as_string(hide_password=False)
+    if password:
+        env["PGPASSWORD"] = password
     return [psql, conninfo], env
 
 

@@ -123,10 +123,10 @@ def backup(url: URL, server_major: int, tables: list[str], path: Path) -> None:
         binary = pgdump.matching_pg_dump(server_major)
     except RuntimeError as error:
         raise Refused(f"cannot write the backup: {error}.") from None
+    conninfo, password = urls.conninfo_and_password(url)
     env = dict(os.environ)
-    if url.password:
-        env["PGPASSWORD"] = str(url.password)
-    conninfo = urls.libpq(url).set(password=None).render_as_string(hide_password=False)
+    if password:
+        env["PGPASSWORD"] = password
     args = [str(binary), "-d", conninfo, "--no-owner", "-f", str(path)]
     for table in tables:
         args += ["--table", table]

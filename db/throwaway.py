@@ -74,11 +74,10 @@ class Server:
                 raise RuntimeError(f"pg_dump in the container failed ({code}): {text}")
             return text
         binary = matching_pg_dump(self.version, self.bin_dir)
-        url = self.admin_url.set(database=database)
+        conninfo, password = urls.conninfo_and_password(self.admin_url.set(database=database))
         env = dict(os.environ)
-        if url.password:
-            env["PGPASSWORD"] = str(url.password)
-        conninfo = urls.libpq(url).set(password=None).render_as_string(hide_password=False)
+        if password:
+            env["PGPASSWORD"] = password
         done = subprocess.run(
             [str(binary), "-d", conninfo, *args], capture_output=True, text=True, env=env
         )

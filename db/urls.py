@@ -65,6 +65,25 @@ def redact(url: URL) -> str:
     return base + sep + unquote(query)
 
 
+def conninfo_and_password(url: URL) -> tuple[str, str | None]:
+    """A libpq URL without the password, and the password (for PGPASSWORD).
+
+    Keeps passwords off command lines, where `ps` shows them to everyone on the host.
+    (URL.set(password=None) would keep the password: None means "unchanged" there.)
+    """
+    bare = URL.create(
+        "postgresql",
+        username=url.username,
+        password=None,
+        host=url.host,
+        port=url.port,
+        database=url.database,
+        query=url.query,
+    )
+    password = str(url.password) if url.password else None
+    return bare.render_as_string(hide_password=False), password
+
+
 def libpq(url: URL) -> URL:
     """The same URL with the plain `postgresql` scheme, for psql and pg_dump."""
     return url.set(drivername="postgresql")

@@ -73,6 +73,11 @@ def test_wrong_password(invoke, pg_server: Server, empty_db: URL) -> None:
         assert_clean_failure(
             invoke("migrate.up", env=as_env(wrong)), 3, "password authentication failed"
         )
+        right = wrong.set(password="right-password")
+        status = invoke("migrate.status", env=as_env(right))
+        assert status.returncode == 0, status.explain()
+        assert "right-password" not in status.output, "the password leaked into status"
+        assert f"{role}:***@" in status.stdout, status.explain()
     finally:
         with pg_server.admin() as admin:
             admin.execute(f"DROP ROLE {role}")
@@ -191,3 +196,36 @@ def test_unwritten_migration_fails_cleanly_and_leaves_the_previous_revision(
     assert_clean_failure(result, 4, "migration 002", "NotImplementedError", "at 001")
     status = invoke("migrate.status", env=env)
     assert "Current:  001" in status.stdout, status.explain()
+
+
+def test_shell_runs_psql_on_the_target(initial_db: URL, tmp_path: Path) -> None:
+    """db.shell hands over to psql (the embedded one when none is on PATH)."""
+    import os
+    import subprocess
+    import sys
+
+    from db.settings import PROJECT_ROOT
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKTRACKER_")}
+    env.update(as_env(initial_db), WORKTRACKER_PGDATA=str(tmp_path / "pgdata"))
+    done = subprocess.run(
+        [sys.executable, "-m", "invoke", "db.shell"],
+        cwd=PROJECT_ROOT,
+        env=env,
+        input="SELECT count(*) AS tables FROM pg_tables WHERE schemaname = 'public';\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    assert " 9" in done.stdout and "tables" in done.stdout, done.stdout
+
+
+def test_psql_gets_the_password_through_the_environment() -> None:
+    from db.commands import psql_command
+    from db.urls import parse
+
+    argv, env = psql_command(parse(f"postgresql://app:{SECRET}@db.internal:5432/app"))
+    assert SECRET not in " ".join(argv), "a password on argv shows in ps"
+    assert env["PGPASSWORD"] == SECRET
+    assert argv[1] == "postgresql://app@db.internal:5432/app"
