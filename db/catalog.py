@@ -93,6 +93,10 @@ def shown(qualified: str) -> str:
     return qualified.replace('"', "")
 
 
+def _counted(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def holdings(
     connection: Connection, now: dict[str, list[str]], before: dict[str, list[str]]
 ) -> list[str]:
@@ -103,12 +107,12 @@ def holdings(
         if table not in before:
             count = connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
             if count:
-                held.append(f"table {shown(table)} ({count} rows)")
+                held.append(f"table {shown(table)} ({_counted(count, 'row')})")
             continue
         for column in columns:
             if column in before[table]:
                 continue
             count = connection.execute(text(f'SELECT count("{column}") FROM {table}')).scalar_one()
             if count:
-                held.append(f"column {shown(table)}.{column} ({count} values)")
+                held.append(f"column {shown(table)}.{column} ({_counted(count, 'value')})")
     return held

@@ -19,7 +19,7 @@ def test_rollback_of_tables_holding_rows_is_refused(invoke, initial_db: URL) -> 
     _add_user(initial_db)
     result = invoke("migrate.down", env=as_env(initial_db))
     assert result.returncode == 5, result.explain()
-    assert "this would destroy data: table public.users (1 rows)" in result.stderr, result.explain()
+    assert "this would destroy data: table public.users (1 row)" in result.stderr, result.explain()
     assert "--allow-data-loss" in result.stderr
     assert current_revision(initial_db) == "001"
     assert scalar(initial_db, "SELECT count(*) FROM users") == 1
@@ -73,7 +73,7 @@ def test_dropping_a_column_with_values_is_refused(
         conn.execute("INSERT INTO users (email, display_name) VALUES ('d@e.f', 'D')")
     result = invoke("migrate.down", env=env)
     assert result.returncode == 5, result.explain()
-    assert "column public.users.nickname (1 values)" in result.stderr, result.explain()
+    assert "column public.users.nickname (1 value)" in result.stderr, result.explain()
     assert "table public.users" not in result.stderr, "only the column is dropped"
     assert current_revision(initial_db) == "002"
     assert path.exists()
@@ -83,5 +83,5 @@ def test_reset_with_rows_is_refused_without_the_flag(invoke, initial_db: URL) ->
     _add_user(initial_db)
     result = invoke("db.reset", env=as_env(initial_db))
     assert result.returncode == 5, result.explain()
-    assert "table public.users (1 rows)" in result.stderr, result.explain()
+    assert "table public.users (1 row)" in result.stderr, result.explain()
     assert scalar(initial_db, "SELECT count(*) FROM users") == 1
