@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 
 import nox
+
+# uv installs without compiling bytecode, and where PYTHONDONTWRITEBYTECODE is set (CI
+# here) nothing compiles it later: every `invoke` the tests start as a subprocess would
+# recompile SQLAlchemy and Alembic (1.6 s a process instead of 0.7 s).
+os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
