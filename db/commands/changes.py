@@ -1,0 +1,185 @@
+"""The commands that change the schema, or preview a change: up, down, plan, new."""
+
+from __future__ import annotations
+
+import time
+
+from alembic import command
+
+from db import (
+    preview,
+    revisions,
+    runner,
+    settings,
+)
+from db.commands.target import (
+    apply_plan,
+    changing_target,
+    guard_data,
+    open_target,
+    report_step,
+)
+from db.errors import ConfigError, RevisionError
+from db.output import console, say
+
+
+def _plan(
+    current: str | None,
+    direction: str,
+    label: str,
+    *,
+    to: str | None = None,
+    steps: int | None = None,
+) -> list[runner.Step]:
+    """The steps of an up or down from `current`, refused early when they make no sense."""
+    script = revisions.script_directory()
+    if direction == "up":
+        return runner.plan_upgrade(script, current, to or "head")
+    if steps is not None and to is not None:
+        raise ConfigError("give --steps or --to, not both.")
+    if current is None:
+        raise RevisionError(
+            f"nothing to roll back: {label} is at base.",
+            "`invoke migrate.status` shows what is applied",
+        )
+    return runner.plan_downgrade(script, current, steps=steps, target=to)
+
+
+def _dry_run(
+    direction: str, *, to: str | None, steps: int | None = None, from_rev: str | None
+) -> None:
+    """Print the SQL the command would run; connect only to read the current revision."""
+    if from_rev is not None:
+        current = revisions.resolve(revisions.script_directory(), from_rev)
+        where = f"a database at {from_rev} (--from)"
+    else:
+        with open_target() as target:
+            current = runner.current_revision(target.connection)
+            where = target.label
+    plan = _plan(current, direction, where, to=to, steps=steps)
+    end = plan[-1].to_revision or "base" if plan else current or "base"
+    # Plain print: SQL must reach stdout exactly, never through Rich's markup.
+    print(f"-- Dry run of migrate.{direction} on {where}: {current or 'base'} -> {end}.")
+    print("-- Nothing below was executed, and no lock was taken.")
+    if not plan:
+        print("-- Nothing to do.")
+        return
+    print(preview.offline_sql(current, plan), end="")
+
+
+def _dry_run_asked(dry_run: bool, from_rev: str | None) -> bool:
+    if from_rev is not None and not dry_run:
+        raise ConfigError("--from only goes with --dry-run.")
+    return dry_run
+
+
+def migrate_up(
+    to: str = "head",
+    lock_timeout: str | None = None,
+    allow_changed: bool = False,
+    dry_run: bool = False,
+    from_rev: str | None = None,
+) -> None:
+    if _dry_run_asked(dry_run, from_rev):
+        _dry_run("up", to=to, from_rev=from_rev)
+        return
+    with changing_target(lock_timeout, allow_changed=allow_changed) as target:
+        current = runner.current_revision(target.connection)
+        plan = _plan(current, "up", target.label, to=to)
+        if not plan:
+            say(f"Nothing to apply: {target.label} is at {current or 'base'}.")
+            return
+        apply_plan(target, plan, "Upgrading")
+
+
+def migrate_down(
+    steps: int | None = None,
+    to: str | None = None,
+    lock_timeout: str | None = None,
+    allow_changed: bool = False,
+    dry_run: bool = False,
+    from_rev: str | None = None,
+    allow_data_loss: bool = False,
+    backup: str | None = None,
+) -> None:
+    if _dry_run_asked(dry_run, from_rev):
+        _dry_run("down", to=to, steps=steps, from_rev=from_rev)
+        return
+    with changing_target(lock_timeout, allow_changed=allow_changed) as target:
+        current = runner.current_revision(target.connection)
+        plan = _plan(current, "down", target.label, to=to, steps=steps)
+        if not plan:
+            say(f"Nothing to roll back: {target.label} is already at {current}.")
+            return
+        rehearsed = preview.rehearse(target.connection, plan)
+        stopped = rehearsed.rehearsal.stopped_before
+        guard_data(
+            target,
+            at_risk=preview.data_at_risk(target.connection, rehearsed),
+            tables=preview.affected_tables(rehearsed),
+            unknown=f"the rehearsal stopped before {stopped.revision}: {rehearsed.rehearsal.reason}"
+            if stopped
+            else "",
+            allow_data_loss=allow_data_loss,
+            backup=backup,
+        )
+        apply_plan(target, plan, "Downgrading")
+
+
+def migrate_plan(
+    down: bool = False,
+    steps: int | None = None,
+    to: str | None = None,
+    lock_timeout: str | None = None,
+) -> None:
+    """Rehearse the pending migrations (or a rollback) in one transaction, then roll back."""
+    if not down and steps is not None:
+        raise ConfigError("--steps goes with --down.")
+    direction = "down" if down else "up"
+    with changing_target(lock_timeout, bookkeeping=False) as target:
+        current = runner.current_revision(target.connection)
+        plan = _plan(current, direction, target.label, to=to, steps=steps)
+        if not plan:
+            say(f"Nothing to plan: {target.label} is at {current or 'base'}.")
+            return
+        start, end = plan[0].from_revision or "base", plan[-1].to_revision or "base"
+        say(
+            f"Plan for {target.label}: {start} → {end}, rehearsed in one transaction that is "
+            "rolled back."
+        )
+        started = time.perf_counter()
+        rehearsed = preview.rehearse(target.connection, plan)
+        at_risk = preview.data_at_risk(target.connection, rehearsed) if down else []
+    for step, seconds in rehearsed.rehearsal.steps:
+        report_step(step, seconds)
+    if rehearsed.rehearsal.stopped_before is not None:
+        say(
+            f"[yellow]Stopped before {rehearsed.rehearsal.stopped_before.revision}:[/yellow] "
+            f"{rehearsed.rehearsal.reason}. The plan covers only the steps above."
+        )
+    diff = rehearsed.schema_diff()
+    say(f"Schema changes ({len(diff)}):" if diff else "Schema changes: none.")
+    for line in diff:
+        console.print(f"  {line}", markup=False, highlight=False)
+    if at_risk:
+        say("[yellow]Data this rollback would destroy:[/yellow] " + "; ".join(at_risk))
+    say(f"Rolled back after {time.perf_counter() - started:.2f} s: nothing was changed.")
+
+
+def migrate_new(message: str) -> None:
+    message = " ".join(message.split())
+    if not revisions.slug_is_usable(message):
+        raise ConfigError(
+            f"the migration needs a description with letters or digits, not {message!r}.",
+            'e.g. invoke migrate.new "add task reminders"',
+        )
+    config = revisions.alembic_config()
+    script_dir = revisions.script_directory(config)
+    rev_id = revisions.next_revision_id(script_dir)
+    script = command.revision(config, message=message, rev_id=rev_id)
+    assert script is not None and not isinstance(script, list)
+    path = revisions.path_of(script)
+    root = settings.PROJECT_ROOT
+    shown = path.relative_to(root) if path.is_relative_to(root) else path
+    say(f"Created {shown} (revision {rev_id}).")
+    say("Write upgrade() and downgrade(), then apply it with `invoke migrate.up`.")

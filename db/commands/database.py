@@ -1,0 +1,152 @@
+"""The db.* commands: the embedded server, the URL, psql, reset, and the generated
+schema files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from sqlalchemy import text
+from sqlalchemy.engine import URL, Connection
+
+from db import (
+    catalog,
+    connect,
+    embedded,
+    revisions,
+    runner,
+    settings,
+    urls,
+)
+from db.commands.target import (
+    apply_plan,
+    changing_target,
+    guard_data,
+)
+from db.errors import Refused
+from db.output import say
+
+
+def _write_generated(path: Path, content: str, task: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.read_text() if path.exists() else None
+    path.write_text(content)
+    shown = path.relative_to(settings.PROJECT_ROOT)
+    if old == content:
+        say(f"{shown} is up to date.")
+    else:
+        say(f"Wrote {shown}; commit it with the migration (`invoke {task}` regenerates it).")
+
+
+def db_dump() -> None:
+    """Regenerate db/schema.sql from a throwaway database at head."""
+    from db import schema_docs
+
+    with schema_docs.database_at_head() as (server, database, _connection):
+        content = schema_docs.schema_sql(server, database)
+    _write_generated(schema_docs.SCHEMA_SQL, content, "db.dump")
+
+
+def db_diagram() -> None:
+    """Regenerate docs/schema.md (the Mermaid ER diagram) from a throwaway database at head."""
+    from db import schema_docs
+
+    with schema_docs.database_at_head() as (_server, _database, connection):
+        content = schema_docs.schema_markdown(connection)
+    _write_generated(schema_docs.SCHEMA_DOC, content, "db.diagram")
+
+
+def db_start() -> None:
+    current = settings.load()
+    if not current.uses_embedded:
+        say(
+            "DATABASE_URL is set, so every task uses that database; "
+            "db.start only manages the embedded one (unset DATABASE_URL to use it)."
+        )
+        return
+    url = embedded.start(current.embedded_pgdata, current.embedded_database)
+    say(f"Embedded PostgreSQL is running: {urls.redact(url)}")
+    say(f"Data: {current.embedded_pgdata}")
+
+
+def db_stop() -> None:
+    current = settings.load()
+    if embedded.stop(current.embedded_pgdata):
+        say(f"Stopped the embedded PostgreSQL in {current.embedded_pgdata}.")
+    else:
+        say(f"The embedded PostgreSQL in {current.embedded_pgdata} was not running.")
+
+
+def db_url() -> None:
+    current = settings.load()
+    print(urls.redact(connect.target_url(current)))
+
+
+def psql_command(url: URL) -> tuple[list[str], dict[str, str]]:
+    """psql's argv and environment for `url`; the password travels in PGPASSWORD, never argv."""
+    psql = shutil.which("psql") or str(embedded.BIN_DIR / "psql")
+    conninfo, password = urls.conninfo_and_password(url)
+    env = dict(os.environ)
+    if password:
+        env["PGPASSWORD"] = password
+    return [psql, conninfo], env
+
+
+def db_shell() -> None:
+    current = settings.load()
+    argv, env = psql_command(connect.target_url(current))
+    os.execvpe(argv[0], argv, env)
+
+
+def _recreate_app_schemas(connection: Connection) -> None:
+    for schema in settings.APP_SCHEMAS:
+        owner = connection.execute(
+            text("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = :s"),
+            {"s": schema},
+        ).scalar()
+        connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        connection.execute(
+            text(f'CREATE SCHEMA "{schema}" AUTHORIZATION {owner or "CURRENT_USER"}')
+        )
+        if schema == "public":
+            # PostgreSQL 15+'s defaults for a new cluster's public schema.
+            connection.execute(text("GRANT USAGE ON SCHEMA public TO PUBLIC"))
+            connection.execute(text("COMMENT ON SCHEMA public IS 'standard public schema'"))
+    connection.execute(text(f"DROP TABLE IF EXISTS {settings.BOOKKEEPING_SCHEMA}.alembic_version"))
+
+
+def db_reset(
+    force: bool = False,
+    lock_timeout: str | None = None,
+    allow_data_loss: bool = False,
+    backup: str | None = None,
+) -> None:
+    current = settings.load(lock_timeout=lock_timeout)
+    url = current.database_url
+    # Decided before connecting: a typo in a production URL must not get that far.
+    if url is not None and not (force or urls.is_local(url)):
+        raise Refused(
+            f"refusing to reset {urls.redact(url)}: it is not a local database, and a reset "
+            "drops every table in it.",
+            "pass --force if you really mean to wipe it",
+        )
+    # No checksum check: everything is dropped and re-applied from today's files.
+    with changing_target(lock_timeout, verify=False) as target:
+        tables = catalog.table_columns(target.connection)
+        at_risk = catalog.holdings(target.connection, tables, {})
+        target.connection.rollback()
+        guard_data(
+            target,
+            at_risk=at_risk,
+            tables=sorted(tables),
+            unknown="",
+            allow_data_loss=allow_data_loss,
+            backup=backup,
+        )
+        say(f"Resetting {target.label}: dropping schemas {', '.join(settings.APP_SCHEMAS)}")
+        with target.connection.begin():
+            _recreate_app_schemas(target.connection)
+        plan = runner.plan_upgrade(revisions.script_directory(), None, "head")
+        if plan:
+            apply_plan(target, plan, "Upgrading")

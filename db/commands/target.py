@@ -1,0 +1,131 @@
+"""Opening the target database, holding the migration lock, applying a plan, and
+refusing to destroy data: what the commands that change the schema share."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.engine import URL, Connection
+
+from db import (
+    catalog,
+    checksums,
+    connect,
+    history,
+    lock,
+    preview,
+    revisions,
+    runner,
+    settings,
+    urls,
+)
+from db.errors import Refused
+from db.output import say, step_line
+
+
+@dataclass
+class Target:
+    settings: settings.Settings
+    url: URL
+    connection: Connection
+    who: history.Who | None = None
+
+    @property
+    def label(self) -> str:
+        where = "embedded " if self.settings.uses_embedded else ""
+        return f"{where}{urls.redact(self.url)}"
+
+
+@contextmanager
+def open_target(lock_timeout: str | float | None = None) -> Iterator[Target]:
+    """Connect to the configured database (starting the embedded one if need be)."""
+    current = settings.load(lock_timeout=lock_timeout)
+    url = connect.target_url(current)
+    with connect.connect(connect.engine_for(url, current)) as connection:
+        yield Target(current, url, connection)
+
+
+@contextmanager
+def changing_target(
+    lock_timeout: str | float | None = None,
+    *,
+    allow_changed: bool = False,
+    verify: bool = True,
+    bookkeeping: bool = True,
+) -> Iterator[Target]:
+    """open_target(), holding the migration lock, with history ready and checksums checked.
+
+    Everything that reads the current revision must happen inside: another run may
+    have moved it while we waited.
+    """
+    with open_target(lock_timeout) as target:
+        lock_engine = connect.engine_for(
+            target.url, target.settings, f"{settings.APPLICATION_NAME} (lock)"
+        )
+        with lock.migration_lock(lock_engine, target.settings.lock_timeout, say):
+            if bookkeeping:
+                history.ensure_table(target.connection)
+                target.who = history.Who.here()
+            if verify:
+                for drift in checksums.verify(
+                    target.connection,
+                    revisions.script_directory(),
+                    allow_changed=allow_changed,
+                    who=target.who,
+                ):
+                    say(f"[yellow]Accepted a changed migration:[/yellow] {drift.what}")
+            yield target
+
+
+def report_step(step: runner.Step, seconds: float) -> None:
+    step_line("↑" if step.direction == "up" else "↓", step.revision, step.description, seconds)
+
+
+def apply_plan(target: Target, plan: list[runner.Step], verb: str) -> None:
+    started = time.perf_counter()
+    start, end = plan[0].from_revision or "base", plan[-1].to_revision or "base"
+    say(f"{verb} {target.label}: {start} → {end}")
+    runner.run(
+        target.connection,
+        plan,
+        on_step=report_step,
+        who=target.who,
+        timeouts=settings.timeouts(),
+        say=say,
+    )
+    elapsed = time.perf_counter() - started
+    say(f"Done: at {end} ({len(plan)} migration{'s' if len(plan) != 1 else ''}, {elapsed:.2f} s).")
+
+
+def guard_data(
+    target: Target,
+    *,
+    at_risk: list[str],
+    tables: list[str],
+    unknown: str,
+    allow_data_loss: bool,
+    backup: str | None,
+) -> None:
+    """Refuse to destroy rows unless --allow-data-loss; with --backup, dump them first."""
+    if unknown and not allow_data_loss:
+        raise Refused(
+            f"cannot tell what this would drop: {unknown}.",
+            "check by hand, then pass --allow-data-loss (and --backup FILE to keep a copy)",
+        )
+    if not at_risk:
+        return
+    if backup is not None:
+        server_major = target.connection.dialect.server_version_info[0]
+        preview.backup(target.url, server_major, tables, Path(backup))
+        say(f"Backed up {', '.join(catalog.shown(t) for t in tables)} to {backup}.")
+    if not allow_data_loss:
+        raise Refused(
+            "this would destroy data: " + "; ".join(at_risk) + ".",
+            "pass --allow-data-loss to go ahead"
+            + ("" if backup else ", and --backup FILE to keep a copy first"),
+        )
+    say("[yellow]Going ahead although it destroys:[/yellow] " + "; ".join(at_risk))
