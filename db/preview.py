@@ -4,7 +4,6 @@ rolled-back transaction behind `migrate.plan` and the destructive-rollback guard
 from __future__ import annotations
 
 import io
-import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,10 +122,7 @@ def backup(url: URL, server_major: int, tables: list[str], path: Path) -> None:
         binary = pgdump.matching_pg_dump(server_major)
     except RuntimeError as error:
         raise Refused(f"cannot write the backup: {error}.") from None
-    conninfo, password = urls.conninfo_and_password(url)
-    env = dict(os.environ)
-    if password:
-        env["PGPASSWORD"] = password
+    conninfo, env = urls.libpq_handoff(url)
     args = [str(binary), "-d", conninfo, "--no-owner", "-f", str(path)]
     for table in tables:
         args += ["--table", table]

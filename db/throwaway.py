@@ -74,10 +74,7 @@ class Server:
                 raise RuntimeError(f"pg_dump in the container failed ({code}): {text}")
             return text
         binary = matching_pg_dump(self.version, self.bin_dir)
-        conninfo, password = urls.conninfo_and_password(self.admin_url.set(database=database))
-        env = dict(os.environ)
-        if password:
-            env["PGPASSWORD"] = password
+        conninfo, env = urls.libpq_handoff(self.admin_url.set(database=database))
         done = subprocess.run(
             [str(binary), "-d", conninfo, *args], capture_output=True, text=True, env=env
         )

@@ -7,6 +7,7 @@ Users give libpq URLs (`postgresql://`, `postgres://`) or SQLAlchemy's
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from urllib.parse import unquote
 
@@ -65,8 +66,9 @@ def redact(url: URL) -> str:
     return base + sep + unquote(query)
 
 
-def conninfo_and_password(url: URL) -> tuple[str, str | None]:
-    """A libpq URL without the password, and the password (for PGPASSWORD).
+def libpq_handoff(url: URL) -> tuple[str, dict[str, str]]:
+    """For handing `url` to psql or pg_dump: a libpq URL without the password, and this
+    process's environment with the password in PGPASSWORD.
 
     Keeps passwords off command lines, where `ps` shows them to everyone on the host.
     (URL.set(password=None) would keep the password: None means "unchanged" there.)
@@ -80,8 +82,10 @@ def conninfo_and_password(url: URL) -> tuple[str, str | None]:
         database=url.database,
         query=url.query,
     )
-    password = str(url.password) if url.password else None
-    return bare.render_as_string(hide_password=False), password
+    env = dict(os.environ)
+    if url.password:
+        env["PGPASSWORD"] = str(url.password)
+    return bare.render_as_string(hide_password=False), env
 
 
 def libpq(url: URL) -> URL:

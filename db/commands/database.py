@@ -86,10 +86,7 @@ def db_url() -> None:
 def psql_command(url: URL) -> tuple[list[str], dict[str, str]]:
     """psql's argv and environment for `url`; the password travels in PGPASSWORD, never argv."""
     psql = shutil.which("psql") or str(embedded.BIN_DIR / "psql")
-    conninfo, password = urls.conninfo_and_password(url)
-    env = dict(os.environ)
-    if password:
-        env["PGPASSWORD"] = password
+    conninfo, env = urls.libpq_handoff(url)
     return [psql, conninfo], env
 
 
