@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
@@ -37,10 +38,19 @@ def _path(script: ScriptDirectory, revision: str) -> Path | None:
     return revisions.path_of(found) if found is not None else None
 
 
-def find_drift(connection: Connection, script: ScriptDirectory) -> list[Drift]:
-    """Applied migrations whose file changed or vanished since it was applied."""
+def find_drift(
+    connection: Connection,
+    script: ScriptDirectory,
+    applied: dict[str, dict[str, Any]] | None = None,
+) -> list[Drift]:
+    """Applied migrations whose file changed or vanished since it was applied.
+
+    `applied` is history.applied_checksums(), for a caller that has read it already.
+    """
+    if applied is None:
+        applied = history.applied_checksums(connection)
     drift = []
-    for revision, row in history.applied_checksums(connection).items():
+    for revision, row in applied.items():
         path = _path(script, revision)
         actual = history.checksum(path) if path is not None else None
         if actual != row["checksum"]:

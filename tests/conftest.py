@@ -96,13 +96,18 @@ def initial_db(pg_server: Server, initial_template: str) -> Iterator[URL]:
     pg_server.drop_database(url.database)
 
 
-@pytest.fixture
-def db_at_001(initial_db: URL) -> Iterator[Connection]:
-    """An autocommit connection to a fresh database at 001."""
-    engine = make_engine(initial_db)
+def _autocommit(url: URL) -> Iterator[Connection]:
+    """A connection in autocommit, so that each statement stands alone (and now() moves)."""
+    engine = make_engine(url)
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
         yield connection
     engine.dispose()
+
+
+@pytest.fixture
+def db_at_001(initial_db: URL) -> Iterator[Connection]:
+    """An autocommit connection to a fresh database at 001."""
+    yield from _autocommit(initial_db)
 
 
 @pytest.fixture
@@ -115,11 +120,8 @@ def migrated_db(pg_server: Server, head_template: str) -> Iterator[URL]:
 
 @pytest.fixture
 def db(migrated_db: URL) -> Iterator[Connection]:
-    """A connection to a fresh database at head, in autocommit so each statement stands alone."""
-    engine = make_engine(migrated_db)
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        yield connection
-    engine.dispose()
+    """An autocommit connection to a fresh database at head."""
+    yield from _autocommit(migrated_db)
 
 
 @pytest.fixture(scope="module")

@@ -122,8 +122,8 @@ def migrate_history(as_json: bool = False, limit: int | None = None) -> None:
 def migrate_verify() -> None:
     with open_target() as target:
         script = revisions.script_directory()
-        drift = checksums.find_drift(target.connection, script)
         recorded = history.applied_checksums(target.connection)
+        drift = checksums.find_drift(target.connection, script, recorded)
     if drift:
         raise ChecksumMismatch(
             f"{len(drift)} applied migration(s) changed since they were applied: "
