@@ -102,11 +102,17 @@ def down(
         "steps": "With --down: how many migrations to roll back.",
         "to": "Revision to go to (default: head, or one step down with --down).",
         "lock-timeout": HELP["lock-timeout"],
+        "json": "Print JSON for scripts instead of text.",
     }
 )
-def plan(c, down=False, steps=None, to=None, lock_timeout=None):
-    """Rehearse pending migrations in one transaction on the target: diff, times, ROLLBACK."""
-    _run(commands.migrate_plan, down, _count(steps), to, lock_timeout)
+def plan(c, down=False, steps=None, to=None, lock_timeout=None, json=False):
+    """Rehearse pending migrations in one transaction on the target: diff, times, ROLLBACK.
+
+    The rehearsal runs the real statements on the target and takes their locks until it
+    rolls back; an autocommit_block() runs inside the transaction, without CONCURRENTLY.
+    Exits 4 when a migration fails in the rehearsal.
+    """
+    _run(commands.migrate_plan, down, _count(steps), to, lock_timeout, json)
 
 
 @task(help={"json": "Print JSON for scripts instead of a table."})

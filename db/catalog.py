@@ -1,118 +1,528 @@
-"""An inventory of everything in the app schemas, read from pg_catalog.
+"""What the application schemas hold, read from pg_catalog in one round of queries.
 
-Two inventories are equal when the schemas hold the same tables, columns, types,
-functions, triggers, constraints and indexes under the same names.
+A `Catalog` keeps every object with its identity (pg_class.oid, pg_attribute.attnum,
+pg_enum.oid), because PostgreSQL keeps those across renames: a table or column renamed
+and renamed back is the same object holding the same rows, not a loss and a new one.
+
+- `lines()`: one sorted, name-based line per object; two catalogs with equal lines hold
+  the same objects under the same names (what "the schema is as it was" means).
+- `changes(before, after)`: the difference in human terms (a new table on one line, a
+  rename, an enum label, a type change), for `migrate.plan` and failure messages.
+- `app_schemas()`: every schema the application owns.
 """
 
 from __future__ import annotations
 
+from collections import Counter
+from dataclasses import dataclass, field
+
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from db.settings import APP_SCHEMAS
+from db import settings
 
-_QUERY = text(
+_SCHEMAS = text(
     """
-    SELECT 'relation ' || c.relkind::text || ' ' || c.relname
+    SELECT nspname FROM pg_namespace
+     WHERE nspname <> ALL(:excluded) AND nspname !~ '^pg_'
+     ORDER BY nspname
+    """
+)
+
+
+def app_schemas(connection: Connection) -> list[str]:
+    """The schemas the application owns: `[tool.worktracker] app_schemas`, or every
+    non-system schema but the bookkeeping one. Reads inside the caller's transaction."""
+    configured = settings.app_schemas()
+    if configured is not None:
+        return list(configured)
+    excluded = ["information_schema", settings.BOOKKEEPING_SCHEMA]
+    return list(connection.execute(_SCHEMAS, {"excluded": excluded}).scalars())
+
+
+def quoted(schema: str, name: str) -> str:
+    """A qualified name safe to put in SQL."""
+    return '"{}"."{}"'.format(schema.replace('"', '""'), name.replace('"', '""'))
+
+
+def ident(name: str) -> str:
+    return '"{}"'.format(name.replace('"', '""'))
+
+
+@dataclass(frozen=True)
+class Relation:
+    oid: int
+    schema: str
+    name: str
+    kind: str  # pg_class.relkind
+    filenode: int
+    comment: str | None
+    definition: str | None  # views and materialized views
+    populated: bool
+
+    @property
+    def shown(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+    @property
+    def sql(self) -> str:
+        return quoted(self.schema, self.name)
+
+    @property
+    def holds_rows(self) -> bool:
+        return self.kind in ("r", "p", "m")
+
+
+@dataclass(frozen=True)
+class Column:
+    table: int  # pg_class.oid
+    attnum: int
+    name: str
+    type: str
+    type_oid: int
+    not_null: bool
+    default: str | None
+    comment: str | None
+    identity: str
+    generated: str
+
+    def described(self) -> str:
+        text_ = self.type + (" not null" if self.not_null else "")
+        if self.default is not None:
+            text_ += f" default {self.default}"
+        if self.identity:
+            text_ += " identity"
+        if self.generated:
+            text_ += " generated"
+        return text_
+
+
+@dataclass(frozen=True)
+class Enum:
+    oid: int
+    schema: str
+    name: str
+    labels: tuple[tuple[int, str], ...]  # (pg_enum.oid, label) in sort order
+    comment: str | None
+
+    @property
+    def shown(self) -> str:
+        return f"{self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Thing:
+    """Any other object, named within a schema or a table: what it is and its definition."""
+
+    kind: str  # 'index', 'constraint', 'trigger', 'function', 'type', 'sequence', ...
+    schema: str
+    table: int | None  # the pg_class.oid it belongs to, if any
+    name: str
+    definition: str
+
+
+@dataclass
+class Catalog:
+    schemas: dict[str, str | None] = field(default_factory=dict)  # name -> comment
+    relations: dict[int, Relation] = field(default_factory=dict)
+    columns: dict[tuple[int, int], Column] = field(default_factory=dict)
+    enums: dict[int, Enum] = field(default_factory=dict)
+    things: list[Thing] = field(default_factory=list)
+    invalid_indexes: list[str] = field(default_factory=list)
+    extensions: list[str] = field(default_factory=list)
+
+    def table_columns(self, oid: int) -> list[Column]:
+        return sorted((c for k, c in self.columns.items() if k[0] == oid), key=lambda c: c.attnum)
+
+    def relation_named(self, shown: str) -> Relation | None:
+        return next((r for r in self.relations.values() if r.shown == shown), None)
+
+    def _owner(self, oid: int | None) -> str:
+        relation = self.relations.get(oid) if oid is not None else None
+        return relation.shown if relation else ""
+
+    def lines(self) -> list[str]:
+        """One line per object, by name: equal lines mean the same schema."""
+        out = [f"schema {n}" + (f" comment {c}" if c else "") for n, c in self.schemas.items()]
+        out += [f"extension {e}" for e in self.extensions]
+        for relation in self.relations.values():
+            if relation.kind == "i":
+                continue  # in its index line
+            line = f"relation {relation.kind} {relation.shown}"
+            if relation.comment:
+                line += f" comment {relation.comment}"
+            if relation.definition:
+                line += f" as {relation.definition}"
+            out.append(line)
+        for column in self.columns.values():
+            out.append(
+                f"column {self._owner(column.table)}.{column.name} {column.described()}"
+                + (f" comment {column.comment}" if column.comment else "")
+            )
+        for enum in self.enums.values():
+            labels = ", ".join(label for _, label in enum.labels)
+            comment = f" comment {enum.comment}" if enum.comment else ""
+            out.append(f"enum {enum.shown} ({labels}){comment}")
+        for thing in self.things:
+            owner = self._owner(thing.table)
+            where = f"{owner}." if owner else f"{thing.schema}."
+            out.append(f"{thing.kind} {where}{thing.name} {thing.definition}")
+        return sorted(out)
+
+
+_RELATIONS = text(
+    """
+    SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relfilenode,
+           obj_description(c.oid, 'pg_class'),
+           CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
+           c.relispopulated
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname = ANY(:schemas)
-    UNION ALL
-    SELECT 'column ' || c.relname || '.' || a.attname || ' ' || format_type(a.atttypid, a.atttypmod)
-           || CASE WHEN a.attnotnull THEN ' not null' ELSE '' END
-           || coalesce(' default ' || pg_get_expr(d.adbin, d.adrelid), '')
-           || coalesce(' comment ' || col_description(c.oid, a.attnum), '')
+       AND c.relkind <> 'c'  -- composite types are listed with the types
+       AND NOT (c.relkind = 'S' AND EXISTS (  -- identity and serial sequences: with their column
+            SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+               AND d.objid = c.oid AND d.deptype IN ('a', 'i')))
+    """
+)
+_COLUMNS = text(
+    """
+    SELECT a.attrelid, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid,
+           a.attnotnull, pg_get_expr(d.adbin, d.adrelid), col_description(c.oid, a.attnum),
+           a.attidentity::text, a.attgenerated::text
       FROM pg_attribute a
       JOIN pg_class c ON c.oid = a.attrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
       LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
-     WHERE n.nspname = ANY(:schemas) AND a.attnum > 0 AND NOT a.attisdropped AND c.relkind = 'r'
-    UNION ALL
-    SELECT 'type ' || t.typname || ' ' || t.typtype::text
+     WHERE n.nspname = ANY(:schemas) AND a.attnum > 0 AND NOT a.attisdropped
+       AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+    """
+)
+_ENUMS = text(
+    """
+    SELECT t.oid, n.nspname, t.typname, obj_description(t.oid, 'pg_type'),
+           coalesce(array_agg(e.oid ORDER BY e.enumsortorder) FILTER (WHERE e.oid IS NOT NULL),
+                    '{}'),
+           coalesce(array_agg(e.enumlabel::text ORDER BY e.enumsortorder)
+                    FILTER (WHERE e.oid IS NOT NULL), '{}')
       FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+      LEFT JOIN pg_enum e ON e.enumtypid = t.oid
+     WHERE n.nspname = ANY(:schemas) AND t.typtype = 'e'
+     GROUP BY t.oid, n.nspname, t.typname
+    """
+)
+_THINGS = text(
+    """
+    SELECT 'index', n.nspname, i.indrelid, c.relname,
+           pg_get_indexdef(i.indexrelid) || CASE WHEN i.indisvalid THEN '' ELSE ' INVALID' END
+      FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+      JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname = ANY(:schemas)
+       AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid
+                          AND k.contype IN ('p', 'u', 'x'))
     UNION ALL
-    SELECT 'function ' || p.oid::regprocedure::text
-      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-     WHERE n.nspname = ANY(:schemas)
+    SELECT 'constraint', n.nspname, nullif(co.conrelid, 0), co.conname,
+           pg_get_constraintdef(co.oid)
+           || CASE WHEN co.contypid <> 0 THEN ' on domain ' || co.contypid::regtype::text
+                   ELSE '' END
+      FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
+     WHERE n.nspname = ANY(:schemas) AND co.contype <> 'n'  -- NOT NULL: on the column
     UNION ALL
-    SELECT 'trigger ' || c.relname || '.' || tg.tgname || ' ' || pg_get_triggerdef(tg.oid)
+    SELECT 'trigger', n.nspname, tg.tgrelid, tg.tgname, pg_get_triggerdef(tg.oid)
       FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname = ANY(:schemas) AND NOT tg.tgisinternal
     UNION ALL
-    SELECT 'constraint ' || co.conname || ' ' || pg_get_constraintdef(co.oid)
-      FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
-     WHERE n.nspname = ANY(:schemas)
+    SELECT 'function', n.nspname, NULL, p.oid::regprocedure::text,
+           md5(pg_get_functiondef(p.oid)) || coalesce(' comment ' || obj_description(p.oid,
+           'pg_proc'), '')
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE n.nspname = ANY(:schemas) AND p.prokind IN ('f', 'p', 'w')
     UNION ALL
-    SELECT 'index ' || pg_get_indexdef(i.indexrelid)
-      FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+    SELECT 'aggregate', n.nspname, NULL, p.oid::regprocedure::text, ''
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE n.nspname = ANY(:schemas) AND p.prokind = 'a'
+    UNION ALL
+    SELECT 'type', n.nspname, NULL, t.typname,
+           CASE t.typtype WHEN 'd' THEN 'domain over ' || format_type(t.typbasetype, t.typtypmod)
+                          WHEN 'c' THEN 'composite' WHEN 'r' THEN 'range' ELSE t.typtype::text
+           END || coalesce(' comment ' || obj_description(t.oid, 'pg_type'), '')
+      FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace
+      LEFT JOIN pg_class c ON c.oid = t.typrelid
+     WHERE n.nspname = ANY(:schemas) AND t.typtype IN ('d', 'c', 'r', 'b')
+       AND (t.typrelid = 0 OR c.relkind = 'c') AND t.typelem = 0
+    UNION ALL
+    SELECT 'sequence', n.nspname, NULL, c.relname,
+           format('start %s increment %s min %s max %s cache %s%s', s.seqstart, s.seqincrement,
+                  s.seqmin, s.seqmax, s.seqcache, CASE WHEN s.seqcycle THEN ' cycle' ELSE '' END)
+      FROM pg_sequence s JOIN pg_class c ON c.oid = s.seqrelid
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = ANY(:schemas)
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
+                          AND d.objid = c.oid AND d.deptype IN ('a', 'i'))
+    UNION ALL
+    SELECT 'policy', n.nspname, pol.polrelid, pol.polname,
+           pol.polcmd::text || ' ' || coalesce(pg_get_expr(pol.polqual, pol.polrelid), '')
+      FROM pg_policy pol JOIN pg_class c ON c.oid = pol.polrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname = ANY(:schemas)
     UNION ALL
-    SELECT 'comment ' || c.relname || ' ' || obj_description(c.oid, 'pg_class')
-      FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = ANY(:schemas) AND obj_description(c.oid, 'pg_class') IS NOT NULL
+    SELECT 'rule', n.nspname, r.ev_class, r.rulename, pg_get_ruledef(r.oid)
+      FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = ANY(:schemas) AND r.rulename <> '_RETURN'
     """
 )
+_INVALID = text(
+    """
+    SELECT format('%I.%I', n.nspname, c.relname)
+      FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = ANY(:schemas) AND NOT i.indisvalid
+     ORDER BY 1
+    """
+)
+_EXTENSIONS = text(
+    "SELECT e.extname FROM pg_extension e JOIN pg_namespace n ON n.oid = e.extnamespace "
+    "WHERE n.nspname = ANY(:schemas) ORDER BY 1"
+)
+
+
+def read(connection: Connection, schemas: list[str] | None = None) -> Catalog:
+    """Everything in the app schemas, inside the caller's transaction (left open)."""
+    schemas = app_schemas(connection) if schemas is None else schemas
+    params = {"schemas": schemas}
+    found = Catalog()
+    comments = connection.execute(
+        text(
+            "SELECT nspname, obj_description(oid, 'pg_namespace') FROM pg_namespace "
+            "WHERE nspname = ANY(:schemas)"
+        ),
+        params,
+    )
+    found.schemas = dict(sorted((n, c) for n, c in comments))
+    for row in connection.execute(_RELATIONS, params):
+        found.relations[row[0]] = Relation(*row)
+    for row in connection.execute(_COLUMNS, params):
+        found.columns[(row[0], row[1])] = Column(*row)
+    for oid, schema, name, comment, label_oids, labels in connection.execute(_ENUMS, params):
+        found.enums[oid] = Enum(
+            oid, schema, name, tuple(zip(label_oids, labels, strict=True)), comment
+        )
+    found.things = [Thing(*row) for row in connection.execute(_THINGS, params)]
+    found.invalid_indexes = list(connection.execute(_INVALID, params).scalars())
+    found.extensions = list(connection.execute(_EXTENSIONS, params).scalars())
+    return found
+
+
+def invalid_indexes(connection: Connection, schemas: list[str] | None = None) -> list[str]:
+    """Indexes left INVALID (a failed CREATE INDEX CONCURRENTLY), inside the caller's
+    transaction."""
+    schemas = app_schemas(connection) if schemas is None else schemas
+    return list(connection.execute(_INVALID, {"schemas": schemas}).scalars())
 
 
 def app_inventory(connection: Connection, *, end_transaction: bool = True) -> list[str]:
-    """One sorted line per object in the app schemas.
+    """Catalog.lines() of the database now.
 
     With end_transaction=False it reads inside the caller's transaction and leaves it open.
     """
-    rows = connection.execute(_QUERY, {"schemas": list(APP_SCHEMAS)}).scalars().all()
+    lines = read(connection).lines()
     if end_transaction and connection.in_transaction():
         connection.rollback()
-    return sorted(rows)
-
-
-_TABLE_COLUMNS = text(
-    """
-    SELECT format('"%s"."%s"', n.nspname, c.relname), a.attname
-      FROM pg_attribute a
-      JOIN pg_class c ON c.oid = a.attrelid
-      JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p')
-       AND a.attnum > 0 AND NOT a.attisdropped
-     ORDER BY 1, a.attnum
-    """
-)
-
-
-def table_columns(connection: Connection) -> dict[str, list[str]]:
-    """Qualified table name -> its columns, in the app schemas; leaves transactions alone."""
-    shape: dict[str, list[str]] = {}
-    for table, column in connection.execute(_TABLE_COLUMNS, {"schemas": list(APP_SCHEMAS)}):
-        shape.setdefault(table, []).append(column)
-    return shape
+    return lines
 
 
 def shown(qualified: str) -> str:
-    """A qualified name as people write it: public.tasks."""
+    """A quoted qualified name as people write it: public.tasks."""
     return qualified.replace('"', "")
 
 
-def _counted(count: int, noun: str) -> str:
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+def counted(count: int, noun: str) -> str:
+    plural = {"index": "indexes"}.get(noun, f"{noun}s")
+    return f"{count} {noun}" if count == 1 else f"{count} {plural}"
 
 
-def holdings(
-    connection: Connection, now: dict[str, list[str]], before: dict[str, list[str]]
+# --- the difference in human terms -----------------------------------------------------
+
+
+def _pair(before: dict, after: dict, name) -> tuple[list, list, list]:
+    """Match objects by identity first, then by name: (pairs, only before, only after)."""
+    pairs = [(before[k], after[k]) for k in before if k in after]
+    gone = {k: v for k, v in before.items() if k not in after}
+    new = {k: v for k, v in after.items() if k not in before}
+    by_name = {name(v): k for k, v in new.items()}
+    only_before = []
+    for old in gone.values():
+        match = by_name.pop(name(old), None)
+        if match is not None:
+            pairs.append((old, new.pop(match)))
+        else:
+            only_before.append(old)
+    return pairs, only_before, list(new.values())
+
+
+_KIND = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "f": "foreign table"}
+_KIND.update({"S": "sequence"})
+
+
+def _table_summary(catalog: Catalog, relation: Relation) -> str:
+    columns = catalog.table_columns(relation.oid)
+    parts = [counted(len(columns), "column")]
+    things = Counter(t.kind for t in catalog.things if t.table == relation.oid)
+    for kind in ("index", "constraint", "trigger"):
+        if things[kind]:
+            parts.append(counted(things[kind], kind))
+    return ", ".join(parts)
+
+
+def changes(before: Catalog, after: Catalog) -> list[str]:
+    """What changed from `before` to `after`, one line per change, in human terms.
+
+    `+` added, `-` removed, `~` changed. A new or dropped table is one line; its columns,
+    indexes, constraints and triggers are not listed again.
+    """
+    out: list[str] = []
+    for name in sorted(set(after.schemas) - set(before.schemas)):
+        out.append(f"+ schema {name}")
+    for name in sorted(set(before.schemas) - set(after.schemas)):
+        out.append(f"- schema {name}")
+    for name in sorted(set(after.extensions) - set(before.extensions)):
+        out.append(f"+ extension {name}")
+    for name in sorted(set(before.extensions) - set(after.extensions)):
+        out.append(f"- extension {name}")
+
+    relations_b = {k: r for k, r in before.relations.items() if r.kind != "i"}
+    relations_a = {k: r for k, r in after.relations.items() if r.kind != "i"}
+    pairs, gone, new = _pair(relations_b, relations_a, lambda r: r.shown)
+    whole_b = {r.oid for r in gone}  # tables that went or came whole: no detail
+    whole_a = {r.oid for r in new}
+    for relation in sorted(new, key=lambda r: r.shown):
+        kind = _KIND.get(relation.kind, f"relation {relation.kind}")
+        detail = f" ({_table_summary(after, relation)})" if relation.kind in ("r", "p") else ""
+        out.append(f"+ {kind} {relation.shown}{detail}")
+    for relation in sorted(gone, key=lambda r: r.shown):
+        kind = _KIND.get(relation.kind, f"relation {relation.kind}")
+        detail = f" ({_table_summary(before, relation)})" if relation.kind in ("r", "p") else ""
+        out.append(f"- {kind} {relation.shown}{detail}")
+    table_pairs: dict[int, int] = {}
+    for old, now in sorted(pairs, key=lambda p: p[1].shown):
+        table_pairs[old.oid] = now.oid
+        kind = _KIND.get(now.kind, f"relation {now.kind}")
+        if old.oid != now.oid:
+            out.append(f"~ {kind} {now.shown} dropped and created again")
+        elif old.shown != now.shown:
+            out.append(f"~ {kind} {old.shown} renamed to {now.shown}")
+        if old.comment != now.comment:
+            out.append(f"~ comment on {kind} {now.shown}: {old.comment!r} → {now.comment!r}")
+        if old.definition != now.definition:
+            out.append(f"~ {kind} {now.shown} definition changed")
+    out += _column_changes(before, after, table_pairs)
+    out += _enum_changes(before, after)
+    out += _thing_changes(before, after, whole_b, whole_a, table_pairs)
+    return out
+
+
+def _column_changes(before: Catalog, after: Catalog, table_pairs: dict[int, int]) -> list[str]:
+    out = []
+    for old_oid, new_oid in table_pairs.items():
+        table = after.relations[new_oid].shown
+        cols_b = {c.attnum: c for c in before.table_columns(old_oid)}
+        cols_a = {c.attnum: c for c in after.table_columns(new_oid)}
+        if old_oid != new_oid:  # recreated: attnums mean nothing across tables
+            cols_b = {c.name: c for c in cols_b.values()}
+            cols_a = {c.name: c for c in cols_a.values()}
+        pairs, gone, new = _pair(cols_b, cols_a, lambda c: c.name)
+        for column in new:
+            out.append(f"+ column {table}.{column.name} {column.described()}")
+        for column in gone:
+            out.append(f"- column {table}.{column.name} {column.type}")
+        for old, now in pairs:
+            where = f"{table}.{now.name}"
+            if old.name != now.name:
+                out.append(f"~ column {table}.{old.name} renamed to {now.name}")
+            if old.type != now.type:
+                out.append(f"~ column {where} type {old.type} → {now.type}")
+            if old.not_null != now.not_null:
+                out.append(f"~ column {where} {'set' if now.not_null else 'drop'} NOT NULL")
+            if old.default != now.default:
+                out.append(f"~ column {where} default {old.default} → {now.default}")
+            if (old.identity, old.generated) != (now.identity, now.generated):
+                out.append(f"~ column {where} identity/generated changed")
+            if old.comment != now.comment:
+                out.append(f"~ comment on column {where}: {old.comment!r} → {now.comment!r}")
+    return out
+
+
+def _enum_changes(before: Catalog, after: Catalog) -> list[str]:
+    out = []
+    pairs, gone, new = _pair(before.enums, after.enums, lambda e: e.shown)
+    for enum in new:
+        out.append(f"+ enum {enum.shown} ({', '.join(label for _, label in enum.labels)})")
+    for enum in gone:
+        out.append(f"- enum {enum.shown} ({', '.join(label for _, label in enum.labels)})")
+    for old, now in pairs:
+        if old.shown != now.shown:
+            out.append(f"~ enum {old.shown} renamed to {now.shown}")
+        labels_b, labels_a = dict(old.labels), dict(now.labels)
+        if old.oid != now.oid:  # rebuilt: match labels by text
+            labels_b = {label: label for label in labels_b.values()}
+            labels_a = {label: label for label in labels_a.values()}
+        for key, label in labels_a.items():
+            if key not in labels_b:
+                out.append(f"+ enum label {now.shown} '{label}'")
+            elif labels_b[key] != label:
+                out.append(f"~ enum label {now.shown} '{labels_b[key]}' renamed to '{label}'")
+        for key, label in labels_b.items():
+            if key not in labels_a:
+                out.append(f"- enum label {now.shown} '{label}'")
+        order_b = [lb for _, lb in old.labels if lb in {x for _, x in now.labels}]
+        order_a = [lb for _, lb in now.labels if lb in set(order_b)]
+        if order_b != order_a:
+            out.append(f"~ enum {now.shown} labels reordered: {', '.join(order_a)}")
+        if old.oid != now.oid and old.shown == now.shown:
+            out.append(f"~ enum {now.shown} dropped and created again")
+        if old.comment != now.comment:
+            out.append(f"~ comment on enum {now.shown}: {old.comment!r} → {now.comment!r}")
+    return out
+
+
+def _thing_changes(
+    before: Catalog,
+    after: Catalog,
+    whole_b: set[int],
+    whole_a: set[int],
+    table_pairs: dict[int, int],
 ) -> list[str]:
-    """What the tables and columns in `now` but not in `before` hold, one line each
-    (nothing for empty ones): going back to `before` destroys exactly that."""
-    held = []
-    for table, columns in sorted(now.items()):
-        if table not in before:
-            count = connection.execute(text(f"SELECT count(*) FROM {table}")).scalar_one()
-            if count:
-                held.append(f"table {shown(table)} ({_counted(count, 'row')})")
-            continue
-        for column in columns:
-            if column in before[table]:
-                continue
-            count = connection.execute(text(f'SELECT count("{column}") FROM {table}')).scalar_one()
-            if count:
-                held.append(f"column {shown(table)}.{column} ({_counted(count, 'value')})")
-    return held
+    def keyed(catalog: Catalog, skip: set[int], oids: dict[int, int]) -> dict:
+        return {
+            (t.kind, oids.get(t.table, t.table) if t.table else t.schema, t.name): t
+            for t in catalog.things
+            if t.table not in skip
+        }
+
+    things_b = keyed(before, whole_b, table_pairs)
+    things_a = keyed(after, whole_a, {})
+    out = []
+
+    def where(catalog: Catalog, thing: Thing) -> str:
+        owner = catalog.relations.get(thing.table) if thing.table else None
+        return f" on {owner.shown}" if owner else f" in {thing.schema}"
+
+    for key in sorted(set(things_a) - set(things_b)):
+        thing = things_a[key]
+        definition = f": {thing.definition}" if thing.kind not in ("function", "aggregate") else ""
+        out.append(f"+ {thing.kind} {thing.name}{where(after, thing)}{definition}")
+    for key in sorted(set(things_b) - set(things_a)):
+        thing = things_b[key]
+        out.append(f"- {thing.kind} {thing.name}{where(before, thing)}")
+    for key in sorted(set(things_a) & set(things_b)):
+        old, now = things_b[key], things_a[key]
+        if old.definition != now.definition:
+            out.append(f"~ {now.kind} {now.name}{where(after, now)}: {_short(now)}")
+    return out
+
+
+def _short(thing: Thing) -> str:
+    if thing.kind in ("function", "aggregate"):
+        return "definition changed"
+    return thing.definition

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import io
 import subprocess
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from alembic import command
+from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 
-from db import catalog, history, pgdump, revisions, runner, urls
+from db import catalog, history, loss, pgdump, revisions, runner, urls
 from db.errors import Refused
 
 
@@ -72,48 +73,98 @@ def offline_sql(current: str | None, plan: list[runner.Step], bookkeeping: bool 
 @dataclass
 class Rehearsed:
     rehearsal: runner.Rehearsal
-    inventory_before: list[str]
-    inventory_after: list[str]
-    shape_before: dict[str, list[str]]
-    shape_after: dict[str, list[str]]
+    before: catalog.Catalog
+    after: catalog.Catalog
+    loss: loss.Loss = field(default_factory=loss.Loss)
+    """What the change destroys (rows of dropped tables, values of dropped columns, rows
+    deleted or rewritten), measured in the rehearsal."""
 
     def schema_diff(self) -> list[str]:
-        before, after = set(self.inventory_before), set(self.inventory_after)
-        return [f"- {line}" for line in sorted(before - after)] + [
-            f"+ {line}" for line in sorted(after - before)
-        ]
+        return catalog.changes(self.before, self.after)
+
+
+_START = "rehearsal_start"
 
 
 def rehearse(connection: Connection, plan: list[runner.Step]) -> Rehearsed:
-    """Run the plan in one transaction, look at the result, and roll it all back."""
+    """Run the plan in one transaction, look at the result, and roll it all back.
+
+    What the change destroys is measured, not guessed: see db/loss.py. When it deletes
+    or rewrites rows of a table that survives, the plan runs a second time, after the
+    rows it touches were fingerprinted.
+    """
     connection.begin()
     try:
-        inventory_before = catalog.app_inventory(connection, end_transaction=False)
-        shape_before = catalog.table_columns(connection)
+        before = catalog.read(connection)
+        counts_before = loss.touched_counts(connection, before)
+        connection.execute(text(f"SAVEPOINT {_START}"))
         rehearsal = runner.rehearse(connection, plan)
-        inventory_after = catalog.app_inventory(connection, end_transaction=False)
-        shape_after = catalog.table_columns(connection)
+        after = catalog.read(connection)
+        touched = loss.rewritten_tables(
+            before, after, counts_before, loss.touched_counts(connection, before)
+        )
+        connection.execute(text(f"ROLLBACK TO SAVEPOINT {_START}"))
+        result = Rehearsed(rehearsal, before, after)
+        result.loss = loss.dropped(connection, before, after)
+        if touched:
+            _measure_rewrites(connection, plan, result, touched)
     finally:
         connection.rollback()
-    return Rehearsed(rehearsal, inventory_before, inventory_after, shape_before, shape_after)
+    return result
 
 
-def data_at_risk(connection: Connection, rehearsed: Rehearsed) -> list[str]:
-    """What the rehearsed change would destroy: rows of dropped tables, values of dropped
-    columns, counted in the committed data."""
-    held = catalog.holdings(connection, rehearsed.shape_before, rehearsed.shape_after)
-    connection.rollback()
-    return held
+_ROWS = "pg_temp.worktracker_rehearsal_rows"
 
 
-def affected_tables(rehearsed: Rehearsed) -> list[str]:
-    """Tables the change drops, or drops columns from."""
-    after = rehearsed.shape_after
-    return sorted(
-        table
-        for table, columns in rehearsed.shape_before.items()
-        if table not in after or set(columns) - set(after[table])
-    )
+def _measure_rewrites(
+    connection: Connection, plan: list[runner.Step], result: Rehearsed, touched: list[int]
+) -> None:
+    """Fingerprint each touched table's rows, run the plan again, and count the rows that
+    are no longer there as they were (over the columns on both sides)."""
+    before, after = result.before, result.after
+    connection.execute(text(f"CREATE TEMP TABLE {_ROWS} (rel oid, h text) ON COMMIT DROP"))
+    totals, compared = {}, {}
+    for oid in touched:
+        # A rollback that updates rows fires their updated_at trigger: not a loss.
+        maintained = loss.columns_set_on_update(connection, before.relations[oid])
+        pairs = [
+            (b, a)
+            for b, a in loss.surviving_columns(before, after, oid)
+            if b.name not in maintained
+        ]
+        compared[oid] = pairs
+        hashes = loss.row_hashes_sql(before.relations[oid], [b for b, _ in pairs])
+        connection.execute(text(f"INSERT INTO {_ROWS} SELECT {oid}, h FROM ({hashes}) AS r"))
+        totals[oid] = connection.execute(
+            text(f"SELECT count(*) FROM {_ROWS} WHERE rel = {oid}")
+        ).scalar_one()
+    runner.rehearse(connection, plan)
+    for oid in touched:
+        if not totals[oid]:
+            continue
+        relation = after.relations[oid]
+        hashes = loss.row_hashes_sql(relation, [a for _, a in compared[oid]])
+        gone = connection.execute(
+            text(
+                f"SELECT count(*) FROM (SELECT h FROM {_ROWS} WHERE rel = {oid} "
+                f"EXCEPT ALL {hashes}) AS d"
+            )
+        ).scalar_one()
+        if not gone:
+            continue
+        remaining = connection.execute(text(f"SELECT count(*) FROM {relation.sql}")).scalar_one()
+        deleted = max(0, totals[oid] - remaining)
+        parts = []
+        if deleted:
+            parts.append(f"{deleted} deleted")
+        if gone - deleted > 0:
+            parts.append(f"{gone - deleted} changed")
+        result.loss.lines.append(
+            f"table {before.relations[oid].shown}: {' and '.join(parts)} of "
+            f"{catalog.counted(totals[oid], 'row')}"
+        )
+        if before.relations[oid].sql not in result.loss.tables:
+            result.loss.tables.append(before.relations[oid].sql)
 
 
 def backup(url: URL, server_major: int, tables: list[str], path: Path) -> None:

@@ -45,7 +45,20 @@ def chain(script: ScriptDirectory) -> list[Script]:
             "two migrations claim the same parent; renumber the newer one so it revises the "
             "other (migrations are linear in this repository)",
         )
-    return list(reversed(list(script.walk_revisions())))
+    scripts = list(reversed(list(script.walk_revisions())))
+    merges = [s for s in scripts if isinstance(s.down_revision, tuple | list)]
+    if merges or len(script.get_bases()) > 1:
+        what = (
+            f"{merges[0].revision} merges {', '.join(merges[0].down_revision)}"
+            if merges
+            else f"it has {len(script.get_bases())} bases"
+        )
+        raise RevisionError(
+            f"the migration chain is not a line: {what}.",
+            "migrations are linear in this repository: renumber one branch on top of the "
+            "other instead of merging",
+        )
+    return scripts
 
 
 def resolve(script: ScriptDirectory, name: str) -> str | None:

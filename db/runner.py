@@ -8,9 +8,11 @@ so that a failure can name the migration it happened in.
 from __future__ import annotations
 
 import logging
+import re
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,11 +21,11 @@ from alembic import command
 from alembic.migration import MigrationContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import text
+from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from db import history, revisions, settings
+from db import catalog, history, revisions, settings
 from db.errors import MigrationFailed, RevisionError
 from db.settings import BOOKKEEPING_SCHEMA, Timeouts
 
@@ -56,6 +58,31 @@ class Step:
     @property
     def path(self) -> Path:
         return revisions.path_of(self.script)
+
+    @property
+    def online(self) -> bool:
+        """Whether the migration uses autocommit_block(): part of it commits on its own."""
+        return uses_autocommit(self.path)
+
+
+_ONLINE: dict[Path, bool] = {}
+
+
+def uses_autocommit(path: Path) -> bool:
+    if path not in _ONLINE:
+        try:
+            _ONLINE[path] = "autocommit_block" in path.read_text()
+        except OSError:
+            _ONLINE[path] = False
+    return _ONLINE[path]
+
+
+class InvalidIndexes(Exception):
+    """A step that ran an autocommit_block() left indexes INVALID."""
+
+    def __init__(self, names: list[str]) -> None:
+        super().__init__(f"INVALID index(es) after the step: {', '.join(names)}")
+        self.names = names
 
 
 StepDone = Callable[[Step, float], None]
@@ -159,9 +186,18 @@ LOCK_NOT_AVAILABLE = "55P03"
 
 
 class _StepFailed(Exception):
-    def __init__(self, step: Step, error: BaseException, done: int, seconds: float) -> None:
+    def __init__(
+        self,
+        step: Step,
+        error: BaseException,
+        done: int,
+        seconds: float,
+        before: catalog.Catalog | None = None,
+    ) -> None:
         super().__init__(str(error))
         self.step, self.error, self.done, self.seconds = step, error, done, seconds
+        self.before = before
+        """The catalog before an online step, to tell what its failure left behind."""
 
     @property
     def detail(self) -> BaseException:
@@ -201,16 +237,28 @@ def _run_once(
     done: list[Step] = []
     started_at = datetime.now(UTC)
     mark = time.perf_counter()
+    rehearsal = bool(attributes.get("rehearsal"))
+    before: catalog.Catalog | None = None
+    if plan[0].online and not rehearsal:
+        before = catalog.read(connection)
+        connection.commit()
 
     def after_step(*, ctx, step, heads, run_args) -> None:
-        nonlocal mark, started_at
+        nonlocal mark, started_at, before
         seconds = time.perf_counter() - mark
         finished = plan[len(done)]
+        # Inside the step's last transaction: failing here keeps the revision where it
+        # was, so `migrate.up` never reports success over an INVALID index.
+        if finished.online and not rehearsal and (bad := catalog.invalid_indexes(ctx.connection)):
+            raise InvalidIndexes(bad)
         if who is not None:
             _record(ctx.connection, who, finished, started_at, seconds)
         done.append(finished)
         if on_step is not None:
             on_step(finished, seconds)
+        following = plan[len(done)] if len(done) < len(plan) else None
+        online_next = following is not None and following.online and not rehearsal
+        before = catalog.read(ctx.connection) if online_next else None
         started_at, mark = datetime.now(UTC), time.perf_counter()
 
     try:
@@ -219,7 +267,7 @@ def _run_once(
         raise RevisionError(str(exc)) from None
     except Exception as exc:
         failed = plan[len(done)] if len(done) < len(plan) else plan[-1]
-        raise _StepFailed(failed, exc, len(done), time.perf_counter() - mark) from exc
+        raise _StepFailed(failed, exc, len(done), time.perf_counter() - mark, before) from exc
 
 
 def run(
@@ -269,7 +317,8 @@ def run(
             if who is not None:
                 _record_failure(connection, who, failure.step, failure.seconds, error)
             if not retry:
-                raise _migration_failed(failure, error, attempt) from failure.error
+                left = _left_behind(connection, failure)
+                raise _migration_failed(failure, error, attempt, left) from failure.error
             remaining = remaining[failure.done :]
             wait = min(timeouts.backoff_seconds * 2 ** (attempt - 1), 60.0)
             if say is not None:
@@ -281,9 +330,54 @@ def run(
             attempt += 1
 
 
-def _migration_failed(failure: _StepFailed, error: str, attempts: int) -> MigrationFailed:
+def _left_behind(connection: Connection, failure: _StepFailed) -> list[str] | None:
+    """What a failed online step committed before it failed; None if it is not online."""
+    if failure.before is None:
+        return None
+    try:
+        if connection.in_transaction():
+            connection.rollback()
+        now = catalog.read(connection)
+        connection.rollback()
+    except Exception as exc:  # the connection itself may be what failed
+        log.warning("could not read what %s left behind: %s", failure.step.revision, exc)
+        return ["(could not read the catalog to tell)"]
+    return catalog.changes(failure.before, now)
+
+
+def _fix_for(left: list[str]) -> str:
+    drops = []
+    for line in left:
+        if found := re.match(r"\+ index (\S+) on (\S+?)\.", line):
+            drops.append(f"DROP INDEX CONCURRENTLY {found[2]}.{found[1]};")
+    return " ".join(drops) if drops else "undo what is listed by hand"
+
+
+def _migration_failed(
+    failure: _StepFailed, error: str, attempts: int, left: list[str] | None = None
+) -> MigrationFailed:
     step = failure.step
     at = step.from_revision or "base"
+    where = _where_it_failed(failure.error, step)
+    if isinstance(failure.error, InvalidIndexes):
+        names = ", ".join(failure.error.names)
+        return MigrationFailed(
+            f"migration {step.revision} ({step.description}) left INVALID index(es) "
+            f"going {step.direction}: {names} (a CREATE INDEX CONCURRENTLY that failed, now "
+            "or in an earlier run).",
+            f"the database is at {at}. Drop them "
+            + " ".join(f"(DROP INDEX CONCURRENTLY {n};)" for n in failure.error.names)
+            + ", fix the cause (duplicates for a unique index, a timeout), and run again",
+        )
+    if left is not None:
+        kept = "; ".join(left) if left else "nothing in the schema"
+        return MigrationFailed(
+            f"migration {step.revision} ({step.description}) failed while going "
+            f"{step.direction}{where}: {error}",
+            f"the database is at {at}, but its autocommit_block() had already committed "
+            f"part of it, which stays: {kept}. Remove that ({_fix_for(left)}), fix the "
+            "migration or the data it trips on, and run again",
+        )
     if failure.lock_timed_out:
         return MigrationFailed(
             f"migration {step.revision} ({step.description}) could not get its locks: "
@@ -293,14 +387,41 @@ def _migration_failed(failure: _StepFailed, error: str, attempts: int) -> Migrat
         )
     return MigrationFailed(
         f"migration {step.revision} ({step.description}) failed while going "
-        f"{step.direction}{_where_it_failed(failure.error, step)}: {error}",
+        f"{step.direction}{where}: {error}",
         f"its transaction was rolled back, so the database is at {at}. Fix the "
         "migration (or the data it trips on) and run the command again",
     )
 
 
-class NeedsAutocommit(Exception):
-    """A migration wants an autocommit_block(), which cannot run inside a rehearsal."""
+_CONCURRENTLY = re.compile(r"\bCONCURRENTLY\b\s*", re.I)
+_VACUUM = re.compile(r"^\s*VACUUM\b", re.I)
+
+
+def in_transaction_instead(statement: str) -> str:
+    """A statement of an autocommit_block() as it runs inside a rehearsal's transaction:
+    without CONCURRENTLY, which has the same effect on the catalog; VACUUM is skipped."""
+    if _VACUUM.match(statement):
+        return "SELECT 1"
+    return _CONCURRENTLY.sub("", statement)
+
+
+def _rehearsed_autocommit(connection: Connection) -> Callable[[], object]:
+    """A stand-in for MigrationContext.autocommit_block() inside a rehearsal: no COMMIT
+    (it would end the rehearsal's transaction), and statements that need autocommit
+    rewritten to run inside the transaction."""
+
+    def rewrite(conn, cursor, statement, parameters, context, executemany):
+        return in_transaction_instead(statement), parameters
+
+    @contextmanager
+    def block() -> Iterator[None]:
+        event.listen(connection, "before_cursor_execute", rewrite, retval=True)
+        try:
+            yield
+        finally:
+            event.remove(connection, "before_cursor_execute", rewrite)
+
+    return block
 
 
 @dataclass
@@ -317,8 +438,9 @@ def rehearse(
 ) -> Rehearsal:
     """Run `plan` inside the caller's open transaction, which the caller rolls back.
 
-    Stops before a migration that needs an autocommit_block() (CREATE INDEX
-    CONCURRENTLY and the like): inside a transaction it would commit everything.
+    An autocommit_block() (CREATE INDEX CONCURRENTLY and the like) runs inside the
+    transaction too, without CONCURRENTLY: the same catalog effect, and nothing commits.
+    A failing step stops the rehearsal; the steps before it are kept.
     """
     if not connection.in_transaction():
         raise RuntimeError("rehearse() runs inside the caller's transaction; begin one first")
@@ -335,17 +457,21 @@ def rehearse(
 
     try:
         connection.execute(text("SAVEPOINT rehearsal_step"))
-        _run_once(connection, plan, on_step, None, rehearsal=True)
+        _run_once(
+            connection,
+            plan,
+            on_step,
+            None,
+            rehearsal=True,
+            autocommit_block=_rehearsed_autocommit(connection),
+        )
     except _StepFailed as failure:
         connection.execute(text("ROLLBACK TO SAVEPOINT rehearsal_step"))
         result.stopped_before = failure.step
-        if isinstance(failure.error, NeedsAutocommit):
-            result.reason = (
-                f"{failure.step.revision} uses autocommit_block() (e.g. CREATE INDEX "
-                "CONCURRENTLY), which cannot run inside a transaction"
-            )
-        else:
-            result.reason = f"{failure.step.revision} failed: {failure.message}"
+        result.reason = (
+            f"{failure.step.revision} failed{_where_it_failed(failure.error, failure.step)}: "
+            f"{failure.message}"
+        )
     return result
 
 

@@ -12,9 +12,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from db import revisions, runner
+from db import catalog, revisions, runner
 from db.roundtrip import snapshot
-from db.settings import APP_SCHEMAS, PROJECT_ROOT
+from db.settings import PROJECT_ROOT
 from db.throwaway import Server, throwaway_server
 
 SCHEMA_SQL = PROJECT_ROOT / "db" / "schema.sql"
@@ -111,7 +111,7 @@ def _quoted(comment: str) -> str:
 
 def er_diagram(connection: Connection) -> str:
     """A Mermaid erDiagram: tables, typed columns with PK/FK/UK, relationships."""
-    params = {"schemas": list(APP_SCHEMAS)}
+    params = {"schemas": catalog.app_schemas(connection)}
     tables: dict[str, list[_Column]] = {}
     for row in connection.execute(_COLUMNS, params):
         keys = [k for k, on in (("PK", row.pk), ("FK", row.fk), ("UK", row.uk)) if on]
@@ -147,7 +147,7 @@ def er_diagram(connection: Connection) -> str:
 def schema_markdown(connection: Connection) -> str:
     """docs/schema.md: the diagram and a line per table."""
     diagram = er_diagram(connection)
-    tables = connection.execute(_TABLES, {"schemas": list(APP_SCHEMAS)}).all()
+    tables = connection.execute(_TABLES, {"schemas": catalog.app_schemas(connection)}).all()
     connection.rollback()
     rows = "\n".join(f"| `{name}` | {comment or ''} |" for name, comment in tables)
     return (

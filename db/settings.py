@@ -23,8 +23,6 @@ from db.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = PROJECT_ROOT / "pyproject.toml"
-APP_SCHEMAS = ("public",)
-"""The schemas that belong to the application: what snapshots and resets cover."""
 BOOKKEEPING_SCHEMA = "migrations"
 """Where the migration tool keeps its own tables (alembic_version, history)."""
 APPLICATION_NAME = "worktracker-migrate"
@@ -52,6 +50,24 @@ def pyproject_section() -> Mapping[str, Any]:
         return {}
     with PYPROJECT.open("rb") as f:
         return tomllib.load(f).get("tool", {}).get("worktracker", {})
+
+
+def app_schemas() -> tuple[str, ...] | None:
+    """`[tool.worktracker] app_schemas`: the schemas the application owns, when listed.
+
+    None (the default) means every non-system schema but the bookkeeping one: what
+    snapshots, sample rows, the rollback guard, plan and `db.reset` cover.
+    """
+    listed = pyproject_section().get("app_schemas")
+    if listed is None:
+        return None
+    if not isinstance(listed, list) or not all(isinstance(s, str) and s for s in listed):
+        raise ConfigError(
+            f"[tool.worktracker] app_schemas must be a list of schema names, not {listed!r}."
+        )
+    if BOOKKEEPING_SCHEMA in listed:
+        raise ConfigError(f"app_schemas must not list {BOOKKEEPING_SCHEMA!r}: it is the tool's.")
+    return tuple(listed)
 
 
 def _positive_int(name: str, raw: object) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 from alembic import command
@@ -19,7 +20,7 @@ from db.commands.target import (
     open_target,
     report_step,
 )
-from db.errors import ConfigError, RevisionError
+from db.errors import ConfigError, MigrationFailed, RevisionError
 from db.output import console, say
 
 
@@ -115,11 +116,8 @@ def migrate_down(
         stopped = rehearsed.rehearsal.stopped_before
         guard_data(
             target,
-            at_risk=preview.data_at_risk(target.connection, rehearsed),
-            tables=preview.affected_tables(rehearsed),
-            unknown=f"the rehearsal stopped before {stopped.revision}: {rehearsed.rehearsal.reason}"
-            if stopped
-            else "",
+            rehearsed.loss,
+            unknown=f"its rehearsal failed: {rehearsed.rehearsal.reason}" if stopped else "",
             allow_data_loss=allow_data_loss,
             backup=backup,
         )
@@ -131,39 +129,83 @@ def migrate_plan(
     steps: int | None = None,
     to: str | None = None,
     lock_timeout: str | None = None,
+    as_json: bool = False,
 ) -> None:
     """Rehearse the pending migrations (or a rollback) in one transaction, then roll back."""
     if not down and steps is not None:
         raise ConfigError("--steps goes with --down.")
     direction = "down" if down else "up"
+    # Quiet while rehearsing when the output is JSON: stdout must hold the JSON alone.
+    tell = (lambda _text: None) if as_json else say
     with changing_target(lock_timeout, bookkeeping=False) as target:
         current = runner.current_revision(target.connection)
         plan = _plan(current, direction, target.label, to=to, steps=steps)
+        start = plan[0].from_revision or "base" if plan else current or "base"
+        end = plan[-1].to_revision or "base" if plan else current or "base"
         if not plan:
-            say(f"Nothing to plan: {target.label} is at {current or 'base'}.")
-            return
-        start, end = plan[0].from_revision or "base", plan[-1].to_revision or "base"
-        say(
-            f"Plan for {target.label}: {start} → {end}, rehearsed in one transaction that is "
-            "rolled back."
+            tell(f"Nothing to plan: {target.label} is at {current or 'base'}.")
+            rehearsed = None
+        else:
+            tell(
+                f"Plan for {target.label}: {start} → {end}, rehearsed in one transaction that "
+                "is rolled back."
+            )
+            started = time.perf_counter()
+            rehearsed = preview.rehearse(target.connection, plan)
+            seconds = time.perf_counter() - started
+    if as_json:
+        _plan_json(target.label, direction, start, end, rehearsed)
+    elif rehearsed is not None:
+        _plan_text(rehearsed, down, seconds)
+    if rehearsed is not None and rehearsed.rehearsal.stopped_before is not None:
+        failed = rehearsed.rehearsal.stopped_before
+        raise MigrationFailed(
+            f"the rehearsal failed at {failed.revision} ({failed.description}): "
+            f"{rehearsed.rehearsal.reason}.",
+            "nothing was changed; the real run would fail the same way. Fix the migration "
+            "(or the data it trips on) and plan again",
         )
-        started = time.perf_counter()
-        rehearsed = preview.rehearse(target.connection, plan)
-        at_risk = preview.data_at_risk(target.connection, rehearsed) if down else []
-    for step, seconds in rehearsed.rehearsal.steps:
-        report_step(step, seconds)
+
+
+def _plan_text(rehearsed: preview.Rehearsed, down: bool, seconds: float) -> None:
+    for step, step_seconds in rehearsed.rehearsal.steps:
+        report_step(step, step_seconds)
     if rehearsed.rehearsal.stopped_before is not None:
         say(
-            f"[yellow]Stopped before {rehearsed.rehearsal.stopped_before.revision}:[/yellow] "
-            f"{rehearsed.rehearsal.reason}. The plan covers only the steps above."
+            f"[yellow]Stopped at {rehearsed.rehearsal.stopped_before.revision}:[/yellow] "
+            f"{rehearsed.rehearsal.reason}. The changes below are those of the steps above."
         )
     diff = rehearsed.schema_diff()
     say(f"Schema changes ({len(diff)}):" if diff else "Schema changes: none.")
     for line in diff:
         console.print(f"  {line}", markup=False, highlight=False)
-    if at_risk:
-        say("[yellow]Data this rollback would destroy:[/yellow] " + "; ".join(at_risk))
-    say(f"Rolled back after {time.perf_counter() - started:.2f} s: nothing was changed.")
+    if rehearsed.loss:
+        verb = "rollback" if down else "change"
+        say(f"[yellow]Data this {verb} would destroy:[/yellow] " + "; ".join(rehearsed.loss.lines))
+    say(f"Rolled back after {seconds:.2f} s: nothing was changed.")
+
+
+def _plan_json(
+    label: str, direction: str, start: str, end: str, rehearsed: preview.Rehearsed | None
+) -> None:
+    rehearsal = rehearsed.rehearsal if rehearsed is not None else None
+    stopped = rehearsal.stopped_before if rehearsal is not None else None
+    document = {
+        "database": label,
+        "direction": direction,
+        "from": start,
+        "to": end,
+        "steps": [
+            {"revision": s.revision, "description": s.description, "seconds": round(t, 4)}
+            for s, t in (rehearsal.steps if rehearsal is not None else [])
+        ],
+        "failed_at": stopped.revision if stopped is not None else None,
+        "error": rehearsal.reason if stopped is not None else None,
+        "schema_changes": rehearsed.schema_diff() if rehearsed is not None else [],
+        "data_loss": rehearsed.loss.lines if rehearsed is not None else [],
+        "ok": stopped is None,
+    }
+    print(json.dumps(document, indent=2))
 
 
 def migrate_new(message: str) -> None:

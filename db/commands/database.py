@@ -14,6 +14,7 @@ from db import (
     catalog,
     connect,
     embedded,
+    loss,
     revisions,
     runner,
     settings,
@@ -96,15 +97,21 @@ def db_shell() -> None:
     os.execvpe(argv[0], argv, env)
 
 
-def _recreate_app_schemas(connection: Connection) -> None:
-    for schema in settings.APP_SCHEMAS:
+def _recreate_app_schemas(connection: Connection, schemas: list[str]) -> None:
+    """Drop every app schema; recreate `public` (and the listed ones), which the
+    migrations expect to exist. Schemas the migrations create, they create again."""
+    listed = settings.app_schemas()
+    keep = set(listed) if listed is not None else {"public"}
+    for schema in sorted(set(schemas) | keep):
         owner = connection.execute(
             text("SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = :s"),
             {"s": schema},
         ).scalar()
-        connection.execute(text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        connection.execute(text(f"DROP SCHEMA IF EXISTS {catalog.ident(schema)} CASCADE"))
+        if schema not in keep:
+            continue
         connection.execute(
-            text(f'CREATE SCHEMA "{schema}" AUTHORIZATION {owner or "CURRENT_USER"}')
+            text(f"CREATE SCHEMA {catalog.ident(schema)} AUTHORIZATION {owner or 'CURRENT_USER'}")
         )
         if schema == "public":
             # PostgreSQL 15+'s defaults for a new cluster's public schema.
@@ -130,20 +137,14 @@ def db_reset(
         )
     # No checksum check: everything is dropped and re-applied from today's files.
     with changing_target(lock_timeout, verify=False) as target:
-        tables = catalog.table_columns(target.connection)
-        at_risk = catalog.holdings(target.connection, tables, {})
+        before = catalog.read(target.connection)
+        at_risk = loss.dropped(target.connection, before, catalog.Catalog())
         target.connection.rollback()
-        guard_data(
-            target,
-            at_risk=at_risk,
-            tables=sorted(tables),
-            unknown="",
-            allow_data_loss=allow_data_loss,
-            backup=backup,
-        )
-        say(f"Resetting {target.label}: dropping schemas {', '.join(settings.APP_SCHEMAS)}")
+        guard_data(target, at_risk, unknown="", allow_data_loss=allow_data_loss, backup=backup)
+        schemas = list(before.schemas)
+        say(f"Resetting {target.label}: dropping schemas {', '.join(schemas)}")
         with target.connection.begin():
-            _recreate_app_schemas(target.connection)
+            _recreate_app_schemas(target.connection, schemas)
         plan = runner.plan_upgrade(revisions.script_directory(), None, "head")
         if plan:
             apply_plan(target, plan, "Upgrading")

@@ -17,6 +17,7 @@ from db import (
     connect,
     history,
     lock,
+    loss,
     preview,
     revisions,
     runner,
@@ -103,9 +104,8 @@ def apply_plan(target: Target, plan: list[runner.Step], verb: str) -> None:
 
 def guard_data(
     target: Target,
+    at_risk: loss.Loss,
     *,
-    at_risk: list[str],
-    tables: list[str],
     unknown: str,
     allow_data_loss: bool,
     backup: str | None,
@@ -113,19 +113,20 @@ def guard_data(
     """Refuse to destroy rows unless --allow-data-loss; with --backup, dump them first."""
     if unknown and not allow_data_loss:
         raise Refused(
-            f"cannot tell what this would drop: {unknown}.",
+            f"cannot tell what this would destroy: {unknown}.",
+            "fix the migration; if it only fails inside a rehearsal's single transaction, "
             "check by hand, then pass --allow-data-loss (and --backup FILE to keep a copy)",
         )
     if not at_risk:
         return
     if backup is not None:
         server_major = target.connection.dialect.server_version_info[0]
-        preview.backup(target.url, server_major, tables, Path(backup))
-        say(f"Backed up {', '.join(catalog.shown(t) for t in tables)} to {backup}.")
+        preview.backup(target.url, server_major, at_risk.tables, Path(backup))
+        say(f"Backed up {', '.join(catalog.shown(t) for t in at_risk.tables)} to {backup}.")
     if not allow_data_loss:
         raise Refused(
-            "this would destroy data: " + "; ".join(at_risk) + ".",
+            "this would destroy data: " + "; ".join(at_risk.lines) + ".",
             "pass --allow-data-loss to go ahead"
             + ("" if backup else ", and --backup FILE to keep a copy first"),
         )
-    say("[yellow]Going ahead although it destroys:[/yellow] " + "; ".join(at_risk))
+    say("[yellow]Going ahead although it destroys:[/yellow] " + "; ".join(at_risk.lines))

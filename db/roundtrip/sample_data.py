@@ -18,7 +18,6 @@ from sqlalchemy.exc import DBAPIError
 
 from db import catalog
 from db.roundtrip.samples import SAMPLES
-from db.settings import APP_SCHEMAS
 
 ROWS_PER_ROUND = 3
 
@@ -83,7 +82,7 @@ _REFERENCES = text(
 def read_tables(connection: Connection) -> dict[str, Table]:
     """The app schemas' tables, keyed by qualified name."""
     tables: dict[str, Table] = {}
-    params = {"schemas": list(APP_SCHEMAS)}
+    params = {"schemas": catalog.app_schemas(connection)}
     for schema, name, column, type_name, sql_type, is_enum, not_null, skip in connection.execute(
         _COLUMNS, params
     ):

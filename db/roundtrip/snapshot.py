@@ -1,6 +1,6 @@
 """A deterministic, normalised snapshot of the app schemas, from the server's own pg_dump.
 
-The bookkeeping schema is left out (only APP_SCHEMAS are dumped), and so is everything
+The bookkeeping schema is left out (every application schema is dumped), and so is everything
 that varies from run to run: header comments, SET lines, and the `\\restrict KEY` lines
 that PostgreSQL 18, 17.6+, 16.10+ and 15.14+ print (given a fixed key where supported).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 
-from db.settings import APP_SCHEMAS
+from db import settings
 from db.throwaway import Server
 
 RESTRICT_KEY = "worktrackersnapshot"
@@ -19,8 +19,12 @@ _NOISE = re.compile(r"^(--|SET |SELECT pg_catalog\.set_config\(|\\restrict |\\un
 
 def pg_dump_args(supports_restrict_key: bool) -> list[str]:
     args = ["--schema-only", "--no-owner", "--no-privileges"]
-    for schema in APP_SCHEMAS:
-        args += ["--schema", schema]
+    listed = settings.app_schemas()
+    if listed is None:  # every schema but the system's and the bookkeeping one
+        args += ["--exclude-schema", settings.BOOKKEEPING_SCHEMA]
+    else:
+        for schema in listed:
+            args += ["--schema", schema]
     if supports_restrict_key:
         args += ["--restrict-key", RESTRICT_KEY]
     return args

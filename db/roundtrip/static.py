@@ -1,8 +1,9 @@
 """Checks on the migration files themselves, with no database: run over every file.
 
-- one head and a linear history (no branches, no merges);
+- one head and a linear history (no branches, no merges), reported before anything runs;
 - file names match `NNN_slug.py` and the revision id inside;
-- every downgrade() does something, or the module declares `irreversible = "reason"`;
+- every migration has an upgrade() and a downgrade() (an empty downgrade is for data-only
+  migrations: the stairway checks that the upgrade really changes no catalog);
 - no migration imports the models (migrations stay frozen when the models change).
 """
 
@@ -72,12 +73,6 @@ def check_file(path: Path) -> list[str]:
     for required in ("upgrade", "downgrade"):
         if required not in functions:
             problems.append(f"{path.name}: has no {required}()")
-    downgrade = functions.get("downgrade")
-    if downgrade and _does_nothing(downgrade) and _assigned(tree, "irreversible") is None:
-        problems.append(
-            f"{path.name}: downgrade() does nothing; write it, or declare "
-            'irreversible = "why" at module level'
-        )
     if _imports_models(tree):
         problems.append(
             f"{path.name}: imports db.models; a migration must not, or it changes when the "
@@ -86,29 +81,49 @@ def check_file(path: Path) -> list[str]:
     return problems
 
 
+def downgrade_does_nothing(path: Path) -> bool:
+    """Whether the file's downgrade() is empty (pass, a docstring, `...`)."""
+    try:
+        tree = ast.parse(path.read_text(), filename=str(path))
+    except (OSError, SyntaxError):
+        return False
+    found = next(
+        (n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "downgrade"), None
+    )
+    return found is not None and _does_nothing(found)
+
+
 def migration_files(versions: Path | None = None) -> list[Path]:
     folder = versions or revisions.versions_path()
     return sorted(p for p in folder.glob("*.py") if p.name != "__init__.py")
 
 
 def check_chain(script: ScriptDirectory) -> list[str]:
-    """One head, one base, no merges."""
+    """One head, one base, no merges: the chain is a line."""
     problems = []
     heads, bases = script.get_heads(), script.get_bases()
     if len(heads) > 1:
-        problems.append(f"the chain has {len(heads)} heads: {', '.join(sorted(heads))}")
+        problems.append(
+            f"the chain has {len(heads)} heads ({', '.join(sorted(heads))}): two migrations "
+            "revise the same parent. Renumber the newer one so that it revises the other"
+        )
     if len(bases) > 1:
         problems.append(f"the chain has {len(bases)} bases: {', '.join(sorted(bases))}")
     for found in script.walk_revisions():
         if isinstance(found.down_revision, tuple | list):
-            problems.append(f"{found.revision} merges {', '.join(found.down_revision)}")
+            problems.append(
+                f"{found.revision} merges {', '.join(found.down_revision)}: the history must "
+                "be linear here. Replace the merge by renumbering one branch on top of the "
+                "other"
+            )
     return problems
 
 
-def check_all() -> list[str]:
+def check_all() -> tuple[list[str], bool]:
+    """Every problem, and whether the chain can be run at all (one line of migrations)."""
     problems = [p for f in migration_files() for p in check_file(f)]
     try:
-        problems += check_chain(revisions.script_directory())
+        chain_problems = check_chain(revisions.script_directory())
     except Exception as error:  # a broken chain cannot even be walked
-        problems.append(f"the chain cannot be read: {error}")
-    return problems
+        chain_problems = [f"the chain cannot be read: {error}"]
+    return problems + chain_problems, not chain_problems

@@ -1,0 +1,601 @@
+"""The corpus: the migration kinds teams write after 001, each a small chain on top of it,
+with the verdict expected from the roundtrip, the rollback guard and the plan.
+
+Every case is written the way a team would write it (op.* calls, raw SQL where Alembic
+has no operation). The tests that run them are test_corpus_*.py.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.conftest import INITIAL
+
+
+@dataclass(frozen=True)
+class Migration:
+    slug: str
+    upgrade: str
+    downgrade: str
+    declarations: dict[str, str] = field(default_factory=dict)
+    down_revision: str | tuple[str, ...] | None = None
+    """Default: the previous migration of the case."""
+
+
+@dataclass(frozen=True)
+class Expect:
+    """A verdict: passes or not, at which step, and the key words of its message."""
+
+    ok: bool
+    step: str = ""
+    words: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    migrations: tuple[Migration, ...]
+    roundtrip: Expect
+    guard: Expect | None = None
+    """`migrate.down` (one step) at head, after the tables were filled with sample rows."""
+    plan: tuple[str, ...] = ()
+    """Key words of `migrate.plan` from 001 to head."""
+    plan_down: tuple[str, ...] = ()
+    """Key words of `migrate.plan --down` at head."""
+    whole_chain: bool = False
+    """Run the whole roundtrip (static checks, stairway, whole chain, models)."""
+
+
+def _indent(code: str) -> str:
+    return textwrap.indent(textwrap.dedent(code).strip() or "pass", "    ")
+
+
+def write_chain(folder: Path, case: Case) -> list[Path]:
+    """001 and the case's migrations (002, 003, …) in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / INITIAL.name).write_text(INITIAL.read_text())
+    paths, previous = [], "001"
+    for number, migration in enumerate(case.migrations, start=2):
+        revision = f"{number:03d}"
+        down = migration.down_revision or previous
+        down_repr = repr(down) if isinstance(down, tuple) else f'"{down}"'
+        declarations = "".join(f"{k} = {v!r}\n" for k, v in migration.declarations.items())
+        source = (
+            f'"""{migration.slug.replace("_", " ")}"""\n\n'
+            "from __future__ import annotations\n\n"
+            "import sqlalchemy as sa\n"
+            "from alembic import op\n\n"
+            f'revision = "{revision}"\n'
+            f"down_revision = {down_repr}\n"
+            "branch_labels = None\n"
+            "depends_on = None\n"
+            f"{declarations}\n\n"
+            f"def upgrade() -> None:\n{_indent(migration.upgrade)}\n\n\n"
+            f"def downgrade() -> None:\n{_indent(migration.downgrade)}\n"
+        )
+        path = folder / f"{revision}_{migration.slug}.py"
+        path.write_text(source)
+        paths.append(path)
+        previous = revision
+    return paths
+
+
+# --- pieces used by several cases --------------------------------------------------------
+
+ENUM_REBUILD = """
+op.execute("ALTER TABLE tasks DROP CONSTRAINT ck_tasks_completed_at_status")
+op.execute("ALTER TABLE tasks ALTER COLUMN status DROP DEFAULT")
+op.execute("ALTER TYPE task_status RENAME TO task_status_old")
+op.execute(
+    "CREATE TYPE task_status AS ENUM ({labels})"
+)
+op.execute("COMMENT ON TYPE task_status IS 'Where a task is in its life cycle.'")
+op.execute(
+    "ALTER TABLE tasks ALTER COLUMN status TYPE task_status USING status::text::task_status"
+)
+op.execute("ALTER TABLE tasks ALTER COLUMN status SET DEFAULT 'todo'")
+op.execute("DROP TYPE task_status_old")
+op.execute(
+    "ALTER TABLE tasks ADD CONSTRAINT ck_tasks_completed_at_status "
+    "CHECK (completed_at IS NULL OR status IN ('done', 'canceled'))"
+)
+"""
+LABELS_001 = "'todo', 'in_progress', 'in_review', 'done', 'canceled'"
+ADD_ON_HOLD = """
+with op.get_context().autocommit_block():
+    op.execute("ALTER TYPE task_status ADD VALUE IF NOT EXISTS 'on_hold' AFTER 'in_progress'")
+"""
+ONLINE_INDEX = """
+with op.get_context().autocommit_block():
+    op.create_index(
+        "ix_tasks_due_date", "tasks", ["due_date"], postgresql_concurrently=True,
+        if_not_exists=True,
+    )
+"""
+DROP_ONLINE_INDEX = """
+with op.get_context().autocommit_block():
+    op.drop_index(
+        "ix_tasks_due_date", table_name="tasks", postgresql_concurrently=True, if_exists=True
+    )
+"""
+WIDGETS = """
+op.create_table(
+    "widgets",
+    sa.Column("id", sa.Integer(), primary_key=True),
+    sa.Column("name", sa.String(50), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), server_default=sa.func.now()),
+)
+"""
+ESTIMATES = """
+op.create_table(
+    "task_estimates",
+    sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
+    sa.Column("task_id", sa.Uuid(), sa.ForeignKey("tasks.id", ondelete="CASCADE"),
+              nullable=False, unique=True),
+    sa.Column("hours", sa.Numeric(6, 1), nullable=False),
+    sa.Column("unit", sa.Text(), nullable=False),
+    sa.Column("code", sa.Text(), nullable=False),
+    sa.Column("note", sa.Text(), nullable=True),
+    sa.CheckConstraint("hours BETWEEN 0 AND 1000", name=op.f("ck_task_estimates_hours_range")),
+    sa.CheckConstraint("unit IN ('hours', 'days', 'points')", name=op.f("ck_task_estimates_unit")),
+    sa.CheckConstraint("code ~ '^[A-Z]{2}-[0-9]{3}$'", name=op.f("ck_task_estimates_code")),
+    sa.CheckConstraint(
+        "char_length(note) BETWEEN 3 AND 40", name=op.f("ck_task_estimates_note_length")
+    ),
+    sa.CheckConstraint(
+        "unit <> 'points' OR hours <= 100", name=op.f("ck_task_estimates_points_small")
+    ),
+)
+"""
+REPORTING = """
+op.execute("CREATE SCHEMA reporting")
+op.create_table(
+    "daily_counts",
+    sa.Column("day", sa.Date(), primary_key=True),
+    sa.Column("open_tasks", sa.Integer(), nullable=False),
+    schema="reporting",
+)
+op.create_index("ix_daily_counts_open", "daily_counts", ["open_tasks"], schema="reporting")
+"""
+
+# --- the cases ---------------------------------------------------------------------------
+
+CASES: list[Case] = [
+    Case(
+        "enum-label-add",
+        (
+            Migration(
+                "add_on_hold_status",
+                ADD_ON_HOLD,
+                "op.execute(\"UPDATE tasks SET status = 'todo' WHERE status = 'on_hold'\")\n"
+                + ENUM_REBUILD.format(labels=LABELS_001),
+            ),
+        ),
+        Expect(True),
+        guard=Expect(False, "refused", ("table public.tasks", "changed")),
+        plan=("+ enum label public.task_status 'on_hold'",),
+        plan_down=("- enum label public.task_status 'on_hold'",),
+    ),
+    Case(
+        "enum-label-add-unsafe-downgrade",
+        (
+            Migration(
+                "add_on_hold_status",
+                ADD_ON_HOLD,
+                ENUM_REBUILD.format(labels=LABELS_001),  # forgets the on_hold rows
+            ),
+        ),
+        Expect(False, "down", ("invalid input value for enum", "on_hold")),
+        guard=Expect(False, "refused", ("rehearsal failed", "on_hold")),
+    ),
+    Case(
+        "enum-label-rename",
+        (
+            Migration(
+                "rename_in_review",
+                "op.execute(\"ALTER TYPE task_status RENAME VALUE 'in_review' TO 'review'\")",
+                "op.execute(\"ALTER TYPE task_status RENAME VALUE 'review' TO 'in_review'\")",
+            ),
+        ),
+        Expect(True),
+        guard=Expect(True),
+        plan=("~ enum label public.task_status 'in_review' renamed to 'review'",),
+    ),
+    Case(
+        "enum-label-remove",
+        (
+            Migration(
+                "drop_in_review",
+                "op.execute(\"UPDATE tasks SET status = 'in_progress' WHERE status = 'in_review'\")"
+                "\n" + ENUM_REBUILD.format(labels="'todo', 'in_progress', 'done', 'canceled'"),
+                ADD_ON_HOLD.replace("on_hold", "in_review").replace(
+                    "AFTER 'in_progress'", "BEFORE 'done'"
+                ),
+                {"downgrade_loses_data": "tasks in review were moved to in progress"},
+            ),
+        ),
+        Expect(True, "declared", ("tasks in review were moved",)),
+        plan=("- enum label public.task_status 'in_review'",),
+    ),
+    Case(
+        "online-index-create",
+        (Migration("index_due_date", ONLINE_INDEX, DROP_ONLINE_INDEX),),
+        Expect(True),
+        guard=Expect(True),
+        plan=("+ index ix_tasks_due_date on public.tasks",),
+        plan_down=("- index ix_tasks_due_date on public.tasks",),
+    ),
+    Case(
+        "online-index-drop",
+        (
+            Migration(
+                "drop_reporter_index",
+                """
+                with op.get_context().autocommit_block():
+                    op.drop_index("ix_tasks_reporter_id", table_name="tasks",
+                                  postgresql_concurrently=True, if_exists=True)
+                """,
+                """
+                with op.get_context().autocommit_block():
+                    op.create_index("ix_tasks_reporter_id", "tasks", ["reporter_id"],
+                                    postgresql_concurrently=True, if_not_exists=True)
+                """,
+            ),
+        ),
+        Expect(True),
+        guard=Expect(True),
+        plan=("- index ix_tasks_reporter_id on public.tasks",),
+    ),
+    Case(
+        "column-rename",
+        (
+            Migration(
+                "rename_task_title",
+                """
+                op.alter_column("tasks", "title", new_column_name="name")
+                op.execute("ALTER TABLE tasks RENAME CONSTRAINT ck_tasks_title_length "
+                           "TO ck_tasks_name_length")
+                op.alter_column("tasks", "assignee_id", new_column_name="owner_id")
+                op.execute("ALTER INDEX ix_tasks_assignee_id RENAME TO ix_tasks_owner_id")
+                op.execute("ALTER TABLE tasks RENAME CONSTRAINT fk_tasks_assignee_id_users "
+                           "TO fk_tasks_owner_id_users")
+                """,
+                """
+                op.execute("ALTER TABLE tasks RENAME CONSTRAINT fk_tasks_owner_id_users "
+                           "TO fk_tasks_assignee_id_users")
+                op.execute("ALTER INDEX ix_tasks_owner_id RENAME TO ix_tasks_assignee_id")
+                op.alter_column("tasks", "owner_id", new_column_name="assignee_id")
+                op.execute("ALTER TABLE tasks RENAME CONSTRAINT ck_tasks_name_length "
+                           "TO ck_tasks_title_length")
+                op.alter_column("tasks", "name", new_column_name="title")
+                """,
+            ),
+        ),
+        Expect(True, "data", ("no rows lost",)),
+        guard=Expect(True),
+        plan=("~ column public.tasks.title renamed to name",),
+        plan_down=("~ column public.tasks.name renamed to title",),
+    ),
+    Case(
+        "table-rename",
+        (
+            Migration(
+                "rename_labels_to_tags",
+                'op.rename_table("labels", "tags")',
+                'op.rename_table("tags", "labels")',
+            ),
+        ),
+        Expect(True, "data", ("no rows lost",)),
+        guard=Expect(True),
+        plan=("~ table public.labels renamed to public.tags",),
+    ),
+    Case(
+        "type-widen",
+        (
+            Migration(
+                "widen_task_number",
+                'op.alter_column("tasks", "number", type_=sa.BigInteger())',
+                'op.alter_column("tasks", "number", type_=sa.Integer())',
+            ),
+        ),
+        Expect(True),
+        guard=Expect(True),
+        plan=("~ column public.tasks.number type integer → bigint",),
+    ),
+    Case(
+        "type-narrow-in-upgrade",
+        (
+            Migration(
+                "shorten_titles",
+                'op.execute("ALTER TABLE tasks ALTER COLUMN title TYPE varchar(5) '
+                'USING left(title, 5)")',
+                'op.execute("ALTER TABLE tasks ALTER COLUMN title TYPE text")',
+            ),
+        ),
+        Expect(False, "data", ("public.tasks", "existed before up are gone or changed")),
+    ),
+    Case(
+        "type-narrow-in-downgrade",
+        (
+            Migration(
+                "add_task_code",
+                'op.add_column("tasks", sa.Column("code", sa.String(5)))',
+                'op.drop_column("tasks", "code")',
+            ),
+            Migration(
+                "widen_task_code",
+                'op.alter_column("tasks", "code", type_=sa.Text())',
+                'op.execute("ALTER TABLE tasks ALTER COLUMN code TYPE varchar(5) '
+                'USING left(code, 5)")',
+            ),
+        ),
+        Expect(True),
+        guard=Expect(False, "refused", ("table public.tasks", "changed")),
+    ),
+    Case(
+        "not-null-with-backfill",
+        (
+            Migration(
+                "add_task_weight",
+                """
+                op.add_column("tasks", sa.Column("weight", sa.SmallInteger(), nullable=True))
+                op.execute("UPDATE tasks SET weight = priority + 1")
+                op.alter_column("tasks", "weight", nullable=False, server_default="3")
+                """,
+                'op.drop_column("tasks", "weight")',
+            ),
+        ),
+        Expect(True, "data", ("drops what 002 created", "column public.tasks.weight")),
+        guard=Expect(False, "refused", ("column public.tasks.weight",)),
+        plan=("+ column public.tasks.weight smallint not null default '3'::smallint",),
+    ),
+    Case(
+        "data-only",
+        (
+            Migration(
+                "turn_on_beta",
+                'op.execute("UPDATE organizations SET settings = settings || '
+                '\'{\\"beta\\": true}\'")',
+                "pass",
+            ),
+        ),
+        Expect(True, "data", ("data-only migration",)),
+        guard=Expect(True),
+        plan=("Schema changes: none.",),
+    ),
+    Case(
+        "new-table-with-checks",
+        (Migration("add_task_estimates", ESTIMATES, 'op.drop_table("task_estimates")'),),
+        Expect(True, "data", ("drops what 002 created", "table public.task_estimates")),
+        guard=Expect(False, "refused", ("table public.task_estimates",)),
+        plan=("+ table public.task_estimates (6 columns, 8 constraints)",),
+    ),
+    Case(
+        "stock-create-drop",
+        (Migration("add_widgets", WIDGETS, 'op.drop_table("widgets")'),),
+        Expect(True, "data", ("drops what 002 created: table public.widgets",)),
+        guard=Expect(False, "refused", ("table public.widgets",)),
+    ),
+    Case(
+        "other-schema",
+        (
+            Migration(
+                "add_reporting",
+                REPORTING,
+                'op.drop_table("daily_counts", schema="reporting")\n'
+                'op.execute("DROP SCHEMA reporting")',
+            ),
+        ),
+        Expect(True, "data", ("table reporting.daily_counts",)),
+        guard=Expect(False, "refused", ("table reporting.daily_counts",)),
+        plan=("+ schema reporting", "+ table reporting.daily_counts"),
+        plan_down=("- schema reporting", "- table reporting.daily_counts"),
+    ),
+    Case(
+        "other-schema-left-behind",
+        (
+            Migration(
+                "add_reporting",
+                REPORTING,
+                'op.drop_index("ix_daily_counts_open", table_name="daily_counts", '
+                'schema="reporting")',
+            ),
+        ),
+        Expect(False, "down", ("CREATE SCHEMA reporting", "CREATE TABLE reporting.daily_counts")),
+    ),
+    Case(
+        "view-and-matview",
+        (
+            Migration(
+                "add_task_views",
+                """
+                op.execute("CREATE VIEW open_tasks AS SELECT id, title FROM tasks "
+                           "WHERE completed_at IS NULL")
+                op.execute("CREATE MATERIALIZED VIEW task_counts AS "
+                           "SELECT project_id, count(*) AS n FROM tasks GROUP BY project_id")
+                """,
+                """
+                op.execute("DROP MATERIALIZED VIEW task_counts")
+                op.execute("DROP VIEW open_tasks")
+                """,
+            ),
+        ),
+        Expect(True),
+        guard=Expect(False, "refused", ("materialized view public.task_counts",)),
+        plan=("+ view public.open_tasks", "+ materialized view public.task_counts"),
+    ),
+    Case(
+        "function-and-trigger",
+        (
+            Migration(
+                "touch_task_on_comment",
+                """
+                op.execute(
+                    "CREATE FUNCTION touch_task() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                    "BEGIN UPDATE tasks SET updated_at = now() WHERE id = NEW.task_id; "
+                    "RETURN NEW; END $$"
+                )
+                op.execute("CREATE TRIGGER trg_comments_touch_task AFTER INSERT ON comments "
+                           "FOR EACH ROW EXECUTE FUNCTION touch_task()")
+                """,
+                """
+                op.execute("DROP TRIGGER trg_comments_touch_task ON comments")
+                op.execute("DROP FUNCTION touch_task()")
+                """,
+            ),
+        ),
+        Expect(True),
+        guard=Expect(True),
+        plan=("+ function touch_task() in public", "+ trigger trg_comments_touch_task"),
+    ),
+    Case(
+        "trigger-forgotten",
+        (
+            Migration(
+                "touch_users",
+                'op.execute("CREATE TRIGGER trg_users_touch BEFORE UPDATE ON users '
+                'FOR EACH ROW EXECUTE FUNCTION set_updated_at()")',
+                'op.execute("SELECT 1")',
+            ),
+        ),
+        Expect(False, "down", ("CREATE TRIGGER trg_users_touch",)),
+    ),
+    Case(
+        "sequence",
+        (
+            Migration(
+                "add_invoice_numbers",
+                'op.execute(sa.schema.CreateSequence(sa.Sequence("invoice_number_seq", '
+                "start=1000)))",
+                'op.execute(sa.schema.DropSequence(sa.Sequence("invoice_number_seq")))',
+            ),
+        ),
+        Expect(True),
+        guard=Expect(True),
+        plan=("+ sequence public.invoice_number_seq",),
+    ),
+    Case(
+        "comment-change",
+        (
+            Migration(
+                "reword_task_comment",
+                'op.create_table_comment("tasks", "Work to do.")',
+                'op.create_table_comment("tasks", "A unit of work in a project (soft-delete).")',
+            ),
+        ),
+        Expect(True),
+        guard=Expect(True),
+        plan=("~ comment on table public.tasks",),
+    ),
+    Case(
+        "comment-forgotten",
+        (
+            Migration(
+                "reword_task_comment",
+                'op.create_table_comment("tasks", "Work to do.")',
+                'op.drop_table_comment("tasks")',
+            ),
+        ),
+        Expect(False, "down", ("COMMENT ON TABLE public.tasks",)),
+    ),
+    Case(
+        "downgrade-deletes-rows",
+        (
+            Migration(
+                "pin_comments",
+                'op.add_column("comments", sa.Column("pinned", sa.Boolean(), nullable=True))',
+                'op.drop_column("comments", "pinned")\n'
+                "op.execute(\"DELETE FROM comments WHERE body <> 'keep'\")",
+            ),
+        ),
+        Expect(False, "data", ("public.comments", "existed before up are gone or changed")),
+        guard=Expect(False, "refused", ("table public.comments:", "deleted")),
+    ),
+    Case(
+        "downgrade-rewrites-rows",
+        (
+            Migration(
+                "add_task_summary",
+                'op.add_column("tasks", sa.Column("summary", sa.Text(), nullable=True))',
+                'op.drop_column("tasks", "summary")\n'
+                'op.execute("UPDATE tasks SET title = left(title, 4)")',
+            ),
+        ),
+        Expect(False, "data", ("public.tasks", "gone or changed")),
+        guard=Expect(False, "refused", ("table public.tasks:", "changed")),
+    ),
+    Case(
+        "downgrade-forgets-table",
+        (Migration("add_widgets", WIDGETS, 'op.execute("SELECT 1")'),),
+        Expect(False, "down", ("CREATE TABLE public.widgets",)),
+    ),
+    Case(
+        "downgrade-not-written",
+        (
+            Migration(
+                "add_widgets",
+                WIDGETS,
+                'raise NotImplementedError("write downgrade() before applying this migration")',
+            ),
+        ),
+        Expect(False, "down", ("NotImplementedError", "irreversible")),
+    ),
+    Case(
+        "unsatisfiable-check",
+        (
+            Migration(
+                "add_odd_table",
+                'op.execute("CREATE TABLE odd (a int NOT NULL, CONSTRAINT ck_odd_never '
+                'CHECK (a > 10 AND a < 5))")',
+                'op.drop_table("odd")',
+            ),
+        ),
+        Expect(False, "sample rows", ("odd", "ck_odd_never")),
+    ),
+    Case(
+        "irreversible-in-the-middle",
+        (
+            Migration(
+                "merge_duplicate_labels",
+                "op.execute(\"UPDATE labels SET color = '#000000'\")",
+                'raise NotImplementedError("the merge cannot be undone")',
+                {"irreversible": "duplicate labels are merged"},
+            ),
+            Migration(
+                "add_task_touch_function",
+                'op.execute("CREATE FUNCTION task_touch() RETURNS int LANGUAGE sql AS '
+                "'SELECT 1'\")",
+                'op.execute("DROP FUNCTION task_touch()")',
+            ),
+        ),
+        Expect(True),
+        whole_chain=True,
+    ),
+    Case(
+        "merge",
+        (
+            Migration("branch_a", 'op.execute("SELECT 1")', 'op.execute("SELECT 1")'),
+            Migration(
+                "branch_b", 'op.execute("SELECT 1")', 'op.execute("SELECT 1")', down_revision="001"
+            ),
+            Migration("merge_branches", "pass", "pass", down_revision=("002", "003")),
+        ),
+        Expect(False, "static checks", ("004 merges 002, 003",)),
+        whole_chain=True,
+    ),
+    Case(
+        "two-heads",
+        (
+            Migration("branch_a", 'op.execute("SELECT 1")', 'op.execute("SELECT 1")'),
+            Migration(
+                "branch_b", 'op.execute("SELECT 1")', 'op.execute("SELECT 1")', down_revision="001"
+            ),
+        ),
+        Expect(False, "static checks", ("2 heads", "002", "003")),
+        whole_chain=True,
+    ),
+]
+
+BY_NAME = {case.name: case for case in CASES}

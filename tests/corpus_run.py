@@ -1,0 +1,93 @@
+"""Running a corpus case: its chain in a folder of its own, a database cloned at 001, and
+the commands called in-process (as `invoke` would, without the start-up cost)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import URL
+
+from db import revisions, runner
+from db.roundtrip import cycle, sample_data
+from db.throwaway import Server
+from tests.conftest import make_engine
+from tests.corpus import Case, Expect, write_chain
+from tests.helpers import as_env
+
+
+def use_chain(case: Case, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_chain(folder, case)
+    monkeypatch.setenv("WORKTRACKER_VERSIONS_DIR", str(folder))
+
+
+@contextmanager
+def database_at_001(server: Server, template: str) -> Iterator[URL]:
+    url = server.create_database(template=template)
+    try:
+        yield url
+    finally:
+        server.drop_database(url.database)
+
+
+def target(url: URL, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Point the commands at `url`, as DATABASE_URL does for `invoke`."""
+    for key, value in as_env(url).items():
+        monkeypatch.setenv(key, value)
+
+
+def upgrade_and_fill(url: URL, to: str = "head", rounds: int = 2) -> None:
+    """Fill every table with sample rows at 001, apply the chain, and fill again, as a
+    database that lived through the migrations would be."""
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        script = revisions.script_directory()
+        filler = sample_data.Filler()
+        filler.fill(connection)
+        runner.run(connection, runner.plan_upgrade(script, "001", to))
+        for _ in range(rounds):
+            filler.fill(connection)
+    engine.dispose()
+
+
+def stairway_from_001(server: Server, url: URL) -> list[cycle.Result]:
+    """The stairway over the case's migrations (001 is proven elsewhere), stopping where
+    the roundtrip would."""
+    engine = make_engine(url)
+    results: list[cycle.Result] = []
+    try:
+        with engine.connect() as connection:
+            stairway = cycle.Stairway(server, url.database, connection)
+            for script in revisions.chain(revisions.script_directory())[1:]:
+                found = stairway.revision(script)
+                results += found
+                if any(r.status == cycle.FAIL for r in found):
+                    break
+    finally:
+        engine.dispose()
+    return results
+
+
+def check_verdict(results: list[cycle.Result], expect: Expect, name: str) -> None:
+    shown = "\n".join(f"  {r.revision} {r.step}: {r.status} {r.note}\n{r.detail}" for r in results)
+    failures = [r for r in results if r.status == cycle.FAIL]
+    if expect.ok:
+        assert not failures, f"{name}: expected a pass, got failures:\n{shown}"
+        if expect.step:
+            wanted = cycle.DECLARED if expect.step == "declared" else None
+            found = [
+                r
+                for r in results
+                if (r.status == wanted if wanted else r.step == expect.step)
+                and all(w in r.note + r.detail for w in expect.words)
+            ]
+            assert found, f"{name}: no {expect.step} result saying {expect.words}:\n{shown}"
+        return
+    assert failures, f"{name}: expected a failure at {expect.step}, got a pass:\n{shown}"
+    assert len(failures) == 1, f"{name}: one defect must make one failure:\n{shown}"
+    failure = failures[0]
+    assert failure.step == expect.step, f"{name}: failed at {failure.step}:\n{shown}"
+    for word in expect.words:
+        assert word in failure.detail, f"{name}: {word!r} missing from:\n{failure.detail}"

@@ -1,0 +1,43 @@
+"""The rollback guard's verdict on each kind of migration in the corpus: `migrate.down` at
+head, with every table holding sample rows, refuses exactly when the rollback destroys
+rows that existed before it (naming table and counts), and lets renames, online indexes
+and harmless rollbacks through without --allow-data-loss."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from db import commands
+from db.errors import Refused
+from db.throwaway import Server
+from tests.corpus import CASES, Case
+from tests.corpus_run import database_at_001, target, upgrade_and_fill, use_chain
+from tests.helpers import current_revision
+
+GUARDED = [c for c in CASES if c.guard is not None]
+
+
+@pytest.mark.parametrize("case", GUARDED, ids=[c.name for c in GUARDED])
+def test_guard_verdict(
+    case: Case, pg_server: Server, initial_template: str, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    assert case.guard is not None
+    use_chain(case, tmp_path / "versions", monkeypatch)
+    head = f"{len(case.migrations) + 1:03d}"
+    with database_at_001(pg_server, initial_template) as url:
+        upgrade_and_fill(url)
+        target(url, monkeypatch)
+        try:
+            commands.migrate_down()
+        except Refused as refused:
+            message = refused.render()
+            assert not case.guard.ok, f"{case.name}: refused, but should go ahead:\n{message}"
+            for word in case.guard.words:
+                assert word in message, f"{case.name}: {word!r} missing from:\n{message}"
+            assert current_revision(url) == head, "a refusal must change nothing"
+            return
+        output = capsys.readouterr().out
+        assert case.guard.ok, f"{case.name}: went ahead, but should be refused:\n{output}"
+        assert current_revision(url) == f"{len(case.migrations):03d}", output
