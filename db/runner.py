@@ -53,7 +53,8 @@ class Step:
 
     @property
     def description(self) -> str:
-        return self.script.doc
+        # A migration without a docstring: its file name says what it does.
+        return self.script.doc or self.path.stem.partition("_")[2].replace("_", " ")
 
     @property
     def path(self) -> Path:
@@ -210,8 +211,8 @@ class _StepFailed(Exception):
 
     @property
     def message(self) -> str:
-        text = " ".join(str(self.detail).split()) or type(self.detail).__name__
-        return f"{type(self.detail).__name__}: {text}"
+        text = " ".join(str(self.detail).split())
+        return f"{type(self.detail).__name__}: {text}" if text else type(self.detail).__name__
 
 
 def _alembic(
@@ -385,11 +386,20 @@ def _migration_failed(
             f"the database is at {at}. Something holds a lock on the tables it changes "
             "(a long transaction?): find it in pg_stat_activity, or run again later",
         )
+    hint = (
+        f"its transaction was rolled back, so the database is at {at}. Fix the "
+        "migration (or the data it trips on) and run the command again"
+    )
+    if isinstance(failure.detail, NotImplementedError):
+        hint = (
+            f"the database is at {at}. Write the migration's {step.direction}grade(); if it "
+            'cannot be undone, declare irreversible = "why" at module level (its rollback is '
+            "then refused instead of attempted)"
+        )
     return MigrationFailed(
         f"migration {step.revision} ({step.description}) failed while going "
         f"{step.direction}{where}: {error}",
-        f"its transaction was rolled back, so the database is at {at}. Fix the "
-        "migration (or the data it trips on) and run the command again",
+        hint,
     )
 
 

@@ -41,3 +41,19 @@ def test_guard_verdict(
         output = capsys.readouterr().out
         assert case.guard.ok, f"{case.name}: went ahead, but should be refused:\n{output}"
         assert current_revision(url) == f"{len(case.migrations):03d}", output
+
+
+def test_an_irreversible_migration_is_not_rolled_back(
+    pg_server: Server, initial_template: str, tmp_path: Path, monkeypatch
+) -> None:
+    from tests.corpus import BY_NAME
+
+    use_chain(BY_NAME["irreversible-in-the-middle"], tmp_path / "versions", monkeypatch)
+    with database_at_001(pg_server, initial_template) as url:
+        upgrade_and_fill(url, rounds=1)
+        target(url, monkeypatch)
+        commands.migrate_down()  # 003 is reversible
+        assert current_revision(url) == "002"
+        with pytest.raises(Refused, match="declared irreversible \\(duplicate labels"):
+            commands.migrate_down()
+        assert current_revision(url) == "002"

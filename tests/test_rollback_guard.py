@@ -85,3 +85,19 @@ def test_reset_with_rows_is_refused_without_the_flag(invoke, initial_db: URL) ->
     assert result.returncode == 5, result.explain()
     assert "table public.users (1 row)" in result.stderr, result.explain()
     assert scalar(initial_db, "SELECT count(*) FROM users") == 1
+
+
+def test_reset_counts_materialized_views_and_other_schemas(invoke, initial_db: URL) -> None:
+    with connect(initial_db, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA reporting")
+        conn.execute("CREATE TABLE reporting.snapshots AS SELECT generate_series(1, 1000) AS n")
+        conn.execute("CREATE MATERIALIZED VIEW numbers AS SELECT generate_series(1, 5000) AS n")
+    result = invoke("db.reset", env=as_env(initial_db))
+    assert result.returncode == 5, result.explain()
+    assert "materialized view public.numbers (5000 rows)" in result.stderr, result.explain()
+    assert "table reporting.snapshots (1000 rows)" in result.stderr, result.explain()
+    done = invoke("db.reset", "--allow-data-loss", env=as_env(initial_db))
+    assert done.returncode == 0, done.explain()
+    assert scalar(initial_db, "SELECT to_regnamespace('reporting')") is None
+    assert scalar(initial_db, "SELECT to_regclass('public.numbers')") is None
+    assert current_revision(initial_db) == "001"

@@ -20,7 +20,7 @@ from db.commands.target import (
     open_target,
     report_step,
 )
-from db.errors import ConfigError, MigrationFailed, RevisionError
+from db.errors import ConfigError, MigrationFailed, Refused, RevisionError
 from db.output import console, say
 
 
@@ -43,7 +43,16 @@ def _plan(
             f"nothing to roll back: {label} is at base.",
             "`invoke migrate.status` shows what is applied",
         )
-    return runner.plan_downgrade(script, current, steps=steps, target=to)
+    plan = runner.plan_downgrade(script, current, steps=steps, target=to)
+    for step in plan:
+        if reason := getattr(step.script.module, "irreversible", None):
+            raise Refused(
+                f"cannot roll back {step.revision} ({step.description}): it is declared "
+                f"irreversible ({reason}).",
+                "roll forward instead: write a new migration that undoes what you need "
+                f"(invoke migrate.new), or restore a backup taken before {step.revision}",
+            )
+    return plan
 
 
 def _dry_run(
