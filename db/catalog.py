@@ -59,6 +59,7 @@ class Relation:
     comment: str | None
     definition: str | None  # views and materialized views
     populated: bool
+    options: str  # persistence, storage options, RLS, replica identity, partitioning
 
     @property
     def shown(self) -> str:
@@ -85,9 +86,11 @@ class Column:
     comment: str | None
     identity: str
     generated: str
+    collation: str | None
 
     def described(self) -> str:
-        text_ = self.type + (" not null" if self.not_null else "")
+        text_ = self.type + (f" collate {self.collation}" if self.collation else "")
+        text_ += " not null" if self.not_null else ""
         if self.default is not None:
             text_ += f" default {self.default}"
         if self.identity:
@@ -130,9 +133,15 @@ class Catalog:
     things: list[Thing] = field(default_factory=list)
     invalid_indexes: list[str] = field(default_factory=list)
     extensions: list[str] = field(default_factory=list)
+    _by_table: dict[int, list[Column]] | None = field(default=None, repr=False, compare=False)
 
     def table_columns(self, oid: int) -> list[Column]:
-        return sorted((c for k, c in self.columns.items() if k[0] == oid), key=lambda c: c.attnum)
+        """The columns of table `oid`, in order."""
+        if self._by_table is None:
+            self._by_table = {}
+            for (table, _), column in sorted(self.columns.items()):
+                self._by_table.setdefault(table, []).append(column)
+        return self._by_table.get(oid, [])
 
     def relation_named(self, shown: str) -> Relation | None:
         return next((r for r in self.relations.values() if r.shown == shown), None)
@@ -146,18 +155,23 @@ class Catalog:
         out = [f"schema {n}" + (f" comment {c}" if c else "") for n, c in self.schemas.items()]
         out += [f"extension {e}" for e in self.extensions]
         for relation in self.relations.values():
-            if relation.kind == "i":
+            if relation.kind == "i" and not relation.comment:
                 continue  # in its index line
             line = f"relation {relation.kind} {relation.shown}"
+            if relation.options:
+                line += f" ({relation.options})"
             if relation.comment:
                 line += f" comment {relation.comment}"
             if relation.definition:
                 line += f" as {relation.definition}"
             out.append(line)
-        for column in self.columns.values():
+        position: dict[int, int] = {}
+        for column in sorted(self.columns.values(), key=lambda c: (c.table, c.attnum)):
+            # The order of columns is part of the schema (pg_dump shows it), attnums are not.
+            position[column.table] = position.get(column.table, 0) + 1
             out.append(
-                f"column {self._owner(column.table)}.{column.name} {column.described()}"
-                + (f" comment {column.comment}" if column.comment else "")
+                f"column {self._owner(column.table)}.{column.name} #{position[column.table]} "
+                f"{column.described()}" + (f" comment {column.comment}" if column.comment else "")
             )
         for enum in self.enums.values():
             labels = ", ".join(label for _, label in enum.labels)
@@ -175,7 +189,15 @@ _RELATIONS = text(
     SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relfilenode,
            obj_description(c.oid, 'pg_class'),
            CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
-           c.relispopulated
+           c.relispopulated,
+           concat_ws(' ', CASE c.relpersistence WHEN 'u' THEN 'unlogged' END,
+                     array_to_string(c.reloptions, ','),
+                     CASE WHEN c.relrowsecurity THEN 'rls' END,
+                     CASE WHEN c.relforcerowsecurity THEN 'force-rls' END,
+                     CASE WHEN c.relkind IN ('r', 'p', 'm') AND c.relreplident <> 'd'
+                          THEN 'replica-identity-' || c.relreplident::text END,
+                     CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
+                     pg_get_expr(c.relpartbound, c.oid))
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname = ANY(:schemas)
        AND c.relkind <> 'c'  -- composite types are listed with the types
@@ -188,8 +210,10 @@ _COLUMNS = text(
     """
     SELECT a.attrelid, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid,
            a.attnotnull, pg_get_expr(d.adbin, d.adrelid), col_description(c.oid, a.attnum),
-           a.attidentity::text, a.attgenerated::text
+           a.attidentity::text, a.attgenerated::text,
+           CASE WHEN a.attcollation <> t.typcollation THEN a.attcollation::regcollation::text END
       FROM pg_attribute a
+      JOIN pg_type t ON t.oid = a.atttypid
       JOIN pg_class c ON c.oid = a.attrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
       LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -32,8 +33,39 @@ def alembic_config() -> Config:
     return config
 
 
+_LOADED: dict[tuple, ScriptDirectory] = {}
+
+
+def _listing(folder: Path) -> tuple:
+    try:
+        entries = os.scandir(folder)
+    except OSError:
+        return ()
+    with entries:
+        return tuple(
+            sorted(
+                (e.name, e.stat().st_mtime_ns, e.stat().st_size)
+                for e in entries
+                if e.name.endswith(".py")
+            )
+        )
+
+
 def script_directory(config: Config | None = None) -> ScriptDirectory:
-    return ScriptDirectory.from_config(config or alembic_config())
+    """The chain, loaded once per process while its files stay as they are.
+
+    Loading imports every migration file; a roundtrip asks for the chain at every step,
+    so reloading it each time would make the cost of N migrations grow with N².
+    """
+    if config is not None:
+        return ScriptDirectory.from_config(config)
+    folder = versions_path()
+    key = (str(folder), _listing(folder))
+    found = _LOADED.get(key)
+    if found is None:
+        _LOADED.clear()  # an older listing of the folder, or another folder: stale
+        found = _LOADED[key] = ScriptDirectory.from_config(alembic_config())
+    return found
 
 
 def chain(script: ScriptDirectory) -> list[Script]:

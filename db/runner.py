@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from alembic import command
 from alembic.migration import MigrationContext
+from alembic.runtime.environment import EnvironmentContext
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import event, text
@@ -222,10 +222,20 @@ def _alembic(
     config.attributes.update(connection=connection, **attributes)
     config.attributes["configure_options"] = {"on_version_apply": after_step}
     target = plan[-1].to_revision or revisions.BASE
+    # What alembic.command.upgrade/downgrade do, on the chain already loaded (they would
+    # load every migration file again).
+    script = revisions.script_directory()
     if plan[0].direction == "up":
-        command.upgrade(config, target)
+
+        def steps(rev, context):
+            return script._upgrade_revs(target, rev)
     else:
-        command.downgrade(config, target)
+
+        def steps(rev, context):
+            return script._downgrade_revs(target, rev)
+
+    with EnvironmentContext(config, script, fn=steps, destination_rev=target):
+        script.run_env()
 
 
 def _run_once(

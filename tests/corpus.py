@@ -403,7 +403,7 @@ CASES: list[Case] = [
                 'schema="reporting")',
             ),
         ),
-        Expect(False, "down", ("CREATE SCHEMA reporting", "CREATE TABLE reporting.daily_counts")),
+        Expect(False, "down", ("+ schema reporting", "+ table reporting.daily_counts")),
     ),
     Case(
         "view-and-matview",
@@ -498,7 +498,7 @@ CASES: list[Case] = [
                 'op.drop_table_comment("tasks")',
             ),
         ),
-        Expect(False, "down", ("COMMENT ON TABLE public.tasks",)),
+        Expect(False, "down", ("~ comment on table public.tasks",)),
     ),
     Case(
         "downgrade-deletes-rows",
@@ -529,7 +529,7 @@ CASES: list[Case] = [
     Case(
         "downgrade-forgets-table",
         (Migration("add_widgets", WIDGETS, 'op.execute("SELECT 1")'),),
-        Expect(False, "down", ("CREATE TABLE public.widgets",)),
+        Expect(False, "down", ("+ table public.widgets",)),
     ),
     Case(
         "downgrade-not-written",

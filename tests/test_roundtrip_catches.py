@@ -25,7 +25,7 @@ BROKEN = {
         """,
         'op.drop_column("tasks", "reminder_channel")  # forgets the type',
         "down",
-        "CREATE TYPE public.reminder_channel AS ENUM",
+        "+ enum public.reminder_channel (email, push)",
     ),
     "forgets-a-trigger": (
         'op.execute("CREATE TRIGGER trg_users_touch BEFORE UPDATE ON users '
@@ -38,7 +38,7 @@ BROKEN = {
         "op.execute(\"ALTER TABLE tasks ALTER COLUMN description SET DEFAULT ''\")",
         'op.execute("SELECT 1")  # forgets the default',
         "down",
-        "description text DEFAULT ''::text",
+        "~ column public.tasks.description default None → ''::text",
     ),
     "deletes-rows-it-does-not-own": (
         'op.add_column("comments", sa.Column("pinned", sa.Boolean(), nullable=True))',

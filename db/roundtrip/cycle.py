@@ -95,159 +95,199 @@ def _failure_detail(script: Script, error: UserError, direction: str) -> str:
     return detail
 
 
-@dataclass
-class _Tables:
-    """Rows of every table, fingerprinted one by one, by table identity; the rows
-    themselves are kept (they are few) to fingerprint again without some columns."""
-
-    catalog: catalog.Catalog
-    rows: dict[int, Counter]
-    counts: dict[int, int]
-    raw: dict[int, list[tuple]]
-
-    def without_maintained(
-        self, connection: Connection, now: catalog.Relation
-    ) -> tuple[Counter, list[catalog.Column], list[str]] | None:
-        """The fingerprint without the columns a trigger sets on every update of `now`."""
-        columns = self.catalog.table_columns(now.oid)
-        maintained = loss.columns_set_on_update(connection, now)
-        if not maintained or now.oid not in self.raw:
-            return None
-        keep = [i for i, c in enumerate(columns) if c.name not in maintained]
-        left = Counter(loss.row_text([row[i] for i in keep]) for row in self.raw[now.oid])
-        return left, [columns[i] for i in keep], sorted(maintained)
+_TOUCHED = text(
+    "SELECT relid FROM pg_stat_xact_user_tables "
+    "WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 AND relid = ANY(:oids)"
+)
 
 
-def _fingerprint(connection: Connection, cat: catalog.Catalog) -> _Tables:
-    rows, counts, raw = {}, {}, {}
-    for oid, relation in cat.relations.items():
+def _changed_tables(before: catalog.Catalog, after: catalog.Catalog) -> set[int]:
+    """Tables of `after` whose rows may read differently than in `before`: new ones,
+    rewritten ones, and those whose columns changed (added, dropped, retyped, renamed)."""
+    changed = set()
+    for oid, relation in after.relations.items():
         if relation.kind not in ("r", "p"):
             continue
-        raw[oid] = loss.row_values(connection, relation, cat.table_columns(oid))
-        rows[oid] = Counter(loss.row_text(row) for row in raw[oid])
-        counts[oid] = len(raw[oid])
-    return _Tables(cat, rows, counts, raw)
+        old = before.relations.get(oid)
+        if old is None or old.filenode != relation.filenode:
+            changed.add(oid)
+            continue
+        columns_b = [(c.attnum, c.name, c.type) for c in before.table_columns(oid)]
+        columns_a = [(c.attnum, c.name, c.type) for c in after.table_columns(oid)]
+        if columns_b != columns_a:
+            changed.add(oid)
+    return changed
 
 
-def _counts(connection: Connection, cat: catalog.Catalog, oids: list[int]) -> dict[int, int]:
-    return {
-        oid: connection.execute(text(f"SELECT count(*) FROM {cat.relations[oid].sql}")).scalar_one()
-        for oid in oids
+def _tables_of_changed_types(before: catalog.Catalog, after: catalog.Catalog) -> set[int]:
+    """Tables with a column of an enum whose labels changed: they get rows with the new
+    labels."""
+    labels_b = {e.shown: [lb for _, lb in e.labels] for e in before.enums.values()}
+    changed = {
+        oid for oid, e in after.enums.items() if labels_b.get(e.shown) != [lb for _, lb in e.labels]
     }
+    return {c.table for c in after.columns.values() if c.type_oid in changed}
 
 
 class Stairway:
-    """Runs the per-revision cycle on one database, which keeps its rows throughout."""
+    """Runs the per-revision cycle on one database, which keeps its rows throughout.
+
+    Its cost depends on what each revision changes, not on the size of the schema: rows
+    go only into the tables a revision creates or changes, and the rows of a table are
+    read again only after a step touched it (pg_stat_xact_user_tables inside the step's
+    transaction, or a change of the table in the catalog). Schemas are compared with the
+    in-process catalog; the whole chain compares pg_dump snapshots once.
+    """
 
     def __init__(self, server: Server, database: str, connection: Connection) -> None:
         self.server, self.database, self.connection = server, database, connection
         self.filler = sample_data.Filler()
+        self.catalog: catalog.Catalog | None = None
+        self.rows: dict[int, list[tuple]] = {}
+        """The rows of every table now, by table identity, each value as text."""
 
-    def _snapshot(self) -> str:
-        return snapshot.take(self.server, self.database)
-
-    def _catalog(self) -> catalog.Catalog:
+    def _read(self) -> catalog.Catalog:
         found = catalog.read(self.connection)
         self.connection.rollback()
         return found
 
-    def _step(self, script: Script, direction: str) -> float:
-        started = time.perf_counter()
-        runner.run(self.connection, [runner.Step(script, direction)])
-        return time.perf_counter() - started
+    def _refresh(self, cat: catalog.Catalog, oids: set[int]) -> None:
+        for oid in oids:
+            relation = cat.relations.get(oid)
+            if relation is None or relation.kind not in ("r", "p"):
+                continue
+            self.rows[oid] = loss.row_values(self.connection, relation, cat.table_columns(oid))
+        for oid in [o for o in self.rows if o not in cat.relations]:
+            del self.rows[oid]
+        self.connection.rollback()
 
-    def _fill(self, rev: str) -> Result | None:
+    def _step(self, script: Script, direction: str, cat: catalog.Catalog) -> tuple[float, set]:
+        """One step; the seconds it took and the tables whose rows it wrote."""
+        touched: set[int] = set()
+        oids = [o for o, r in cat.relations.items() if r.kind in ("r", "p")]
+
+        def inside(step: runner.Step, seconds: float) -> None:
+            # Still inside the step's transaction: its own row counts are visible here.
+            touched.update(self.connection.execute(_TOUCHED, {"oids": oids}).scalars())
+
+        started = time.perf_counter()
+        runner.run(self.connection, [runner.Step(script, direction)], on_step=inside)
+        if uses_autocommit(script):  # statements committed on their own: not counted
+            touched.update(oids)
+        return time.perf_counter() - started, touched
+
+    def _fill(self, rev: str, cat: catalog.Catalog, oids: set[int]) -> Result | None:
+        names = {cat.relations[o].sql for o in oids if o in cat.relations}
+        if not names:
+            return None
         try:
-            self.filler.fill(self.connection)
+            self.filler.fill(self.connection, only=names)
         except UserError as error:
             if self.connection.in_transaction():
                 self.connection.rollback()
             return Result(rev, "sample rows", FAIL, detail=error.render(), note=error.message)
+        self._refresh(cat, oids)
         return None
 
     def revision(self, script: Script) -> list[Result]:
         """The cycle for one revision; the database must be at its parent."""
         rev = script.revision
-        if failed := self._fill(rev):
-            return [failed]
-        before, cat_before = self._snapshot(), self._catalog()
-        rows_before = _fingerprint(self.connection, cat_before)
-        self.connection.rollback()
+        if self.catalog is None:  # the first revision: rows in whatever is there already
+            self.catalog = self._read()
+            self._refresh(self.catalog, set(self.catalog.relations))
+            if failed := self._fill(rev, self.catalog, set(self.rows)):
+                return [failed]
+        cat_before = self.catalog
+        rows_before = dict(self.rows)
         try:
-            results = [Result(rev, "up", OK, self._step(script, "up"))]
+            seconds, touched_up = self._step(script, "up", cat_before)
         except UserError as error:
             return [Result(rev, "up", FAIL, detail=_failure_detail(script, error, "up"))]
-        after, cat_after = self._snapshot(), self._catalog()
-        data_only = after == before
+        results = [Result(rev, "up", OK, seconds)]
+        cat_after = self.catalog = self._read()
+        changed_up = _changed_tables(cat_before, cat_after)
+        self._refresh(cat_after, touched_up | changed_up)
+        lines_before, lines_after = cat_before.lines(), cat_after.lines()
+        data_only = lines_after == lines_before
 
         if reason := declared(script, "irreversible"):
             return [*results, Result(rev, "down", SKIPPED, note=f"irreversible: {reason}")]
-        if failed := self._fill(rev):
+        # Rows at R, in what R created or changed: new labels, new columns, new tables.
+        if failed := self._fill(
+            rev, cat_after, changed_up | _tables_of_changed_types(cat_before, cat_after)
+        ):
             return [*results, failed]
         created = loss.dropped(self.connection, cat_after, cat_before)
-        kept = [oid for oid in cat_before.relations if oid in cat_after.relations]
-        counts_at_rev = _counts(
-            self.connection, cat_after, [o for o in kept if o in rows_before.rows]
-        )
         self.connection.rollback()
+        counts_at_rev = {oid: len(self.rows.get(oid, [])) for oid in rows_before}
 
         try:
-            seconds = self._step(script, "down")
+            seconds, touched_down = self._step(script, "down", cat_after)
         except UserError as error:
             return [
                 *results,
                 Result(rev, "down", FAIL, detail=_failure_detail(script, error, "down")),
                 Result(rev, "up again", SKIPPED, note="the down step failed"),
             ]
-        actual = self._snapshot()
-        if actual != before:
-            cause = f"downgrade() of {rev} forgets something its upgrade() does."
-            if static.downgrade_does_nothing(revisions.path_of(script)):
-                cause = (
-                    f"downgrade() of {rev} does nothing, but its upgrade() changes the schema. "
-                    'Write it, or declare irreversible = "why" at module level.'
-                )
-            detail = (
-                f"the schema after down of {rev} differs from the schema before up.\n"
-                f"Likely cause: {cause}\n"
-                + snapshot.diff(before, actual, f"{rev} before up", f"{rev} after down")
-            )
+        cat_down = self.catalog = self._read()
+        changed_down = _changed_tables(cat_after, cat_down)
+        self._refresh(cat_down, touched_down | changed_down)
+        if cat_down.lines() != lines_before:
             return [
                 *results,
-                Result(rev, "down", FAIL, seconds, detail, note="schema differs after down"),
+                Result(
+                    rev,
+                    "down",
+                    FAIL,
+                    seconds,
+                    _schema_differs(script, "down", cat_before, cat_down, "before up"),
+                    note="schema differs after down",
+                ),
                 Result(rev, "data", SKIPPED, note="the schema after down differs"),
                 Result(rev, "up again", SKIPPED, note="the schema after down differs"),
             ]
         results.append(Result(rev, "down", OK, seconds))
+        suspects = touched_up | changed_up | touched_down | changed_down
         results.append(
-            self._data_result(script, cat_before, rows_before, counts_at_rev, created, data_only)
+            self._data_result(
+                script,
+                cat_before,
+                cat_down,
+                rows_before,
+                counts_at_rev,
+                suspects,
+                created,
+                data_only,
+            )
         )
         try:
-            seconds = self._step(script, "up")
+            seconds, touched_again = self._step(script, "up", cat_down)
         except UserError as error:
             detail = (
                 f"{rev} went up, down and then failed to go up again, with rows present.\n"
                 + _failure_detail(script, error, "up")
             )
             return [*results, Result(rev, "up again", FAIL, detail=detail)]
-        again = self._snapshot()
+        cat_again = self.catalog = self._read()
+        changed_again = _changed_tables(cat_down, cat_again)
+        self._refresh(cat_again, touched_again | changed_again)
         detail = ""
-        if again != after:
-            detail = (
-                f"the schema after up again of {rev} differs from the schema after the first "
-                "up.\nLikely cause: the upgrade depends on something the first run left "
-                "behind, or on the data.\n"
-                + snapshot.diff(after, again, f"{rev} after up", f"{rev} after up again")
-            )
+        if cat_again.lines() != lines_after:
+            detail = _schema_differs(script, "up again", cat_after, cat_again, "after up")
         results.append(Result(rev, "up again", FAIL if detail else OK, seconds, detail))
+        # What the down dropped comes back empty: rows again, for the revisions after this.
+        if not detail and (failed := self._fill(rev, cat_again, changed_again)):
+            results.append(failed)
         return results
 
     def _data_result(
         self,
         script: Script,
         cat_before: catalog.Catalog,
-        rows_before: _Tables,
+        cat_down: catalog.Catalog,
+        rows_before: dict[int, list[tuple]],
         counts_at_rev: dict[int, int],
+        suspects: set[int],
         created: loss.Loss,
         data_only: bool,
     ) -> Result:
@@ -259,35 +299,42 @@ class Stairway:
                 OK,
                 note="data-only migration: its empty downgrade leaves the data as up made it",
             )
-        now = self._catalog()
         problems, ignored = [], []
-        for oid, before_rows in rows_before.rows.items():
+        for oid, before in rows_before.items():
             relation = cat_before.relations[oid]
-            current = now.relation_named(relation.shown)
+            current = cat_down.relation_named(relation.shown)
             if current is None:
                 continue  # the schema comparison reports a missing table
-            columns = now.table_columns(current.oid)
-            now_rows = loss.row_multiset(self.connection, current, columns)
-            missing = sum((before_rows - now_rows).values())
-            if missing and (kept := rows_before.without_maintained(self.connection, current)):
-                # A backfill fires the table's updated_at trigger: not the rollback's doing.
-                left, columns_left, maintained = kept
-                now_rows = loss.row_multiset(self.connection, current, columns_left)
-                missing = sum((left - now_rows).values())
-                ignored += [f"{relation.shown}.{name}" for name in maintained]
+            if oid not in suspects and current.oid == oid:
+                continue  # no step wrote to it, and its columns are as they were
+            now = self.rows.get(current.oid, [])
+            missing = sum((Counter(before) - Counter(now)).values())
             if missing:
-                total = catalog.counted(rows_before.counts[oid], "row")
+                # A backfill fires the table's updated_at trigger: not the rollback's doing.
+                maintained = loss.columns_set_on_update(self.connection, current)
+                self.connection.rollback()
+                if maintained:
+                    columns = cat_down.table_columns(current.oid)
+                    keep = [i for i, c in enumerate(columns) if c.name not in maintained]
+                    missing = sum(
+                        (
+                            Counter(tuple(r[i] for i in keep) for r in before)
+                            - Counter(tuple(r[i] for i in keep) for r in now)
+                        ).values()
+                    )
+                    ignored += [f"{relation.shown}.{name}" for name in sorted(maintained)]
+            if missing:
+                total = catalog.counted(len(before), "row")
                 problems.append(
                     f"  {relation.shown}: {missing} of {total} that existed before up are gone "
                     "or changed"
                 )
-            if oid in counts_at_rev and sum(now_rows.values()) < counts_at_rev[oid]:
-                lost = counts_at_rev[oid] - sum(now_rows.values())
+            if len(now) < counts_at_rev.get(oid, 0):
+                lost = counts_at_rev[oid] - len(now)
                 problems.append(
                     f"  {relation.shown}: {catalog.counted(lost, 'row')} added at {rev} "
                     "deleted by down"
                 )
-        self.connection.rollback()
         dropped = "; ".join(created.lines)
         if not problems:
             note = f"drops what {rev} created: {dropped}" if dropped else "no rows lost"
@@ -306,6 +353,37 @@ class Stairway:
             "so that reviewers see it."
         )
         return Result(rev, "data", FAIL, detail=detail, note="rows lost on rollback")
+
+
+def uses_autocommit(script: Script) -> bool:
+    return runner.uses_autocommit(revisions.path_of(script))
+
+
+def _schema_differs(
+    script: Script, step: str, expected: catalog.Catalog, actual: catalog.Catalog, label: str
+) -> str:
+    rev = script.revision
+    if step == "down":
+        cause = f"downgrade() of {rev} forgets something its upgrade() does."
+        if static.downgrade_does_nothing(revisions.path_of(script)):
+            cause = (
+                f"downgrade() of {rev} does nothing, but its upgrade() changes the schema. "
+                'Write it, or declare irreversible = "why" at module level.'
+            )
+    else:
+        cause = "the upgrade depends on something the first run left behind, or on the data."
+    changes = "\n".join(f"  {line}" for line in catalog.changes(expected, actual))
+    return (
+        f"the schema after {step} of {rev} differs from the schema {label}.\n"
+        f"Likely cause: {cause}\n"
+        f"What differs ({label} → after {step}):\n{changes}\n"
+        + snapshot.diff(
+            "\n".join(expected.lines()) + "\n",
+            "\n".join(actual.lines()) + "\n",
+            f"{rev} {label}",
+            f"{rev} after {step}",
+        )
+    )
 
 
 def _engine(server: Server, database: str) -> Engine:

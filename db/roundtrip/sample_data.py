@@ -151,15 +151,20 @@ class Filler:
 
     def __init__(self) -> None:
         self.round = 0
+        self._only: set[str] | None = None
 
-    def fill(self, connection: Connection) -> dict[str, int]:
-        """Insert rows into every table in the app schemas; return rows added per table."""
+    def fill(self, connection: Connection, only: set[str] | None = None) -> dict[str, int]:
+        """Insert rows into every table in the app schemas (or those named in `only`,
+        quoted and qualified); return rows added per table."""
         first = self.round * ROWS_PER_ROUND + 1
         self.round += 1
+        self._only = only
         added: dict[str, int] = defaultdict(int)
         with connection.begin():
             tables = read_tables(connection)
             for table in _in_dependency_order(tables):
+                if only is not None and table.qualified not in only:
+                    continue
                 for n in range(first, first + ROWS_PER_ROUND):
                     self._insert(connection, tables, table, n, first)
                     added[table.qualified] += 1
@@ -180,6 +185,7 @@ class Filler:
                 parent_column is not None
                 and parent_column.type_name == "uuid"
                 and not SAMPLES.get(f"{target.name}.{referred_column}")
+                and (self._only is None or referred in self._only)
             ):
                 return _uuid(target.name, referred_column, n)
             return (
