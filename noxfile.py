@@ -57,3 +57,12 @@ def roundtrip(session: nox.Session, server: str) -> None:
     if reason and reason.strip():
         session.skip(f"{server} is not available here: {reason.strip()}")
     session.run("invoke", "migrate.roundtrip", "--server", server, *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not in the default run): apply vs bare Alembic, roundtrip vs pytest-alembic."""
+    _install(session)
+    # pytest-alembic 0.13 cannot collect under pytest 9.
+    session.install("pytest>=8,<9", "pytest-alembic==0.13.1")
+    session.run("python", "benchmarks/run.py", *session.posargs)

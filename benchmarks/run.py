@@ -1,0 +1,238 @@
+"""The benchmarks behind `nox -s bench`: whole processes, timed from outside, medians.
+
+- apply: `invoke migrate.up` on an empty database against a bare Alembic environment
+  (a minimal env.py, `alembic upgrade head`) running the same migration files; and at
+  head (nothing to do) against `alembic current`.
+- roundtrip: `invoke migrate.roundtrip` against pytest-alembic's test_up_down_consistency
+  and test_downgrade_leaves_no_trace, on the same generated chain (benchmarks/chain.py)
+  and the same server, at each size; and the growth between the sizes.
+
+Everything runs on one throwaway PostgreSQL (db/throwaway.py). Peak memory is the
+largest resident set among the process and its children, as the kernel accounts it.
+
+`python benchmarks/run.py [--sizes 50,200] [--runs 5] [--roundtrip-runs 1]
+[--no-pytest-alembic]`
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.chain import generate
+from db import urls
+from db.throwaway import Server, throwaway_server
+
+BARE_ENV = """
+import os
+
+from alembic import context
+from sqlalchemy import create_engine
+
+with create_engine(os.environ["ALEMBIC_URL"]).connect() as connection:
+    context.configure(connection=connection, transaction_per_migration=True)
+    with context.begin_transaction():
+        context.run_migrations()
+"""
+
+PYTEST_ALEMBIC_CONFTEST = """
+import os
+
+import pytest
+from alembic.config import Config
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+
+@pytest.fixture
+def alembic_config():
+    return Config(toml_file="pyproject.toml")
+
+
+@pytest.fixture
+def alembic_engine():
+    return create_engine(os.environ["BENCH_DATABASE_URL"], poolclass=NullPool)
+"""
+
+
+@dataclass
+class Row:
+    what: str
+    ours: list[float]
+    theirs: list[float]
+    ours_mib: float = 0.0
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ours) / statistics.median(self.theirs)
+
+
+def timed(argv: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """Seconds and peak memory (MiB) of one whole process; exits on failure."""
+    started = time.perf_counter()
+    process = subprocess.Popen(
+        argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    _, status, usage = os.wait4(process.pid, 0)
+    seconds = time.perf_counter() - started
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        error = process.stderr.read().decode(errors="replace") if process.stderr else ""
+        raise SystemExit(f"{' '.join(argv)} failed (exit {code}):\n{error[-3000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def environ(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEST_DATABASE_URL")}
+    env.update(extra)
+    return env
+
+
+class Bench:
+    def __init__(self, server: Server, copy: Path) -> None:
+        self.server, self.copy = server, copy
+
+    def database(self) -> tuple[str, str, str]:
+        """A new database: its name, libpq URL and SQLAlchemy URL."""
+        url = self.server.create_database()
+        return (
+            str(url.database),
+            urls.libpq(url).render_as_string(hide_password=False),
+            url.render_as_string(hide_password=False),
+        )
+
+    def bare_alembic(self) -> Path:
+        folder = self.copy / "bare_alembic"
+        folder.mkdir(exist_ok=True)
+        (folder / "env.py").write_text(BARE_ENV)
+        ini = self.copy / "bare_alembic.ini"
+        versions = self.copy / "db" / "migrations" / "versions"
+        ini.write_text(
+            f"[alembic]\nscript_location = {folder}\nversion_locations = {versions}\n"
+            "prepend_sys_path = .\n"
+        )
+        return ini
+
+    def ours(self, libpq: str, *task: str) -> tuple[float, float]:
+        argv = [sys.executable, "-m", "invoke", *task]
+        return timed(argv, self.copy, environ(DATABASE_URL=libpq))
+
+    def alembic(self, ini: Path, url: str, *verb: str) -> tuple[float, float]:
+        argv = [sys.executable, "-m", "alembic", "-c", str(ini), *verb]
+        return timed(argv, self.copy, environ(ALEMBIC_URL=url))
+
+    def apply(self, runs: int) -> list[Row]:
+        ini = self.bare_alembic()
+        empty = Row("migrate.up, empty database / bare `alembic upgrade head`", [], [])
+        at_head = Row("migrate.up at head (nothing to do) / `alembic current`", [], [])
+        for _ in range(runs):
+            name, libpq, _ = self.database()
+            seconds, mib = self.ours(libpq, "migrate.up")
+            empty.ours.append(seconds)
+            empty.ours_mib = max(empty.ours_mib, mib)
+            at_head.ours.append(self.ours(libpq, "migrate.up")[0])
+            self.server.drop_database(name)
+            name, _, url = self.database()
+            empty.theirs.append(self.alembic(ini, url, "upgrade", "head")[0])
+            at_head.theirs.append(self.alembic(ini, url, "current")[0])
+            self.server.drop_database(name)
+        return [empty, at_head]
+
+    def roundtrip(self, runs: int, pytest_alembic: bool) -> Row:
+        row = Row("migrate.roundtrip / pytest-alembic (up_down_consistency + no_trace)", [], [])
+        (self.copy / "bench_conftest").mkdir(exist_ok=True)
+        (self.copy / "bench_conftest" / "conftest.py").write_text(PYTEST_ALEMBIC_CONFTEST)
+        admin = urls.libpq(self.server.admin_url).render_as_string(hide_password=False)
+        for _ in range(runs):
+            seconds, mib = timed(
+                [sys.executable, "-m", "invoke", "migrate.roundtrip"],
+                self.copy,
+                environ(TEST_DATABASE_URL=admin),
+            )
+            row.ours.append(seconds)
+            row.ours_mib = max(row.ours_mib, mib)
+            if not pytest_alembic:
+                continue
+            name, _, url = self.database()
+            row.theirs.append(
+                timed(
+                    [
+                        sys.executable,
+                        "-m",
+                        "pytest",
+                        "-q",
+                        "-p",
+                        "no:cacheprovider",
+                        "--rootdir",
+                        str(self.copy / "bench_conftest"),
+                        "-c",
+                        "/dev/null",
+                        "--test-alembic",
+                        "-o",
+                        "pytest_alembic_include_experimental=downgrade_leaves_no_trace",
+                        "-k",
+                        "up_down_consistency or downgrade_leaves_no_trace",
+                        str(self.copy / "bench_conftest"),
+                    ],
+                    self.copy,
+                    environ(BENCH_DATABASE_URL=url, PYTHONPATH=str(self.copy)),
+                )[0]
+            )
+            self.server.drop_database(name)
+        return row
+
+
+def _median(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} s" if values else "-"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="50,200")
+    parser.add_argument("--runs", type=int, default=5, help="runs of each apply measurement")
+    parser.add_argument("--roundtrip-runs", type=int, default=1)
+    parser.add_argument("--no-pytest-alembic", action="store_true")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows: list[Row] = []
+    roundtrips: dict[int, Row] = {}
+    with throwaway_server() as server, tempfile.TemporaryDirectory() as tmp:
+        print(f"server: {server.kind}, PostgreSQL {server.version}", flush=True)
+        for size in sizes:
+            copy = generate(size, Path(tmp) / f"chain{size}")
+            bench = Bench(server, copy)
+            if size == sizes[0]:
+                rows += bench.apply(args.runs)
+            row = bench.roundtrip(args.roundtrip_runs, not args.no_pytest_alembic)
+            row.what = f"{size} migrations: {row.what}"
+            roundtrips[size] = row
+            rows.append(row)
+            print(f"  measured {row.what}", flush=True)
+    print()
+    print(f"{'what':<86} {'ours':>9} {'theirs':>9} {'ratio':>6} {'peak':>9}")
+    for row in rows:
+        ratio = f"{row.ratio:.2f}" if row.theirs else "-"
+        peak = f"{row.ours_mib:.0f} MiB" if row.ours_mib else ""
+        print(
+            f"{row.what:<86} {_median(row.ours):>9} {_median(row.theirs):>9} {ratio:>6} {peak:>9}"
+        )
+    if len(sizes) > 1:
+        small, large = roundtrips[sizes[0]], roundtrips[sizes[-1]]
+        growth = statistics.median(large.ours) / statistics.median(small.ours)
+        print(
+            f"roundtrip growth from {sizes[0]} to {sizes[-1]} migrations: x{growth:.2f} "
+            f"(linear would be x{sizes[-1] / sizes[0]:.2f})"
+        )
+
+
+if __name__ == "__main__":
+    main()
