@@ -46,6 +46,8 @@ class Case:
     """Key words of `migrate.plan --down` at head."""
     whole_chain: bool = False
     """Run the whole roundtrip (static checks, stairway, whole chain, models)."""
+    lint: Expect | None = None
+    """`migrate.lint` (squawk) on the chain; `words` are rule names."""
 
 
 def _indent(code: str) -> str:
@@ -177,6 +179,7 @@ CASES: list[Case] = [
         guard=Expect(False, "refused", ("table public.tasks", "changed")),
         plan=("+ enum label public.task_status 'on_hold'",),
         plan_down=("- enum label public.task_status 'on_hold'",),
+        lint=Expect(True),
     ),
     Case(
         "enum-label-add-unsafe-downgrade",
@@ -226,6 +229,20 @@ CASES: list[Case] = [
         guard=Expect(True),
         plan=("+ index ix_tasks_due_date on public.tasks",),
         plan_down=("- index ix_tasks_due_date on public.tasks",),
+        lint=Expect(True),
+    ),
+    Case(
+        "index-without-concurrently",
+        (
+            Migration(
+                "index_due_date",
+                'op.create_index("ix_tasks_due_date", "tasks", ["due_date"])',
+                'op.drop_index("ix_tasks_due_date", table_name="tasks")',
+            ),
+        ),
+        Expect(True),
+        guard=Expect(True),
+        lint=Expect(False, "lint", ("require-concurrent-index-creation",)),
     ),
     Case(
         "online-index-drop",
@@ -277,6 +294,7 @@ CASES: list[Case] = [
         guard=Expect(True),
         plan=("~ column public.tasks.title renamed to name",),
         plan_down=("~ column public.tasks.name renamed to title",),
+        lint=Expect(False, "lint", ("renaming-column",)),
     ),
     Case(
         "table-rename",
@@ -350,6 +368,7 @@ CASES: list[Case] = [
         Expect(True, "data", ("drops what 002 created", "column public.tasks.weight")),
         guard=Expect(False, "refused", ("column public.tasks.weight",)),
         plan=("+ column public.tasks.weight smallint not null default '3'::smallint",),
+        lint=Expect(False, "lint", ("adding-not-nullable-field",)),
     ),
     Case(
         "data-only",
@@ -377,6 +396,7 @@ CASES: list[Case] = [
         (Migration("add_widgets", WIDGETS, 'op.drop_table("widgets")'),),
         Expect(True, "data", ("drops what 002 created: table public.widgets",)),
         guard=Expect(False, "refused", ("table public.widgets",)),
+        lint=Expect(False, "lint", ("prefer-identity", "prefer-text-field")),
     ),
     Case(
         "other-schema",
