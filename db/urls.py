@@ -6,11 +6,15 @@ Users give libpq URLs (`postgresql://`, `postgres://`) or SQLAlchemy's
 
 from __future__ import annotations
 
+import configparser
 import ipaddress
 import os
 import re
+from collections.abc import Mapping
+from pathlib import Path
 from urllib.parse import unquote
 
+from psycopg.conninfo import conninfo_to_dict
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError
 
@@ -42,6 +46,14 @@ def parse(raw: str, source: str = "DATABASE_URL") -> URL:
         raise ConfigError(
             f"{source} has the scheme {scheme!r}, which is not PostgreSQL through psycopg 3.",
             f"use postgresql://, postgres:// or postgresql+psycopg://, e.g. {EXAMPLE}",
+        )
+    authority = text[len(scheme) + 3 :].split("/", 1)[0].split("?", 1)[0]
+    if authority.count("@") > 1:
+        # SQLAlchemy would take what follows the first @ of the password for the host, and
+        # print it and resolve it as one: never echo any of it.
+        raise ConfigError(
+            f"{source} has more than one @ before the host: the password contains an unescaped @.",
+            "percent-encode special characters in the password (@ is %40, / is %2F, : is %3A)",
         )
     try:
         url = make_url(DRIVER + text[len(scheme) :])
@@ -101,20 +113,64 @@ def redact_text(text: str, url: URL | None = None) -> str:
     return text
 
 
-def host_of(url: URL) -> str | None:
-    """The host the URL connects to: its host, a `?host=` socket directory, or None."""
-    host = url.host or url.query.get("host")
-    if isinstance(host, tuple):
-        host = host[0]
-    return host or None
+def _service_entries(service: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The entries of `service` in the connection service file libpq would read."""
+    candidates = []
+    if environ.get("PGSERVICEFILE"):
+        candidates.append(Path(environ["PGSERVICEFILE"]))
+    else:
+        candidates.append(Path.home() / ".pg_service.conf")
+    if environ.get("PGSYSCONFDIR"):
+        candidates.append(Path(environ["PGSYSCONFDIR"]) / "pg_service.conf")
+    candidates.append(Path("/etc/postgresql-common/pg_service.conf"))
+    for path in candidates:
+        parser = configparser.ConfigParser(interpolation=None)
+        try:
+            parser.read(path)
+        except (configparser.Error, OSError):
+            continue
+        if parser.has_section(service):
+            return dict(parser.items(service))
+    return {}
 
 
-def is_local(url: URL) -> bool:
-    """True for unix sockets and loopback addresses: the databases a reset may wipe."""
-    host = host_of(url)
-    if host is None or host.startswith("/") or host == "localhost":
+def effective_hosts(url: URL, environ: Mapping[str, str] | None = None) -> list[str]:
+    """Where libpq will really connect for `url`: the URL's own host and hostaddr, then a
+    service file's entries, then PGHOST/PGHOSTADDR/PGSERVICE, as libpq applies them.
+
+    hostaddr, when given, is the address connected to (host then only names it).
+    An empty list means libpq's default: the local unix socket.
+    """
+    env = os.environ if environ is None else environ
+    conninfo, _ = libpq_handoff(url)
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v not in (None, "")}
+    service = params.get("service") or env.get("PGSERVICE")
+    if service:
+        for key, value in _service_entries(service, env).items():
+            params.setdefault(key, value)
+    for key, variable in (("host", "PGHOST"), ("hostaddr", "PGHOSTADDR")):
+        if key not in params and env.get(variable):
+            params[key] = env[variable]
+    chosen = params.get("hostaddr") or params.get("host") or ""
+    return [h.strip() for h in chosen.split(",") if h.strip()]
+
+
+def _is_local_host(host: str) -> bool:
+    if host.startswith("/") or host.startswith("@") or host == "localhost":
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def host_of(url: URL) -> str | None:
+    """The first host the URL connects to (see effective_hosts), or None for the default."""
+    hosts = effective_hosts(url)
+    return hosts[0] if hosts else None
+
+
+def is_local(url: URL, environ: Mapping[str, str] | None = None) -> bool:
+    """True when every host libpq would use is a unix socket or a loopback address: the
+    databases a reset may wipe without --force. Decided before connecting."""
+    return all(_is_local_host(host) for host in effective_hosts(url, environ))
