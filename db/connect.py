@@ -46,6 +46,12 @@ def engine_for(url: URL, settings: Settings, application_name: str = APPLICATION
         connect_args={
             "connect_timeout": settings.connect_timeout,
             "application_name": application_name,
+            # A peer that vanished (network, failover) is noticed within about a minute
+            # rather than the kernel's two hours; unix sockets ignore these.
+            "keepalives": 1,
+            "keepalives_idle": 30,
+            "keepalives_interval": 10,
+            "keepalives_count": 3,
         },
     )
 

@@ -58,6 +58,12 @@ class LockTimeout(UserError):
     exit_code = 6
 
 
+class LockLost(UserError):
+    """The run's migration lock went away while it was migrating."""
+
+    exit_code = 6
+
+
 class ChecksumMismatch(UserError):
     """An applied migration's file was edited or deleted after it was applied."""
 

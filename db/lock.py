@@ -9,6 +9,7 @@ loses its session, and the server releases the lock with it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,8 +20,10 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
 from db import connect
-from db.errors import LockTimeout
+from db.errors import LockLost, LockTimeout
 from db.output import waiting
+
+log = logging.getLogger(__name__)
 
 LOCK_NAME = "worktracker-schema/migrations"
 # Every copy of the tool derives the same 64-bit key from the same name.
@@ -31,25 +34,33 @@ POLL_SECONDS = 0.2
 @dataclass(frozen=True)
 class Holder:
     pid: int
-    application_name: str
-    client: str
+    application_name: str | None
+    client: str | None
     user: str
-    since: datetime
+    since: datetime | None
+    """None when pg_stat_activity hides another role's session from us."""
 
     def describe(self, now: datetime | None = None) -> str:
+        if self.since is None:
+            # Without pg_read_all_stats, other roles' sessions show little but pid and user.
+            return (
+                f"pid {self.pid} (user {self.user}; its other details are hidden from this "
+                "role, which lacks pg_read_all_stats)"
+            )
         now = now or datetime.now(UTC)
         held = (now - self.since).total_seconds()
         return (
             f"pid {self.pid} ({self.application_name or 'no application_name'}, "
-            f"user {self.user}, from {self.client}), connected since "
+            f"user {self.user}, from {self.client or 'an unknown client'}), connected since "
             f"{self.since:%Y-%m-%d %H:%M:%S %Z} ({held:.0f} s ago)"
         )
 
 
 _HOLDER = text(
     """
-    SELECT a.pid, coalesce(a.application_name, '') AS application_name,
-           coalesce(host(a.client_addr), 'local socket') AS client,
+    SELECT a.pid, a.application_name,
+           CASE WHEN a.backend_start IS NOT NULL
+                THEN coalesce(host(a.client_addr), 'local socket') END AS client,
            coalesce(a.usename::text, '?') AS user, a.backend_start AS since
       FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
      WHERE l.locktype = 'advisory' AND l.granted
@@ -61,8 +72,7 @@ _HOLDER = text(
 
 def holder(connection: Connection) -> Holder | None:
     """Who holds the migration lock on this database, if anyone."""
-    unsigned = LOCK_KEY & 0xFFFF_FFFF_FFFF_FFFF
-    row = connection.execute(_HOLDER, {"hi": unsigned >> 32, "lo": unsigned & 0xFFFF_FFFF}).first()
+    row = connection.execute(_HOLDER, _key_parts()).first()
     connection.commit()
     return Holder(**row._mapping) if row else None
 
@@ -75,24 +85,78 @@ def _try(connection: Connection) -> bool:
     return bool(got)
 
 
+_HELD = text(
+    """
+    SELECT EXISTS (
+        SELECT 1 FROM pg_locks
+         WHERE locktype = 'advisory' AND granted AND pid = :pid
+           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+           AND classid = :hi AND objid = :lo AND objsubid = 1)
+    """
+)
+
+
+def _key_parts() -> dict[str, int]:
+    unsigned = LOCK_KEY & 0xFFFF_FFFF_FFFF_FFFF
+    return {"hi": unsigned >> 32, "lo": unsigned & 0xFFFF_FFFF}
+
+
+@dataclass(frozen=True)
+class Held:
+    """The lock as a run holds it: the backend of its own session."""
+
+    pid: int
+
+    def ensure(self, connection: Connection) -> None:
+        """Raise LockLost unless the lock's session still holds it; `connection` is any
+        other connection to the same database (the migrations' own, inside a step)."""
+        held = connection.execute(_HELD, {"pid": self.pid, **_key_parts()}).scalar()
+        if not held:
+            raise LockLost(
+                f"the migration lock was lost: its session (pid {self.pid}) ended or let go "
+                "while this run was migrating, so another run may be migrating too.",
+                "the step in progress was rolled back. Find out what ended the session "
+                "(idle_session_timeout, pg_terminate_backend, a restart), then run again",
+            )
+
+
+# The lock's session sits idle for the whole run: server-side idle timeouts (a common
+# hardening) would end it and release the lock under the run's feet.
+_LOCK_SESSION = [
+    "SET idle_in_transaction_session_timeout = 0",
+    "SET statement_timeout = 0",
+]
+_LOCK_SESSION_14 = ["SET idle_session_timeout = 0"]
+
+
 @contextmanager
 def migration_lock(
     engine: Engine, timeout: float, say: Callable[[str], None] = print
-) -> Iterator[None]:
+) -> Iterator[Held]:
     """Hold the migration lock for the duration of the block, waiting up to `timeout` s.
 
     `engine` is used for one dedicated connection, never shared with the migrations.
     """
     with connect.connect(engine) as connection:
+        statements = list(_LOCK_SESSION)
+        if connection.dialect.server_version_info >= (14,):
+            statements += _LOCK_SESSION_14
+        for statement in statements:
+            connection.execute(text(statement))
+        pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        connection.commit()
         if not _try(connection):
             _wait(connection, timeout, say)
         try:
-            yield
+            yield Held(pid)
         finally:
-            # Closing the session would release it too; unlocking says so explicitly.
-            if not connection.closed and not connection.invalidated:
+            # Closing the session would release it too; unlocking says so explicitly. A
+            # session that died must not hide the error that ended the run.
+            try:
                 connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": LOCK_KEY})
                 connection.commit()
+            except Exception as exc:
+                log.info("could not unlock (the session is gone): %s", exc)
 
 
 def _wait(connection: Connection, timeout: float, say: Callable[[str], None]) -> None:

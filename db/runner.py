@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from db import catalog, history, revisions, settings
-from db.errors import MigrationFailed, RevisionError
+from db.errors import LockLost, MigrationFailed, RevisionError, UserError
 from db.settings import BOOKKEEPING_SCHEMA, Timeouts
 
 log = logging.getLogger(__name__)
@@ -243,6 +243,7 @@ def _run_once(
     plan: list[Step],
     on_step: StepDone | None,
     who: history.Who | None,
+    before_commit: Callable[[Connection], None] | None = None,
     **attributes,
 ) -> None:
     done: list[Step] = []
@@ -262,6 +263,8 @@ def _run_once(
         # was, so `migrate.up` never reports success over an INVALID index.
         if finished.online and not rehearsal and (bad := catalog.invalid_indexes(ctx.connection)):
             raise InvalidIndexes(bad)
+        if before_commit is not None:
+            before_commit(ctx.connection)  # e.g. the run still holds the migration lock
         if who is not None:
             _record(ctx.connection, who, finished, started_at, seconds)
         done.append(finished)
@@ -288,6 +291,7 @@ def run(
     who: history.Who | None = None,
     timeouts: Timeouts | None = None,
     say: Callable[[str], None] | None = None,
+    before_commit: Callable[[Connection], None] | None = None,
 ) -> None:
     """Apply `plan` on `connection`, which must have no open transaction.
 
@@ -311,6 +315,8 @@ def run(
         # A backend notices within a second that its client died (kill -9, lost network)
         # and rolls back, instead of holding its locks until its statement ends.
         statements.append("SET client_connection_check_interval = 1000")
+        # A hardened role's idle timeout must not end the run between two steps.
+        statements.append("SET idle_session_timeout = 0")
     for statement in statements:
         connection.execute(text(statement))
     connection.commit()
@@ -318,7 +324,7 @@ def run(
     remaining, attempt = plan, 1
     while True:
         try:
-            _run_once(connection, remaining, on_step, who)
+            _run_once(connection, remaining, on_step, who, before_commit)
             return
         except _StepFailed as failure:
             retry = failure.lock_timed_out and attempt <= timeouts.retries
@@ -366,10 +372,16 @@ def _fix_for(left: list[str]) -> str:
 
 def _migration_failed(
     failure: _StepFailed, error: str, attempts: int, left: list[str] | None = None
-) -> MigrationFailed:
+) -> UserError:
     step = failure.step
     at = step.from_revision or "base"
     where = _where_it_failed(failure.error, step)
+    if isinstance(failure.error, LockLost):
+        return LockLost(
+            f"migration {step.revision} ({step.description}) stopped going {step.direction}: "
+            f"{failure.error.message}",
+            f"it was rolled back, so the database is at {at}. {failure.error.hint}",
+        )
     if isinstance(failure.error, InvalidIndexes):
         names = ", ".join(failure.error.names)
         return MigrationFailed(

@@ -34,6 +34,7 @@ class Target:
     url: URL
     connection: Connection
     who: history.Who | None = None
+    lock: lock.Held | None = None
 
     @property
     def label(self) -> str:
@@ -67,7 +68,8 @@ def changing_target(
         lock_engine = connect.engine_for(
             target.url, target.settings, f"{settings.APPLICATION_NAME} (lock)"
         )
-        with lock.migration_lock(lock_engine, target.settings.lock_timeout, say):
+        with lock.migration_lock(lock_engine, target.settings.lock_timeout, say) as held:
+            target.lock = held
             if bookkeeping:
                 history.ensure_table(target.connection)
                 target.who = history.Who.here()
@@ -97,6 +99,7 @@ def apply_plan(target: Target, plan: list[runner.Step], verb: str) -> None:
         who=target.who,
         timeouts=settings.timeouts(),
         say=say,
+        before_commit=target.lock.ensure if target.lock is not None else None,
     )
     elapsed = time.perf_counter() - started
     say(f"Done: at {end} ({len(plan)} migration{'s' if len(plan) != 1 else ''}, {elapsed:.2f} s).")
