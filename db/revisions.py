@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import traceback
+import warnings
 from pathlib import Path
 
 from alembic.config import Config
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 
-from db.errors import RevisionError
+from db.errors import ConfigError, RevisionError
 from db.settings import PROJECT_ROOT, PYPROJECT, versions_dir
 
 FILENAME = re.compile(r"^(?P<rev>\d{3})_(?P<slug>[a-z0-9]+(?:_[a-z0-9]+)*)\.py$")
@@ -51,20 +53,65 @@ def _listing(folder: Path) -> tuple:
         )
 
 
+def _broken(folder: Path, error: BaseException) -> ConfigError:
+    """Which migration file keeps the chain from loading, and why, in one line."""
+    hint = "fix that file, or move it out of the versions folder; nothing was run or recorded"
+    if isinstance(error, SyntaxError) and error.filename:
+        return ConfigError(
+            f"{Path(error.filename).name} does not load: SyntaxError: {error.msg} "
+            f"(line {error.lineno}).",
+            hint,
+        )
+    frames = [
+        f for f in traceback.extract_tb(error.__traceback__) if Path(f.filename).parent == folder
+    ]
+    if frames:
+        return ConfigError(
+            f"{Path(frames[-1].filename).name} does not load: {type(error).__name__}: {error} "
+            f"(line {frames[-1].lineno}).",
+            hint,
+        )
+    if isinstance(error, KeyError):  # a down_revision that no file has
+        missing = str(error.args[0]) if error.args else "?"
+        for path in sorted(folder.glob("*.py")):
+            if re.search(
+                rf"""down_revision[^=\n]*=\s*["']{re.escape(missing)}["']""",
+                path.read_text(errors="replace"),
+            ):
+                return ConfigError(
+                    f"{path.name} revises {missing!r}, which no migration file is.", hint
+                )
+    return ConfigError(
+        f"the migration chain cannot be loaded: {type(error).__name__}: {error}.", hint
+    )
+
+
+def _loaded(script: ScriptDirectory, folder: Path) -> ScriptDirectory:
+    """`script` with every file loaded; ConfigError (exit 2) naming a file that does not."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Alembic warns of a missing revision, then fails
+        try:
+            script.revision_map.heads  # noqa: B018 - loads every migration file
+        except Exception as error:
+            raise _broken(folder, error) from None
+    return script
+
+
 def script_directory(config: Config | None = None) -> ScriptDirectory:
     """The chain, loaded once per process while its files stay as they are.
 
     Loading imports every migration file; a roundtrip asks for the chain at every step,
     so reloading it each time would make the cost of N migrations grow with N².
     """
-    if config is not None:
-        return ScriptDirectory.from_config(config)
     folder = versions_path()
+    if config is not None:
+        return _loaded(ScriptDirectory.from_config(config), folder)
     key = (str(folder), _listing(folder))
     found = _LOADED.get(key)
     if found is None:
         _LOADED.clear()  # an older listing of the folder, or another folder: stale
-        found = _LOADED[key] = ScriptDirectory.from_config(alembic_config())
+        found = _loaded(ScriptDirectory.from_config(alembic_config()), folder)
+        _LOADED[key] = found
     return found
 
 
