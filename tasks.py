@@ -7,9 +7,11 @@ import os
 import sys
 from collections.abc import Callable
 
+import psycopg
 from invoke import Collection, Exit, task
+from sqlalchemy.exc import DBAPIError
 
-from db import commands
+from db import commands, failures
 from db.errors import ConfigError, UserError
 
 
@@ -20,6 +22,10 @@ def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
     except UserError as error:
         sys.stdout.flush()  # what was said so far comes before the error
         raise Exit(error.render(), error.exit_code) from None
+    except (DBAPIError, psycopg.Error) as error:
+        described = failures.describe(error)
+        sys.stdout.flush()
+        raise Exit(described.render(), described.exit_code) from None
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

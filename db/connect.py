@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from db import embedded, urls
+from db import embedded, failures, settings, urls
 from db.errors import ConnectionFailed
 from db.settings import APPLICATION_NAME, Settings
 
@@ -31,20 +32,33 @@ _HINTS = (
 _DEFAULT_HINT = "is the server running and reachable at that address? Check DATABASE_URL"
 
 
-def target_url(settings: Settings) -> URL:
+def target_url(config: Settings) -> URL:
     """The database every command works on: DATABASE_URL, or the embedded server."""
-    if settings.database_url is not None:
-        return settings.database_url
-    return embedded.start(settings.embedded_pgdata, settings.embedded_database)
+    if config.database_url is not None:
+        return config.database_url
+    return embedded.start(config.embedded_pgdata, config.embedded_database)
 
 
-def engine_for(url: URL, settings: Settings, application_name: str = APPLICATION_NAME) -> Engine:
+def _session_options(url: URL) -> str:
+    """Our timeouts as libpq `options`, so they hold from the first statement of every
+    session: a role or database with statement_timeout = 1ms must not break bookkeeping."""
+    timeouts = settings.timeouts()
+    ours = f"-c lock_timeout={timeouts.lock_ms} -c statement_timeout={timeouts.statement_ms}"
+    given = url.query.get("options")
+    given = given[0] if isinstance(given, tuple) else given
+    # Passing options replaces PGOPTIONS for libpq: keep what the user set there.
+    given = given or os.environ.get("PGOPTIONS")
+    return f"{given} {ours}" if given else ours
+
+
+def engine_for(url: URL, config: Settings, application_name: str = APPLICATION_NAME) -> Engine:
     # NullPool: a command opens a few connections and exits; pooling only hides leaks.
     return create_engine(
-        url,
+        url.difference_update_query(["options"]),
         poolclass=NullPool,
         connect_args={
-            "connect_timeout": settings.connect_timeout,
+            "options": _session_options(url),
+            "connect_timeout": config.connect_timeout,
             "application_name": application_name,
             # A peer that vanished (network, failover) is noticed within about a minute
             # rather than the kernel's two hours; unix sockets ignore these.
@@ -69,7 +83,9 @@ def connect(engine: Engine) -> Iterator[Connection]:
     """A connection from `engine`; a failure to connect becomes ConnectionFailed."""
     try:
         connection = engine.connect()
-    except OperationalError as exc:
+    except DBAPIError as exc:
+        if "invalid connection option" in str(exc.orig):
+            raise failures.describe(exc) from None
         raise describe_failure(engine.url, exc) from None
     with connection:
         yield connection

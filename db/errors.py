@@ -70,6 +70,13 @@ class ChecksumMismatch(UserError):
     exit_code = 7
 
 
+class DatabaseRefused(UserError):
+    """The database refused something the tool does outside a migration step (a missing
+    privilege, a read-only session, a timeout)."""
+
+    exit_code = 9
+
+
 class CheckFailed(UserError):
     """A check (the roundtrip) ran and found problems; its report says which."""
 

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from db.settings import BOOKKEEPING_SCHEMA as SCHEMA
 
 TABLE = f"{SCHEMA}.history"
-DIRECTIONS = ("up", "down", "accept-changed")
+DIRECTIONS = ("up", "down", "accept-changed", "reset")
 
 # Idempotent, and run only while holding the migration lock: concurrent
 # CREATE ... IF NOT EXISTS can still collide in the catalog.
@@ -30,7 +30,9 @@ DDL = [
         revision      text NOT NULL,
         from_revision text,
         to_revision   text,
-        direction     text NOT NULL CHECK (direction IN ('up', 'down', 'accept-changed')),
+        direction     text NOT NULL
+                      CONSTRAINT history_direction_check
+                      CHECK (direction IN ('up', 'down', 'accept-changed', 'reset')),
         description   text NOT NULL,
         checksum      text,
         db_user       text NOT NULL DEFAULT current_user,
@@ -63,12 +65,39 @@ DDL = [
         END IF;
     END $$
     """,
+    # Tables made before 'reset' rows existed get the wider CHECK.
+    f"""
+    DO $$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = '{TABLE}'::regclass
+                       AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%reset%') THEN
+            ALTER TABLE {TABLE} DROP CONSTRAINT IF EXISTS history_direction_check;
+            ALTER TABLE {TABLE} ADD CONSTRAINT history_direction_check
+                CHECK (direction IN ('up', 'down', 'accept-changed', 'reset'));
+        END IF;
+    END $$
+    """,
 ]
+
+_READY = text(
+    f"""
+    SELECT to_regclass('{TABLE}') IS NOT NULL
+       AND EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'history_is_append_only'
+                    AND tgrelid = to_regclass('{TABLE}'))
+       AND EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass('{TABLE}')
+                    AND contype = 'c' AND pg_get_constraintdef(oid) LIKE '%reset%')
+    """
+)
 
 
 def ensure_table(connection: Connection) -> None:
-    """Create the bookkeeping schema and the history table if they are missing."""
+    """Create the bookkeeping schema and the history table if they are missing.
+
+    Checks first and writes nothing when all is there, so that a read-only session or a
+    role without CREATE can still run everything that needs no change.
+    """
     with connection.begin():
+        if connection.execute(_READY).scalar():
+            return
         for statement in DDL:
             connection.execute(text(statement))
 
@@ -180,7 +209,9 @@ def applied_checksums(connection: Connection) -> dict[str, dict[str, Any]]:
     for row in rows(connection):
         if not row["success"]:
             continue
-        if row["direction"] == "down":
+        if row["direction"] == "reset":
+            state.clear()  # db.reset dropped everything; what follows is re-applied
+        elif row["direction"] == "down":
             state.pop(row["revision"], None)
         else:
             state[row["revision"]] = row

@@ -92,6 +92,7 @@ def _seconds(name: str, raw: object) -> float:
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
+_MAX_MS = 2_147_483_647  # PostgreSQL's timeouts are int milliseconds
 
 
 def _milliseconds(name: str, raw: object) -> int:
@@ -102,7 +103,13 @@ def _milliseconds(name: str, raw: object) -> int:
             f"{name} must be a duration such as 5s, 1500ms or 2min, not {raw!r}.",
             "0 turns the timeout off",
         )
-    return int(float(found[1]) * _UNIT_MS[found[2] or "ms"])
+    value = int(float(found[1]) * _UNIT_MS[found[2] or "ms"])
+    if value > _MAX_MS:
+        raise ConfigError(
+            f"{name} is {raw!r}, longer than PostgreSQL allows ({_MAX_MS} ms, about 24 days).",
+            "0 turns the timeout off",
+        )
+    return value
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,11 @@ def _plan(
     steps: int | None = None,
 ) -> list[runner.Step]:
     """The steps of an up or down from `current`, refused early when they make no sense."""
+    if to is not None and not to.strip():
+        raise ConfigError(
+            "--to needs a revision: a number such as 002, 'head' or 'base'.",
+            "`invoke migrate.status` lists the revisions",
+        )
     script = revisions.script_directory()
     if direction == "up":
         return runner.plan_upgrade(script, current, to or "head")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import text
@@ -14,6 +15,7 @@ from db import (
     catalog,
     connect,
     embedded,
+    history,
     loss,
     revisions,
     runner,
@@ -142,9 +144,27 @@ def db_reset(
         target.connection.rollback()
         guard_data(target, at_risk, unknown="", allow_data_loss=allow_data_loss, backup=backup)
         schemas = list(before.schemas)
+        was_at = runner.current_revision(target.connection)
         say(f"Resetting {target.label}: dropping schemas {', '.join(schemas)}")
+        started = datetime.now(UTC)
         with target.connection.begin():
             _recreate_app_schemas(target.connection, schemas)
+            # A row of its own, so that the history still replays to the revision.
+            history.record(
+                target.connection,
+                revision=was_at or "base",
+                from_revision=was_at,
+                to_revision=None,
+                direction="reset",
+                description="db.reset: every application schema dropped",
+                checksum=None,
+                started_at=started,
+                duration_ms=(datetime.now(UTC) - started).total_seconds() * 1000,
+                success=True,
+                who=target.who or history.Who.here(),
+                note=f"dropped schemas {', '.join(schemas)}"
+                + (f"; destroyed {'; '.join(at_risk.lines)}" if at_risk else ""),
+            )
         plan = runner.plan_upgrade(revisions.script_directory(), None, "head")
         if plan:
             apply_plan(target, plan, "Upgrading")

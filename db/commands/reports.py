@@ -103,6 +103,8 @@ def migrate_history(as_json: bool = False, limit: int | None = None) -> None:
         step = f"{row['from_revision'] or 'base'} → {row['to_revision'] or 'base'}"
         if row["direction"] == "accept-changed":
             step = "accept changed file"
+        elif row["direction"] == "reset":
+            step = f"{row['from_revision'] or 'base'} → (reset)"
         result = "ok" if row["success"] else f"[red]FAILED[/red] {row['error']}"
         if row["note"]:
             result += f" ({row['note']})"

@@ -63,7 +63,15 @@ def _run_on(connection: Connection) -> None:
         raise RuntimeError(
             "the connection handed to Alembic has an open transaction; commit or roll it back first"
         )
-    connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {settings.BOOKKEEPING_SCHEMA}"))
+    # Checked first: a read-only session, or a role without CREATE, may run what needs
+    # no change (an upgrade with nothing to do).
+    if (
+        connection.execute(
+            text("SELECT to_regnamespace(:s)"), {"s": settings.BOOKKEEPING_SCHEMA}
+        ).scalar()
+        is None
+    ):
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {settings.BOOKKEEPING_SCHEMA}"))
     options = {**COMMON_OPTIONS, **config.attributes.get("configure_options", {})}
     if rehearsal:
         # Everything runs inside the caller's transaction, which the caller rolls back.
