@@ -4,6 +4,7 @@ explains one. Every task targets DATABASE_URL, or the embedded PostgreSQL when i
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -15,10 +16,39 @@ from db import commands, failures
 from db.errors import ConfigError, UserError
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised where the run is, so that it unwinds like Ctrl-C."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+# Tasks that talk to a database: an interruption says where the database is.
+_DATABASE_TASKS = ("migrate_", "db_reset", "db_dump", "db_diagram")
+
+
+def _interrupted(action: Callable[..., None], how: str, code: int) -> Exit:
+    sys.stdout.flush()
+    where = ""
+    if action.__name__.startswith(_DATABASE_TASKS) and action.__name__ != "migrate_new":
+        where = f"; the database is at {commands.revision_now()}"
+    return Exit(
+        f"interrupted: {how}{where}.\nhint: a step in progress was rolled back by the "
+        "server; run the command again",
+        code,
+    )
+
+
 def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
     """Run `action`; a UserError becomes its message, its hint and its exit code."""
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         action(*args, **kwargs)
+    except KeyboardInterrupt:
+        raise _interrupted(action, "stopped by Ctrl-C (SIGINT)", 130) from None
+    except Terminated:
+        raise _interrupted(action, "stopped by SIGTERM", 143) from None
     except UserError as error:
         sys.stdout.flush()  # what was said so far comes before the error
         raise Exit(error.render(), error.exit_code) from None

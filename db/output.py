@@ -15,7 +15,39 @@ from rich.console import Console
 # at all (Rich's own NO_COLOR support still emits bold). Piped output also has no width
 # to measure, and Rich's 80 columns would fold every table row into several lines.
 _PLAIN = "NO_COLOR" in os.environ or not sys.stdout.isatty()
+
+
+class _Stdout:
+    """sys.stdout, except that a reader that went away (`| head -1`) never raises: the
+    rest of the output goes nowhere. Output is written while a migration's transaction is
+    open, and a BrokenPipeError there would roll the migration back."""
+
+    closed_by_reader = False
+
+    def write(self, text: str) -> int:
+        try:
+            return sys.stdout.write(text)
+        except BrokenPipeError:
+            self._discard()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:
+            self._discard()
+
+    def _discard(self) -> None:
+        _Stdout.closed_by_reader = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+    def __getattr__(self, name: str):
+        return getattr(sys.stdout, name)
+
+
+stdout = _Stdout()
 console = Console(
+    file=stdout,  # type: ignore[arg-type]
     soft_wrap=True,
     highlight=False,
     color_system=None if _PLAIN else "auto",

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 from alembic.migration import MigrationContext
 from alembic.runtime.environment import EnvironmentContext
 from alembic.script import Script, ScriptDirectory
@@ -76,6 +77,45 @@ def uses_autocommit(path: Path) -> bool:
         except OSError:
             _ONLINE[path] = False
     return _ONLINE[path]
+
+
+class MigrationExited(Exception):
+    """Migration code called sys.exit()."""
+
+
+class TransactionEnded(Exception):
+    """Migration code ended the step's transaction itself (COMMIT, ROLLBACK)."""
+
+    def __init__(self, statement: str, then: BaseException | None = None) -> None:
+        text = " ".join(statement.split())[:80]
+        after = f"; then {type(then).__name__}: {then}" if then is not None else ""
+        super().__init__(f"the migration ended its own transaction with {text!r}{after}")
+
+
+class _TransactionWatch:
+    """Notices a statement that ends the transaction Alembic opened for a step (an
+    op.execute("COMMIT")): what ran before it is committed, whatever happens next."""
+
+    def __init__(self, connection: Connection) -> None:
+        self.connection = connection
+        self.ended_by: str | None = None
+
+    def _after(self, conn, cursor, statement, parameters, context, executemany) -> None:
+        raw = conn.connection.dbapi_connection
+        if (
+            self.ended_by is None
+            and conn.in_transaction()
+            and not getattr(raw, "autocommit", False)  # autocommit_block(): nothing to end
+            and raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        ):
+            self.ended_by = statement
+
+    def __enter__(self) -> _TransactionWatch:
+        event.listen(self.connection, "after_cursor_execute", self._after)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.connection, "after_cursor_execute", self._after)
 
 
 class InvalidIndexes(Exception):
@@ -263,6 +303,8 @@ def _run_once(
         # was, so `migrate.up` never reports success over an INVALID index.
         if finished.online and not rehearsal and (bad := catalog.invalid_indexes(ctx.connection)):
             raise InvalidIndexes(bad)
+        if watch.ended_by is not None:
+            raise TransactionEnded(watch.ended_by)
         if before_commit is not None:
             before_commit(ctx.connection)  # e.g. the run still holds the migration lock
         if who is not None:
@@ -275,12 +317,18 @@ def _run_once(
         before = catalog.read(ctx.connection) if online_next else None
         started_at, mark = datetime.now(UTC), time.perf_counter()
 
+    watch = _TransactionWatch(connection)
     try:
-        _alembic(connection, plan, after_step, **attributes)
+        with watch:
+            _alembic(connection, plan, after_step, **attributes)
     except CommandError as exc:
         raise RevisionError(str(exc)) from None
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         failed = plan[len(done)] if len(done) < len(plan) else plan[-1]
+        if isinstance(exc, SystemExit):  # sys.exit() in a migration is not a success
+            exc = MigrationExited(f"the migration called sys.exit({exc.code!r})")
+        if watch.ended_by is not None and not isinstance(exc, TransactionEnded):
+            exc = TransactionEnded(watch.ended_by, exc)
         raise _StepFailed(failed, exc, len(done), time.perf_counter() - mark, before) from exc
 
 
@@ -376,6 +424,15 @@ def _migration_failed(
     step = failure.step
     at = step.from_revision or "base"
     where = _where_it_failed(failure.error, step)
+    if isinstance(failure.error, TransactionEnded):
+        return MigrationFailed(
+            f"migration {step.revision} ({step.description}) failed going {step.direction}"
+            f"{where}: {failure.error}.",
+            f"what it ran before ending its transaction stays committed, the rest was rolled "
+            f"back, and the revision is still {at}. Undo the committed part by hand, then "
+            "remove the COMMIT (statements that cannot run in a transaction go in "
+            "op.get_context().autocommit_block()) and run again",
+        )
     if isinstance(failure.error, LockLost):
         return LockLost(
             f"migration {step.revision} ({step.description}) stopped going {step.direction}: "

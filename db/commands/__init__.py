@@ -14,6 +14,7 @@ from db.commands.database import (
     psql_command,
 )
 from db.commands.reports import migrate_history, migrate_status, migrate_verify
+from db.commands.target import revision_now
 
 __all__ = [
     "db_diagram",
@@ -33,4 +34,5 @@ __all__ = [
     "migrate_up",
     "migrate_verify",
     "psql_command",
+    "revision_now",
 ]

@@ -15,6 +15,7 @@ from db import (
     catalog,
     checksums,
     connect,
+    embedded,
     history,
     lock,
     loss,
@@ -133,3 +134,18 @@ def guard_data(
             + ("" if backup else ", and --backup FILE to keep a copy first"),
         )
     say("[yellow]Going ahead although it destroys:[/yellow] " + "; ".join(at_risk.lines))
+
+
+def revision_now() -> str:
+    """The target's revision, read on a fresh connection, for a run that was interrupted:
+    what the server rolled back is already gone. Never starts the embedded server."""
+    try:
+        current = settings.load()
+        if current.uses_embedded and embedded.running(current.embedded_pgdata) is None:
+            return "unknown (the embedded server is not running)"
+        url = connect.target_url(current)
+        engine = connect.engine_for(url, current, f"{settings.APPLICATION_NAME} (status)")
+        with connect.connect(engine) as connection:
+            return runner.current_revision(connection) or "base"
+    except Exception as exc:  # the database may be what went away
+        return f"unknown ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"

@@ -1,0 +1,117 @@
+"""Interrupted runs and misbehaving migration code: Ctrl-C and SIGTERM say where the
+database is (exit 130, 143); a reader that closes stdout never changes what is applied;
+sys.exit() in a migration is a failure; a migration that COMMITs itself is told apart."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import URL
+
+from db.settings import PROJECT_ROOT
+from tests.conftest import _environ, finish
+from tests.helpers import add_migration, as_env, current_revision, scalar
+
+SLEEPING = (
+    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%' "
+    "AND pid <> pg_backend_pid()"
+)
+OURS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'worktracker-migrate%%' "
+    "AND datname = current_database()"
+)
+
+
+def _wait(url: URL, sql: str, expect, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while scalar(url, sql) != expect:
+        assert time.monotonic() < deadline, f"timed out waiting for {sql} == {expect}"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_says_where_the_database_is(
+    spawn, initial_db: URL, versions_copy: Path, sig: int, code: int
+) -> None:
+    add_migration(
+        versions_copy,
+        "002",
+        "001",
+        "slow",
+        'op.execute("SELECT pg_sleep(30)")',
+        'op.execute("SELECT 1")',
+    )
+    env = {**as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    process = spawn("migrate.up", env=env)
+    _wait(initial_db, SLEEPING, 1)
+    process.send_signal(sig)
+    result = finish(process, timeout=30)
+    assert result.returncode == code, result.explain()
+    assert "interrupted:" in result.stderr, result.explain()
+    assert "the database is at 001" in result.stderr, result.explain()
+    assert "Traceback" not in result.output
+    _wait(initial_db, OURS, 0)
+    assert current_revision(initial_db) == "001"
+
+
+def test_a_closed_stdout_never_changes_what_is_applied(
+    tmp_path: Path, initial_chain: Path, empty_db: URL
+) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "invoke", "migrate.up"],
+        cwd=PROJECT_ROOT,
+        env=_environ(tmp_path, initial_chain, as_env(empty_db)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    process.stdout.readline()  # `| head -1`
+    process.stdout.close()
+    process.wait(timeout=60)
+    assert current_revision(empty_db) == "001", process.stderr.read().decode()
+    assert scalar(empty_db, "SELECT count(*) FROM migrations.history WHERE success") == 1
+
+
+def test_sys_exit_in_a_migration_is_a_failure(invoke, initial_db: URL, versions_copy: Path) -> None:
+    add_migration(
+        versions_copy,
+        "002",
+        "001",
+        "exits",
+        'import sys\nop.execute("CREATE TABLE t (a int)")\nsys.exit(0)',
+        'op.execute("DROP TABLE t")',
+    )
+    env = {**as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    result = invoke("migrate.up", env=env)
+    assert result.returncode == 4, result.explain()
+    assert "sys.exit(0)" in result.stderr, result.explain()
+    assert current_revision(initial_db) == "001"
+    assert scalar(initial_db, "SELECT to_regclass('t')") is None
+
+
+def test_a_migration_that_commits_itself_is_told_apart(
+    invoke, initial_db: URL, versions_copy: Path
+) -> None:
+    add_migration(
+        versions_copy,
+        "002",
+        "001",
+        "commits",
+        'op.execute("CREATE TABLE early (a int)")\nop.execute("COMMIT")\n'
+        'op.execute("CREATE TABLE late (a int)")',
+        'op.execute("DROP TABLE late")\nop.execute("DROP TABLE early")',
+    )
+    env = {**as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    result = invoke("migrate.up", env=env)
+    assert result.returncode == 4, result.explain()
+    assert "ended its own transaction with 'COMMIT'" in result.stderr, result.explain()
+    assert "stays committed" in result.stderr and "still 001" in result.stderr
+    assert "its transaction was rolled back" not in result.stderr, "that would be false"
+    assert current_revision(initial_db) == "001"
+    assert scalar(initial_db, "SELECT to_regclass('early')") is not None, "committed part"
+    assert scalar(initial_db, "SELECT to_regclass('late')") is None
