@@ -6,6 +6,7 @@ between commands: `start()` starts it when it is stopped, `stop()` stops it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -65,11 +66,14 @@ def start(pgdata: Path, database: str) -> URL:
 
 
 def create_database(admin: URL, database: str) -> None:
-    """Create `database` on the server unless it exists."""
+    """Create `database` on the server unless it exists; safe when two first runs race."""
     with psycopg.connect(urls.libpq(admin).render_as_string(False), autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [database]).fetchone()
-        if not exists:
-            log.info("creating database %s", database)
+        if exists:
+            return
+        log.info("creating database %s", database)
+        # Another first run may create it between our check and our CREATE.
+        with contextlib.suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from db import lock, revisions, runner
+from db.settings import PROJECT_ROOT
 from tests.conftest import finish
 from tests.helpers import add_migration, as_env, connect, current_revision, scalar
 
@@ -148,3 +151,20 @@ def test_read_only_commands_take_no_lock(invoke, initial_db: URL) -> None:
             result = invoke(command, env={**as_env(initial_db), "WORKTRACKER_LOCK_TIMEOUT": "0"})
             assert result.returncode == 0, f"{command}\n{result.explain()}"
             assert "Waiting for the migration lock" not in result.output, result.explain()
+
+
+def test_two_first_runs_at_once_create_the_embedded_database_once(spawn, tmp_path: Path) -> None:
+    """Both runs start (or find) the embedded server and its database, then one migrates."""
+    env = {"WORKTRACKER_PGDATA": str(tmp_path / "shared-pgdata"), "WORKTRACKER_DATABASE": "race"}
+    processes = [spawn("migrate.up", env=env) for _ in range(2)]
+    results = [finish(p) for p in processes]
+    assert [r.returncode for r in results] == [0, 0], "\n".join(r.explain() for r in results)
+    assert "Traceback" not in "".join(r.output for r in results)
+    stop = subprocess.run(
+        [sys.executable, "-m", "invoke", "db.stop"],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    assert stop.returncode == 0, stop.stderr
