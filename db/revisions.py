@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import re
+import textwrap
 import traceback
+import unicodedata
 import warnings
 from pathlib import Path
 
@@ -164,8 +166,28 @@ def next_revision_id(script: ScriptDirectory) -> str:
     return f"{max(numbers, default=0) + 1:03d}"
 
 
-def slug_is_usable(message: str) -> bool:
-    return bool(re.search(r"[A-Za-z0-9]", message))
+SLUG_LENGTH = 40
+
+
+def slug_words(message: str) -> str:
+    """The words of a file name for `message`: ASCII (accents dropped, other scripts left
+    out), lower case, at most SLUG_LENGTH characters cut at a word; "" if nothing is left."""
+    ascii_text = unicodedata.normalize("NFKD", message).encode("ascii", "ignore").decode()
+    words = re.findall(r"[a-z0-9]+", ascii_text.lower())
+    kept: list[str] = []
+    for word in words:
+        if len("_".join([*kept, word])) > SLUG_LENGTH:
+            break
+        kept.append(word)
+    if not kept and words:
+        kept = [words[0][:SLUG_LENGTH]]
+    return " ".join(kept)
+
+
+def docstring(message: str, width: int = 96) -> str:
+    """`message` as the body of a triple-quoted docstring: escaped, wrapped."""
+    safe = message.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    return "\n".join(textwrap.wrap(safe, width, break_long_words=False)) or safe
 
 
 def path_of(script: Script) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import time
 
@@ -224,17 +225,27 @@ def _plan_json(
 
 def migrate_new(message: str) -> None:
     message = " ".join(message.split())
-    if not revisions.slug_is_usable(message):
+    slug = revisions.slug_words(message)
+    if not slug:
         raise ConfigError(
-            f"the migration needs a description with letters or digits, not {message!r}.",
-            'e.g. invoke migrate.new "add task reminders"',
+            f"the description {message!r} has no letters or digits that can go in a file "
+            "name (ASCII).",
+            'describe it with some plain letters, e.g. invoke migrate.new "add task reminders"',
         )
     config = revisions.alembic_config()
     script_dir = revisions.script_directory(config)
     rev_id = revisions.next_revision_id(script_dir)
-    script = command.revision(config, message=message, rev_id=rev_id)
+    # Alembic names the file after the message; the docstring gets the message as given.
+    script = command.revision(config, message=slug, rev_id=rev_id)
     assert script is not None and not isinstance(script, list)
     path = revisions.path_of(script)
+    source = path.read_text()
+    described = source.replace(f'"""{slug}\n', f'"""{revisions.docstring(message)}\n', 1)
+    try:
+        ast.parse(described)
+    except SyntaxError:
+        described = source  # never leave a file that does not parse
+    path.write_text(described)
     root = settings.PROJECT_ROOT
     shown = path.relative_to(root) if path.is_relative_to(root) else path
     say(f"Created {shown} (revision {rev_id}).")

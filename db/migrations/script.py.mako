@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa  # noqa: F401
-from alembic import op  # noqa: F401
+import sqlalchemy as sa
+from alembic import op
 ${imports if imports else ""}
 # revision identifiers, used by Alembic (double quotes, as `ruff format` wants them).
 revision: str = "${up_revision}"
@@ -27,10 +27,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    """Apply: ${message}."""
+    """Apply this migration."""
     ${upgrades if upgrades else 'raise NotImplementedError("write upgrade() before applying this migration")'}
 
 
 def downgrade() -> None:
-    """Revert: ${message}. Leave the schema exactly as it was before upgrade()."""
+    """Revert it: leave the schema, and every earlier row, exactly as before upgrade()."""
     ${downgrades if downgrades else 'raise NotImplementedError("write downgrade() before applying this migration")'}
