@@ -533,7 +533,12 @@ def rehearse(
     """
     if not connection.in_transaction():
         raise RuntimeError("rehearse() runs inside the caller's transaction; begin one first")
-    for statement in (timeouts or settings.timeouts()).set_statements():
+    statements = (timeouts or settings.timeouts()).set_statements()
+    if connection.dialect.server_version_info >= (14,):
+        # As in real runs: a killed plan's backend rolls back within a second instead of
+        # holding the rehearsal's locks until its statement ends.
+        statements.append("SET client_connection_check_interval = 1000")
+    for statement in statements:
         connection.execute(text(statement.replace("SET ", "SET LOCAL ", 1)))
     result = Rehearsal(steps=[])
     if not plan:
