@@ -66,3 +66,10 @@ def bench(session: nox.Session) -> None:
     # pytest-alembic 0.13 cannot collect under pytest 9.
     session.install("pytest>=8,<9", "pytest-alembic==0.13.1")
     session.run("python", "benchmarks/run.py", *session.posargs)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """Soak (not in the default run): concurrent runs and kill -9 at random moments."""
+    _install(session, "test")
+    session.run("pytest", "-m", "soak", "-s", "tests/test_soak.py", *session.posargs)
