@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from pathlib import Path
 
 import nox
 
@@ -15,10 +16,29 @@ os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "tests", "roundtrip"]
+nox.options.sessions = ["lint", "tests", "roundtrip", "unavailable"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 SERVERS = PYPROJECT["tool"]["worktracker"]["roundtrip_servers"]
+
+
+def _why_not(kind: str) -> str | None:
+    """Why a server kind cannot run here, decided with the standard library only, so
+    that an unavailable kind costs no virtualenv (db/throwaway.py checks again, fully)."""
+    family, _, version = kind.partition("-")
+    if family == "debian":
+        binary = Path(f"/usr/lib/postgresql/{version}/bin/postgres")
+        return None if binary.exists() else f"{binary} is not installed"
+    if family == "docker":
+        host = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+        socket = host.removeprefix("unix://")
+        if host.startswith("unix://") and not Path(socket).exists():
+            return f"no Docker engine here (no {socket})"
+    return None
+
+
+AVAILABLE = [kind for kind in SERVERS if _why_not(kind) is None]
+UNAVAILABLE = [kind for kind in SERVERS if _why_not(kind) is not None]
 
 
 def _install(session: nox.Session, *groups: str, project: bool = True) -> None:
@@ -43,11 +63,19 @@ def lint(session: nox.Session) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite against a throwaway PostgreSQL (see db/throwaway.py)."""
     _install(session, "test")
-    session.run("pytest", *session.posargs)
+    # One throwaway server per worker (tests/conftest.py), so workers never share one.
+    session.run("pytest", "-n", "auto", *session.posargs)
+
+
+@nox.session(venv_backend="none")
+@nox.parametrize("server", UNAVAILABLE or ["none"])
+def unavailable(session: nox.Session, server: str) -> None:
+    """Say which server kinds the roundtrip cannot run on here, and why (no virtualenv)."""
+    session.skip(f"{server}: {_why_not(server)}" if server != "none" else "every kind runs")
 
 
 @nox.session
-@nox.parametrize("server", SERVERS)
+@nox.parametrize("server", AVAILABLE)
 def roundtrip(session: nox.Session, server: str) -> None:
     """Apply, roll back and reapply every migration on one kind of PostgreSQL server."""
     _install(session, "test")

@@ -49,11 +49,12 @@ def test_models_vs_head_sees_enum_labels(pg_server: Server, tmp_path: Path, monk
     assert "on_hold" in models.detail, models.detail
 
 
-def test_a_model_module_nothing_imports_is_named(tmp_path: Path) -> None:
-    orphan = Path(cycle.__file__).parents[1] / "models" / "zz_orphan_for_test.py"
-    orphan.write_text('"""A model module nothing imports."""\n')
-    try:
-        assert "db/models/zz_orphan_for_test.py" in cycle.unimported_model_modules()
-    finally:
-        orphan.unlink()
-    assert cycle.unimported_model_modules() == []
+def test_a_model_module_nothing_imports_is_named(tmp_path: Path, monkeypatch) -> None:
+    package = tmp_path / "orphan_models"
+    package.mkdir()
+    (package / "__init__.py").write_text("from orphan_models import tasks  # noqa: F401\n")
+    (package / "tasks.py").write_text('"""Imported."""\n')
+    (package / "reminders.py").write_text('"""Nothing imports this one."""\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert cycle.unimported_model_modules("orphan_models") == ["orphan_models/reminders.py"]
+    assert cycle.unimported_model_modules() == [], "every module of db/models is imported"

@@ -474,18 +474,19 @@ def whole_chain(server: Server, on_result: OnResult | None = None) -> list[Resul
     return results
 
 
-def unimported_model_modules() -> list[str]:
-    """Modules under db/models/ that importing db.models does not import: their tables are
+def unimported_model_modules(package_name: str = "db.models") -> list[str]:
+    """Modules of the models package that importing it does not import: their tables are
     in no metadata, so no check would see them."""
     import importlib
     import pkgutil
     import sys
 
-    package = importlib.import_module("db.models")
+    package = importlib.import_module(package_name)
+    folder = package_name.replace(".", "/")
     return sorted(
-        f"db/models/{info.name}.py"
+        f"{folder}/{info.name}.py"
         for info in pkgutil.iter_modules(package.__path__)
-        if f"db.models.{info.name}" not in sys.modules
+        if f"{package_name}.{info.name}" not in sys.modules
     )
 
 
