@@ -520,6 +520,7 @@ class Rehearsal:
     steps: list[tuple[Step, float]]
     stopped_before: Step | None = None
     reason: str = ""
+    error: BaseException | None = None
 
 
 def rehearse(
@@ -562,6 +563,7 @@ def rehearse(
     except _StepFailed as failure:
         connection.execute(text("ROLLBACK TO SAVEPOINT rehearsal_step"))
         result.stopped_before = failure.step
+        result.error = failure.detail
         result.reason = (
             f"{failure.step.revision} failed{_where_it_failed(failure.error, failure.step)}: "
             f"{failure.message}"

@@ -191,7 +191,7 @@ CASES: list[Case] = [
             ),
         ),
         Expect(False, "down", ("invalid input value for enum", "on_hold")),
-        guard=Expect(False, "refused", ("rehearsal failed", "on_hold")),
+        guard=Expect(False, "fails", ("fails in its rehearsal", "on_hold")),
     ),
     Case(
         "enum-label-rename",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from db import commands
-from db.errors import Refused
+from db.errors import MigrationFailed, Refused
 from db.throwaway import Server
 from tests.corpus import CASES, Case
 from tests.corpus_run import database_at_001, target, upgrade_and_fill, use_chain
@@ -31,9 +31,11 @@ def test_guard_verdict(
         target(url, monkeypatch)
         try:
             commands.migrate_down()
-        except Refused as refused:
-            message = refused.render()
-            assert not case.guard.ok, f"{case.name}: refused, but should go ahead:\n{message}"
+        except (Refused, MigrationFailed) as stopped:
+            message = stopped.render()
+            assert not case.guard.ok, f"{case.name}: stopped, but should go ahead:\n{message}"
+            expected = {"refused": 5, "fails": 4}[case.guard.step]
+            assert stopped.exit_code == expected, f"{case.name}: exit {stopped.exit_code}"
             for word in case.guard.words:
                 assert word in message, f"{case.name}: {word!r} missing from:\n{message}"
             assert current_revision(url) == head, "a refusal must change nothing"

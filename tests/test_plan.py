@@ -79,3 +79,23 @@ def test_plan_rehearses_an_autocommit_block_inside_its_transaction(
     ), result.explain()
     assert scalar(initial_db, "SELECT to_regclass('ix_tasks_due_date')") is None
     assert current_revision(initial_db) == "001"
+
+
+def test_plan_exits_4_when_the_rehearsal_fails(
+    invoke, initial_db: URL, versions_copy: Path
+) -> None:
+    add_migration(
+        versions_copy,
+        "002",
+        "001",
+        "bad_sql",
+        'op.execute("ALTER TABLE no_such_table ADD COLUMN x int")',
+        'op.execute("SELECT 1")',
+    )
+    env = {**as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    result = invoke("migrate.plan", env=env)
+    assert result.returncode == 4, result.explain()
+    assert "the rehearsal failed at 002 (bad sql)" in result.stderr, result.explain()
+    assert "no_such_table" in result.stderr
+    assert "nothing was changed" in result.stderr
+    assert current_revision(initial_db) == "001"

@@ -129,6 +129,22 @@ def migrate_down(
             return
         rehearsed = preview.rehearse(target.connection, plan)
         stopped = rehearsed.rehearsal.stopped_before
+        if stopped is not None and not allow_data_loss:
+            # The real run would fail the same way: say so now, having changed nothing.
+            hint = (
+                "fix the migration (or the data it trips on); if it fails only inside a "
+                "rehearsal's single transaction, --allow-data-loss skips this check"
+            )
+            if isinstance(rehearsed.rehearsal.error, NotImplementedError):
+                hint = (
+                    f"write {stopped.revision}'s downgrade(), or, if it cannot be undone, "
+                    'declare irreversible = "why" at module level'
+                )
+            raise MigrationFailed(
+                f"the rollback fails in its rehearsal, at {stopped.revision} "
+                f"({stopped.description}): {rehearsed.rehearsal.reason}. Nothing was changed.",
+                hint,
+            )
         guard_data(
             target,
             rehearsed.loss,
