@@ -16,7 +16,7 @@ os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
-nox.options.sessions = ["lint", "tests", "roundtrip", "unavailable"]
+nox.options.sessions = ["lint", "tests", "alembic_plugin", "roundtrip", "unavailable"]
 
 PYPROJECT = nox.project.load_toml("pyproject.toml")
 SERVERS = PYPROJECT["tool"]["worktracker"]["roundtrip_servers"]
@@ -65,6 +65,26 @@ def tests(session: nox.Session) -> None:
     _install(session, "test")
     # One throwaway server per worker (tests/conftest.py), so workers never share one.
     session.run("pytest", "-n", "auto", *session.posargs)
+
+
+@nox.session
+def alembic_plugin(session: nox.Session) -> None:
+    """pytest-alembic's built-in tests and downgrade_leaves_no_trace on our chain."""
+    _install(session)
+    # pytest-alembic 0.13 cannot collect under pytest 9.
+    session.install("pytest>=8,<9", "pytest-alembic==0.13.1")
+    session.run(
+        "pytest",
+        "tests_pytest_alembic",
+        "--test-alembic",
+        "--alembic-tests-path",
+        "tests_pytest_alembic/conftest.py",
+        "-p",
+        "pytest_alembic",
+        "-o",
+        "pytest_alembic_include_experimental=downgrade_leaves_no_trace",
+        *session.posargs,
+    )
 
 
 @nox.session(venv_backend="none")

@@ -56,41 +56,42 @@ def run_migrations_offline() -> None:
 
 
 def _run_on(connection: Connection) -> None:
-    rehearsal = config.attributes.get("rehearsal", False)
-    if connection.in_transaction() and not rehearsal:
-        # Alembic would nest inside it, and closing the connection without a commit
-        # would silently roll back every migration while reporting success.
-        raise RuntimeError(
-            "the connection handed to Alembic has an open transaction; commit or roll it back first"
-        )
+    """Run the migrations on `connection`.
+
+    A connection already inside a transaction is used as it is: its caller owns that
+    transaction, and commits or rolls it back (pytest-alembic does; so do our
+    rehearsals). db.runner never hands one in for a real run: there, a transaction left
+    open would silently roll every migration back (it checks, not this file).
+    """
+    owned = not connection.in_transaction()
     # Checked first: a read-only session, or a role without CREATE, may run what needs
     # no change (an upgrade with nothing to do).
-    if (
-        connection.execute(
-            text("SELECT to_regnamespace(:s)"), {"s": settings.BOOKKEEPING_SCHEMA}
-        ).scalar()
-        is None
-    ):
-        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {settings.BOOKKEEPING_SCHEMA}"))
-    options = {**COMMON_OPTIONS, **config.attributes.get("configure_options", {})}
-    if rehearsal:
-        # Everything runs inside the caller's transaction, which the caller rolls back.
-        options["transaction_per_migration"] = False
-    else:
+    schema = settings.BOOKKEEPING_SCHEMA
+    if connection.execute(text("SELECT to_regnamespace(:s)"), {"s": schema}).scalar() is None:
+        connection.execute(text(f"CREATE SCHEMA IF NOT EXISTS {schema}"))
+    if owned:
         connection.commit()
+    options = {**COMMON_OPTIONS, **config.attributes.get("configure_options", {})}
     context.configure(connection=connection, **options)
     if (stand_in := config.attributes.get("autocommit_block")) is not None:
         # A rehearsal's: a real autocommit_block() would COMMIT the rehearsal's transaction.
         context.get_context().autocommit_block = stand_in
     with context.begin_transaction():
         context.run_migrations()
+    if owned and connection.in_transaction():
+        connection.commit()
 
 
 def run_migrations_online() -> None:
-    """Run migrations in 'online' mode, on the injected connection or a new one."""
-    connection = config.attributes.get("connection")
-    if connection is not None:
-        _run_on(connection)
+    """Run migrations in 'online' mode on the injected connectable (an Engine or a
+    Connection, as in Alembic's cookbook), or on a new connection to the target."""
+    connectable = config.attributes.get("connection")
+    if isinstance(connectable, Connection):
+        _run_on(connectable)
+        return
+    if connectable is not None:  # an Engine, or anything with an Engine's connect()
+        with connectable.connect() as connection:
+            _run_on(connection)
         return
     current = settings.load()
     engine = connect.engine_for(connect.target_url(current), current)
