@@ -5,6 +5,7 @@ template that passes our own lint once filled in."""
 from __future__ import annotations
 
 import ast
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,3 +80,40 @@ def test_a_filled_in_migration_passes_lint(invoke, versions_copy: Path, tmp_path
             text=True,
         )
         assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_alembic_cli_names_revisions_like_migrate_new(tmp_path: Path) -> None:
+    """`alembic revision -m …` in a checkout: NNN id, ASCII slug, the same template."""
+    root = tmp_path / "checkout"
+    versions = root / "db/migrations/versions"
+    versions.mkdir(parents=True)
+    (root / "pyproject.toml").write_text((PROJECT_ROOT / "pyproject.toml").read_text())
+    for name in ("env.py", "script.py.mako"):
+        (root / "db/migrations" / name).write_text(
+            (PROJECT_ROOT / "db/migrations" / name).read_text()
+        )
+    (versions / "001_initial_schema.py").write_text(
+        (PROJECT_ROOT / "db/migrations/versions/001_initial_schema.py").read_text()
+    )
+    message = 'Add widget: the café\'s "best" one'
+    done = subprocess.run(
+        [sys.executable, "-m", "alembic", "revision", "-m", message],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    path = versions / "002_add_widget_the_cafe_s_best_one.py"
+    assert path.exists(), sorted(p.name for p in versions.iterdir())
+    source = path.read_text()
+    assert 'revision: str = "002"' in source and 'down_revision: str | None = "001"' in source
+    assert ast.get_docstring(ast.parse(source)).startswith(message)
+    assert static.check_file(path) == []
+    formatted = subprocess.run(
+        [sys.executable, "-m", "ruff", "format", "--check", str(path.relative_to(root))],
+        cwd=root,
+        capture_output=True,
+        text=True,
+    )
+    assert formatted.returncode == 0, formatted.stdout + formatted.stderr

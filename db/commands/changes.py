@@ -249,6 +249,8 @@ def migrate_new(message: str) -> None:
             'describe it with some plain letters, e.g. invoke migrate.new "add task reminders"',
         )
     config = revisions.alembic_config()
+    # env.py's hook is for the Alembic CLI; here the id and name are decided below.
+    config.set_main_option("revision_environment", "false")
     script_dir = revisions.script_directory(config)
     rev_id = revisions.next_revision_id(script_dir)
     # Alembic names the file after the message; the docstring gets the message as given.

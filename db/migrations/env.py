@@ -9,10 +9,11 @@ the target is resolved by db.settings, exactly as the invoke tasks do.
 from __future__ import annotations
 
 from alembic import context
+from alembic.util import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from db import connect, settings
+from db import connect, revisions, settings
 from db.models import metadata
 
 config = context.config
@@ -99,7 +100,48 @@ def run_migrations_online() -> None:
         _run_on(connection)
 
 
-if context.is_offline_mode():
+def _numbered(migration_context, revision, directives) -> None:
+    """process_revision_directives: the next NNN id and an ASCII slug, as `invoke
+    migrate.new` gives them; the docstring keeps the message as written."""
+    script = directives[0]
+    if script.rev_id is None or not revisions.FILENAME.match(f"{script.rev_id}_x.py"):
+        script.rev_id = revisions.next_revision_id(migration_context.script)
+    slug = revisions.slug_words(script.message or "")
+    if not slug:
+        raise CommandError(
+            f"the message {script.message!r} has no letters or digits that can go in a file "
+            'name; e.g. alembic revision -m "add task reminders"'
+        )
+    script.message = slug
+
+
+def _new_revision_without_database() -> bool:
+    """`alembic revision` (without --autogenerate): nothing needs the database."""
+    options = config.cmd_opts
+    return (
+        options is not None
+        and getattr(options, "cmd", None) is not None
+        and options.cmd[0].__name__ == "revision"
+        and not getattr(options, "autogenerate", False)
+    )
+
+
+def run_new_revision() -> None:
+    message = getattr(config.cmd_opts, "message", None) or ""
+    context.configure(
+        url="postgresql+psycopg://",
+        as_sql=True,
+        process_revision_directives=_numbered,
+        template_args={"description": revisions.docstring(message)},
+        **COMMON_OPTIONS,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if _new_revision_without_database():
+    run_new_revision()
+elif context.is_offline_mode():
     run_migrations_offline()
 else:
     run_migrations_online()

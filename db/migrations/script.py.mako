@@ -1,4 +1,4 @@
-"""${message}
+"""${context.get("description", message)}
 
 Revision ID: ${up_revision}
 Revises: ${down_revision | comma,n}
