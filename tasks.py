@@ -191,10 +191,16 @@ def roundtrip(c, server=None):
     _run(commands.migrate_roundtrip, server)
 
 
-@task(help={"message": 'What the migration does, e.g. "add task reminders".'})
-def new(c, message):
+@task(
+    help={
+        "message": 'What the migration does, e.g. "add task reminders".',
+        "autogenerate": "Fill it with what Alembic's autogenerate finds between the models and "
+        "a throwaway database at head (review it!).",
+    }
+)
+def new(c, message, autogenerate=False):
     """Create the next numbered migration file (NNN_slug.py) from the template."""
-    _run(commands.migrate_new, message)
+    _run(commands.migrate_new, message, autogenerate)
 
 
 @task

@@ -8,6 +8,7 @@ the target is resolved by db.settings, exactly as the invoke tasks do.
 
 from __future__ import annotations
 
+import alembic_postgresql_enum  # noqa: F401 - enum labels in autogenerate
 from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import text
@@ -73,6 +74,10 @@ def _run_on(connection: Connection) -> None:
     if owned:
         connection.commit()
     options = {**COMMON_OPTIONS, **config.attributes.get("configure_options", {})}
+    # `alembic revision --autogenerate`: named as migrate.new names files.
+    options.setdefault("process_revision_directives", _numbered)
+    if message := getattr(config.cmd_opts, "message", None):
+        options.setdefault("template_args", {"description": revisions.docstring(message)})
     context.configure(connection=connection, **options)
     if (stand_in := config.attributes.get("autocommit_block")) is not None:
         # A rehearsal's: a real autocommit_block() would COMMIT the rehearsal's transaction.

@@ -21,9 +21,11 @@ down_revision: str | None = ${'None' if down_revision is None else '"%s"' % down
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
-# When downgrade() cannot keep every row (it drops a table or column that holds data),
-# say why; the roundtrip then lists this migration instead of failing it:
-# downgrade_loses_data = "drops task_reminders and its rows"
+# Dropping in downgrade() what upgrade() created needs no declaration. If downgrade()
+# cannot give back rows as they were before upgrade() (a narrowed type, merged values),
+# say why, and the roundtrip lists this migration instead of failing it:
+# downgrade_loses_data = "titles longer than 200 characters were cut"
+# If it cannot be undone at all (migrate.down then refuses it): irreversible = "why"
 
 
 def upgrade() -> None:
