@@ -32,7 +32,41 @@ def test_index_on_an_existing_table_without_concurrently_fails(invoke, versions_
     result = invoke("migrate.lint", env={"WORKTRACKER_VERSIONS_DIR": str(versions_copy)})
     assert result.returncode == 8, result.explain()
     assert "require-concurrent-index-creation" in result.stdout, result.explain()
-    assert "002_due_date_index.sql" in result.stdout, "the report names the migration"
+    path = versions_copy / "002_due_date_index.py"
+    line = next(
+        n for n, text in enumerate(path.read_text().splitlines(), 1) if "create_index" in text
+    )
+    assert f"002_due_date_index.py:{line}: require-concurrent-index-creation" in result.stdout, (
+        result.explain()
+    )
+    assert "hint: build the index CONCURRENTLY" in result.stdout, result.explain()
+
+
+def test_a_reviewed_exception_belongs_to_one_migration(invoke, versions_copy: Path) -> None:
+    path = add_migration(versions_copy, "002", "001", "due_date_index", PLAIN_INDEX, DROP_INDEX)
+    source = path.read_text().replace(
+        "depends_on = None",
+        'depends_on = None\nsquawk_ignore = {"require-concurrent-index-creation": '
+        '"tasks is empty until launch"}',
+    )
+    path.write_text(source)
+    add_migration(
+        versions_copy,
+        "003",
+        "002",
+        "another_index",
+        PLAIN_INDEX.replace("ix_tasks_due_date", "ix_tasks_created_at").replace(
+            "due_date", "created_at"
+        ),
+        DROP_INDEX.replace("ix_tasks_due_date", "ix_tasks_created_at"),
+    )
+    result = invoke("migrate.lint", env={"WORKTRACKER_VERSIONS_DIR": str(versions_copy)})
+    assert result.returncode == 8, result.explain()
+    assert "002  002_due_date_index.py: ok" in result.stdout, result.explain()
+    assert "ignores require-concurrent-index-creation: tasks is empty until launch" in (
+        result.stdout
+    )
+    assert "003_another_index.py:" in result.stdout, "the exception is 002's alone"
 
 
 def test_concurrent_index_in_an_autocommit_block_passes(invoke, versions_copy: Path) -> None:

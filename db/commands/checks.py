@@ -2,18 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
-import tempfile
-from pathlib import Path
 
 from db import (
-    preview,
-    revisions,
-    runner,
     settings,
 )
 from db.errors import CheckFailed, ConfigError
@@ -26,39 +17,24 @@ _VERSION_TABLE_DDL = re.compile(
 
 def migrate_lint() -> None:
     """squawk on each migration's offline SQL, revision by revision."""
-    squawk = shutil.which("squawk") or str(Path(sys.executable).parent / "squawk")
-    if not Path(squawk).exists() and shutil.which("squawk") is None:
-        raise ConfigError("squawk is not installed.", "pip install squawk-cli (or: nox -s lint)")
-    config = settings.PROJECT_ROOT / ".squawk.toml"
-    failed = []
-    with tempfile.TemporaryDirectory(prefix="squawk-") as folder:
-        for script in revisions.chain(revisions.script_directory()):
-            step = runner.Step(script, "up")
-            sql = preview.offline_sql(script.down_revision, [step], bookkeeping=False)
-            # Alembic's own version table is not ours to lint (its varchar(32) is by design).
-            sql = _VERSION_TABLE_DDL.sub("", sql)
-            path = Path(folder) / f"{step.path.stem}.sql"
-            path.write_text(sql)
-            done = subprocess.run(
-                [squawk, "--config", str(config), "--reporter", "gcc", str(path)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, "NO_COLOR": "1"},
-            )
-            if done.returncode == 0:
-                say(f"  {script.revision}  {step.path.name}: [green]ok[/green]")
-                continue
-            failed.append(script.revision)
-            say(f"  {script.revision}  {step.path.name}: [red]squawk found problems[/red]")
+    from db import lint
+
+    reports = lint.lint_chain()
+    for report in reports:
+        state = "[red]squawk found problems[/red]" if report.findings else "[green]ok[/green]"
+        say(f"  {report.revision}  {report.name}: {state}")
+        for rule, why in report.ignored.items():
+            say(f"      ignores {rule}: {why}")
+        for finding in report.findings:
             console.print(
-                (done.stdout + done.stderr).replace(f"{folder}/", ""), markup=False, highlight=False
+                f"    {finding.where}: {finding.rule}: {finding.message}\n"
+                f"      SQL: {finding.statement}\n"
+                f"      hint: {lint.HINTS.get(finding.rule, 'see the rule in squawk docs')}",
+                markup=False,
+                highlight=False,
             )
-    if failed:
-        raise CheckFailed(
-            f"squawk found problems in {', '.join(failed)}.",
-            "fix the migration (e.g. CREATE INDEX CONCURRENTLY inside "
-            "op.get_context().autocommit_block()), or explain an exception in .squawk.toml",
-        )
+    if (problem := lint.failed(reports)) is not None:
+        raise problem
     say("All migrations pass squawk.")
 
 

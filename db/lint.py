@@ -1,0 +1,205 @@
+"""squawk on each migration's offline SQL, with findings pointed back at the migration's
+own file and line, a hint per rule, and reviewed exceptions declared in the migration.
+
+A migration may declare, at module level, the squawk rules it breaks on purpose and why:
+
+    squawk_ignore = {"renaming-column": "agreed with the API team (ticket 123)"}
+
+That applies to that file only, and the report prints each such exception.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from db import preview, revisions, runner, settings
+from db.errors import CheckFailed, ConfigError
+
+_VERSION_TABLE_DDL = re.compile(
+    rf"CREATE TABLE {settings.BOOKKEEPING_SCHEMA}\.alembic_version \(.*?\);\n", re.S
+)
+_FINDING = re.compile(
+    r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<level>\w+): (?P<rule>[\w-]+) (?P<text>.*)$"
+)
+_SQL_WORDS = {
+    "alter",
+    "table",
+    "column",
+    "index",
+    "create",
+    "drop",
+    "add",
+    "rename",
+    "to",
+    "not",
+    "null",
+    "default",
+    "constraint",
+    "unique",
+    "concurrently",
+    "exists",
+    "if",
+    "on",
+    "set",
+    "type",
+    "using",
+    "public",
+    "only",
+    "primary",
+    "key",
+    "references",
+    "foreign",
+    "check",
+}
+
+HINTS = {
+    "require-concurrent-index-creation": "build the index CONCURRENTLY inside "
+    "op.get_context().autocommit_block(), with if_not_exists=True",
+    "require-concurrent-index-deletion": "drop the index CONCURRENTLY inside "
+    "op.get_context().autocommit_block(), with if_exists=True",
+    "renaming-column": "running clients still use the old name: add the new column, "
+    "backfill, move the readers, drop the old one later; or declare squawk_ignore",
+    "renaming-table": "running clients still use the old name: use a view, or declare "
+    "squawk_ignore with the reason",
+    "renaming-object": "a rename breaks whatever refers to the old name; declare "
+    "squawk_ignore with the reason if nothing does",
+    "adding-not-nullable-field": "add it nullable, backfill in batches, add CHECK (col IS "
+    "NOT NULL) NOT VALID, VALIDATE it, then SET NOT NULL",
+    "adding-required-field": "give it a default, or add it nullable and backfill first",
+    "prefer-text-field": "use text with a CHECK on char_length() instead of varchar(n)",
+    "prefer-identity": "use sa.Identity() (GENERATED … AS IDENTITY) instead of serial",
+    "prefer-bigint-over-int": "use bigint, or explain the bound in .squawk.toml",
+    "constraint-missing-not-valid": "add the constraint NOT VALID, then VALIDATE it in a "
+    "separate migration",
+    "adding-foreign-key-constraint": "add the foreign key NOT VALID, then VALIDATE it in a "
+    "separate migration",
+    "disallowed-unique-constraint": "build a unique index CONCURRENTLY first, then add the "
+    "constraint USING INDEX",
+    "changing-column-type": "most type changes rewrite the table under an ACCESS EXCLUSIVE "
+    "lock: add a new column and backfill instead",
+    "ban-drop-column": "drop columns only after every reader stopped using them",
+    "ban-drop-table": "drop tables only after every reader stopped using them",
+    "adding-field-with-default": "a volatile default rewrites the table: add the column, "
+    "then set the default",
+}
+
+
+@dataclass
+class Finding:
+    rule: str
+    message: str
+    where: str  # file.py:line, as near as the SQL lets us tell
+    statement: str
+
+
+@dataclass
+class FileReport:
+    revision: str
+    name: str
+    findings: list[Finding] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)
+
+
+def _squawk() -> str:
+    found = shutil.which("squawk") or str(Path(sys.executable).parent / "squawk")
+    if not Path(found).exists():
+        raise ConfigError("squawk is not installed.", "pip install squawk-cli (or: nox -s lint)")
+    return found
+
+
+def declared_ignores(path: Path) -> dict[str, str]:
+    """The module's `squawk_ignore = {"rule": "why"}`; ConfigError if malformed."""
+    tree = ast.parse(path.read_text())
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "squawk_ignore" for t in node.targets
+        ):
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                value = None
+            if not isinstance(value, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) and v.strip() for k, v in value.items()
+            ):
+                raise ConfigError(
+                    f"{path.name}: squawk_ignore must be a dict of rule name to the reason.",
+                    'e.g. squawk_ignore = {"renaming-column": "agreed with the API team"}',
+                )
+            return value
+    return {}
+
+
+def _source_line(py_lines: list[str], statement: str) -> int | None:
+    """The line of the migration that most likely wrote `statement`: the first line that
+    holds the statement's most distinctive name."""
+    names = [
+        w
+        for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", statement)
+        if w.lower() not in _SQL_WORDS
+    ]
+    for name in sorted(names, key=len, reverse=True):
+        for number, line in enumerate(py_lines, start=1):
+            if name in line and not line.lstrip().startswith("#"):
+                return number
+    return None
+
+
+def lint_file(script, squawk: str, folder: Path) -> FileReport:
+    step = runner.Step(script, "up")
+    report = FileReport(script.revision, step.path.name, ignored=declared_ignores(step.path))
+    sql = preview.offline_sql(script.down_revision, [step], bookkeeping=False)
+    # Alembic's own version table is not ours to lint (its varchar(32) is by design).
+    sql = _VERSION_TABLE_DDL.sub("", sql)
+    path = folder / f"{step.path.stem}.sql"
+    path.write_text(sql)
+    argv = [squawk, "--config", str(settings.PROJECT_ROOT / ".squawk.toml"), "--reporter", "gcc"]
+    if report.ignored:
+        argv += ["--exclude", ",".join(report.ignored)]
+    done = subprocess.run(
+        [*argv, str(path)], capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}
+    )
+    sql_lines = sql.splitlines()
+    py_lines = step.path.read_text().splitlines()
+    for line in (done.stdout + done.stderr).splitlines():
+        found = _FINDING.match(line.strip())
+        if found is None:
+            continue
+        index = int(found["line"])  # squawk's gcc report counts lines from 0
+        statement = sql_lines[index].strip() if index < len(sql_lines) else ""
+        number = _source_line(py_lines, statement)
+        where = f"{step.path.name}:{number}" if number else step.path.name
+        report.findings.append(Finding(found["rule"], found["text"], where, statement))
+    if done.returncode != 0 and not report.findings:
+        report.findings.append(
+            Finding("squawk", (done.stdout + done.stderr).strip()[:300], step.path.name, "")
+        )
+    return report
+
+
+def lint_chain() -> list[FileReport]:
+    squawk = _squawk()
+    with tempfile.TemporaryDirectory(prefix="squawk-") as folder:
+        return [
+            lint_file(script, squawk, Path(folder))
+            for script in revisions.chain(revisions.script_directory())
+        ]
+
+
+def failed(reports: list[FileReport]) -> CheckFailed | None:
+    bad = [r for r in reports if r.findings]
+    if not bad:
+        return None
+    rules = sorted({f.rule for r in bad for f in r.findings})
+    return CheckFailed(
+        f"squawk found problems in {', '.join(r.revision for r in bad)} ({', '.join(rules)}).",
+        "fix the migration as each finding's hint says, or, after review, declare "
+        'squawk_ignore = {"rule": "why"} in that migration',
+    )
