@@ -3,13 +3,17 @@ explains one. Every task targets DATABASE_URL, or the embedded PostgreSQL when i
 
 from __future__ import annotations
 
+import difflib
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
 
 import psycopg
 from invoke import Collection, Exit, task
+from invoke.exceptions import ParseError
+from invoke.program import Program
 from sqlalchemy.exc import DBAPIError
 
 from db import commands, failures
@@ -62,11 +66,12 @@ def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
         raise Exit(code=141) from None
 
 
-def _count(raw: str | None, flag: str = "--steps") -> int | None:
-    """A positive whole number from the command line, or None when the flag was not given."""
-    if raw is None:
+def _count(raw: int | str | None, flag: str = "--steps") -> int | None:
+    """A positive whole number from the command line, or None when the flag was not given
+    (0, its default)."""
+    if raw is None or raw == 0:
         return None
-    if not raw.isdigit() or int(raw) < 1:
+    if not str(raw).isdigit() or int(raw) < 1:
         error = ConfigError(f"{flag} takes a whole number of 1 or more, not {raw!r}.")
         raise Exit(error.render(), error.exit_code)
     return int(raw)
@@ -106,7 +111,7 @@ def up(c, to="head", lock_timeout=None, allow_changed=False, dry_run=False, from
 )
 def down(
     c,
-    steps=None,
+    steps=0,
     to=None,
     lock_timeout=None,
     allow_changed=False,
@@ -135,13 +140,13 @@ def down(
 @task(
     help={
         "down": "Rehearse a rollback (one step, or --steps N, or --to REV) instead.",
-        "steps": "With --down: how many migrations to roll back.",
+        "steps": "With --down: how many migrations to roll back (default 1).",
         "to": "Revision to go to (default: head, or one step down with --down).",
         "lock-timeout": HELP["lock-timeout"],
         "json": "Print JSON for scripts instead of text.",
     }
 )
-def plan(c, down=False, steps=None, to=None, lock_timeout=None, json=False):
+def plan(c, down=False, steps=0, to=None, lock_timeout=None, json=False):
     """Rehearse pending migrations in one transaction on the target: diff, times, ROLLBACK.
 
     The rehearsal runs the real statements on the target and takes their locks until it
@@ -160,10 +165,10 @@ def status(c, json=False):
 @task(
     help={
         "json": "Print JSON for scripts instead of a table.",
-        "limit": "Only the newest N rows.",
+        "limit": "Only the newest N rows (default 0: all).",
     }
 )
-def history(c, json=False, limit=None):
+def history(c, json=False, limit=0):
     """Show every migration step applied or rolled back: when, by whom, how long, result."""
     _run(commands.migrate_history, json, _count(limit, "--limit"))
 
@@ -183,12 +188,15 @@ def lint(c):
 @task(
     help={
         "server": "embedded, debian-NN or docker-NN (default: TEST_DATABASE_URL, then Docker, "
-        "then embedded)."
-    }
+        "then embedded).",
+        "json": "Print the report as JSON for CI instead of text.",
+    },
+    # -s is --steps elsewhere; --server keeps its long name only.
+    auto_shortflags=False,
 )
-def roundtrip(c, server=None):
+def roundtrip(c, server=None, json=False):
     """Prove every migration reversible on a throwaway PostgreSQL: up, down, up, compared."""
-    _run(commands.migrate_roundtrip, server)
+    _run(commands.migrate_roundtrip, server, json)
 
 
 @task(
@@ -249,6 +257,30 @@ def reset(c, force=False, lock_timeout=None, allow_data_loss=False, backup=None)
     """Drop everything in the target's app schema and re-apply every migration."""
     _run(commands.db_reset, force, lock_timeout, allow_data_loss, backup)
 
+
+def _unknown_tasks_are_bad_arguments() -> None:
+    """invoke exits 1 on a task name it does not know; the README promises 2 for bad
+    arguments, and a suggestion is kinder. Parsing happens after tasks.py is loaded."""
+    original = Program.parse_tasks
+
+    def parse_tasks(self: Program) -> None:
+        try:
+            original(self)
+        except ParseError as error:
+            text = str(error)
+            unknown = re.match(r"No idea what '([^']+)' is!", text)
+            if unknown is None:
+                raise Exit(
+                    f"error: {text}\nhint: `invoke --help TASK` lists a task's options", 2
+                ) from None
+            close = difflib.get_close_matches(unknown[1], list(self.collection.task_names), 1)
+            hint = f"did you mean {close[0]}?" if close else "`invoke --list` shows them all"
+            raise Exit(f"error: no task named {unknown[1]!r}.\nhint: {hint}", 2) from None
+
+    Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
+
+
+_unknown_tasks_are_bad_arguments()
 
 migrate = Collection("migrate", up, down, plan, status, history, verify, lint, roundtrip, new)
 db = Collection("db", start, stop, url, shell, reset, dump, diagram)

@@ -83,3 +83,26 @@ def waiting(message: str, every: float = 5.0) -> Iterator[Callable[[str], None]]
             last = time.monotonic()
 
     yield update
+
+
+def table(columns: list[str], rows: list[list[str]], title: str | None = None) -> None:
+    """A table: Rich's on a terminal; plain aligned columns when piped or NO_COLOR (no
+    box-drawing characters, no padding past the last column)."""
+    if console.is_terminal and not _PLAIN:
+        from rich.table import Table
+
+        shown = Table(title=title, show_edge=False, pad_edge=False)
+        for column in columns:
+            shown.add_column(column)
+        for row in rows:
+            shown.add_row(*row)
+        console.print(shown)
+        return
+    from rich.text import Text
+
+    plain = [[Text.from_markup(cell).plain for cell in row] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in plain)]) for i, c in enumerate(columns)]
+    lines = [title] if title else []
+    for cells in [columns, *plain]:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+    console.print("\n".join(lines), markup=False, highlight=False)

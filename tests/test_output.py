@@ -56,3 +56,29 @@ def test_no_color_keeps_a_terminal_plain(initial_db: URL) -> None:
     plain = _on_a_terminal({**as_env(initial_db), "NO_COLOR": "1"})
     assert "001" in plain, plain
     assert ESCAPE not in plain, "NO_COLOR must turn every escape code off"
+
+
+BOX = set("─│┃━┏┓┗┛┡┩╇╋┼├┤┬┴")
+
+
+def test_piped_tables_have_no_box_drawing_and_no_padding(invoke, initial_db) -> None:
+    from tests.helpers import as_env
+
+    for args in (("migrate.status",), ("migrate.history",)):
+        result = invoke(*args, env=as_env(initial_db))
+        assert result.returncode == 0, result.explain()
+        assert not BOX & set(result.stdout), result.stdout
+        assert all(line == line.rstrip() for line in result.stdout.splitlines()), result.stdout
+
+
+def test_a_typo_in_a_task_name_is_bad_arguments_with_a_suggestion(invoke) -> None:
+    result = invoke("migrate.upp")
+    assert result.returncode == 2, result.explain()
+    assert "did you mean migrate.up?" in result.stderr, result.explain()
+
+
+def test_numeric_options_read_as_numbers_and_s_means_steps(invoke) -> None:
+    down = invoke("--help", "migrate.down")
+    assert "-s INT, --steps=INT" in down.stdout, down.stdout
+    roundtrip = invoke("--help", "migrate.roundtrip")
+    assert "-s," not in roundtrip.stdout and "-s " not in roundtrip.stdout, roundtrip.stdout

@@ -51,3 +51,22 @@ def test_whole_chain_and_models_match_head(pg_server: Server) -> None:
         "base → head again",
         "models vs head",
     ]
+
+
+def test_the_roundtrip_prints_each_step_once_and_json_for_ci(invoke) -> None:
+    import json
+    import re
+
+    piped = invoke("migrate.roundtrip", timeout=300)
+    assert piped.returncode == 0, piped.explain()
+    lines = [line for line in piped.stdout.splitlines() if line.strip().startswith("001")]
+    steps = [re.split(r"\s{2,}", line.strip())[1] for line in lines]
+    assert "up again" in steps, piped.stdout
+    assert len(steps) == len(set(steps)), piped.stdout
+    as_json = invoke("migrate.roundtrip", "--json", timeout=300)
+    assert as_json.returncode == 0, as_json.explain()
+    document = json.loads(as_json.stdout)
+    assert document["ok"] is True and document["results"], document
+    assert {"revision", "step", "status", "seconds", "detail", "note"} <= set(
+        document["results"][0]
+    )

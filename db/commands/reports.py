@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rich.table import Table
-
 from db import (
     checksums,
     history,
+    output,
     revisions,
     runner,
     urls,
@@ -18,7 +17,7 @@ from db.commands.target import (
     open_target,
 )
 from db.errors import ChecksumMismatch
-from db.output import console, say
+from db.output import say
 
 
 def _last_applied(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -63,19 +62,20 @@ def migrate_status(as_json: bool = False) -> None:
         return
     say(f"Database: {target.label}")
     say(f"Current:  {current or 'base (nothing applied)'}")
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("revision", "state", "description", "applied at", "applied by", "file"):
-        table.add_column(column)
-    for row in rows:
-        table.add_row(
-            row["revision"],
-            "applied" if row["state"] == "applied" else "[yellow]pending[/yellow]",
-            row["description"],
-            f"{row['applied_at']:%Y-%m-%d %H:%M:%S %Z}" if row["applied_at"] else "",
-            row["applied_by"] or "",
-            row["file"],
-        )
-    console.print(table)
+    output.table(
+        ["revision", "state", "description", "applied at", "applied by", "file"],
+        [
+            [
+                row["revision"],
+                "applied" if row["state"] == "applied" else "[yellow]pending[/yellow]",
+                row["description"],
+                f"{row['applied_at']:%Y-%m-%d %H:%M:%S %Z}" if row["applied_at"] else "",
+                row["applied_by"] or "",
+                row["file"],
+            ]
+            for row in rows
+        ],
+    )
     pending = sum(row["state"] == "pending" for row in rows)
     say(
         f"{len(rows) - pending} applied, {pending} pending."
@@ -96,9 +96,7 @@ def migrate_history(as_json: bool = False, limit: int | None = None) -> None:
     if not rows:
         say(f"No history yet on {target.label}: nothing has been applied by this tool.")
         return
-    table = Table(show_edge=False, pad_edge=False)
-    for column in ("id", "started at", "step", "revision", "description", "took", "result", "by"):
-        table.add_column(column)
+    lines = []
     for row in rows:
         step = f"{row['from_revision'] or 'base'} → {row['to_revision'] or 'base'}"
         if row["direction"] == "accept-changed":
@@ -108,17 +106,21 @@ def migrate_history(as_json: bool = False, limit: int | None = None) -> None:
         result = "ok" if row["success"] else f"[red]FAILED[/red] {row['error']}"
         if row["note"]:
             result += f" ({row['note']})"
-        table.add_row(
-            str(row["id"]),
-            f"{row['started_at']:%Y-%m-%d %H:%M:%S}",
-            f"{row['direction']:<4} {step}",
-            row["revision"],
-            row["description"],
-            f"{row['duration_ms']:.0f} ms",
-            result,
-            _who(row),
+        lines.append(
+            [
+                str(row["id"]),
+                f"{row['started_at']:%Y-%m-%d %H:%M:%S}",
+                f"{row['direction']:<4} {step}",
+                row["revision"],
+                row["description"],
+                f"{row['duration_ms']:.0f} ms",
+                result,
+                _who(row),
+            ]
         )
-    console.print(table)
+    output.table(
+        ["id", "started at", "step", "revision", "description", "took", "result", "by"], lines
+    )
 
 
 def migrate_verify() -> None:

@@ -1,46 +1,70 @@
-"""How a roundtrip run looks to a person: one line per step as it finishes, then a table
-per revision and every failure's context (the diff, the revision, the database error)."""
+"""How a roundtrip run looks to a person. On a terminal: a progress line while it runs,
+then a table; piped (CI logs): one line per step as it finishes, no table. Either way,
+then every failure's context (the diff, the revision, the database error) and the
+verdict. `--json` prints the report as JSON instead."""
 
 from __future__ import annotations
 
-from rich.table import Table
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
+from db import output
 from db.output import console
 from db.roundtrip.cycle import DECLARED, FAIL, OK, Report, Result
 
 _STYLE = {OK: "green", FAIL: "bold red", DECLARED: "yellow"}
 
 
-def live(result: Result) -> None:
+def _line(result: Result) -> str:
     style = _STYLE.get(result.status, "dim")
-    console.print(
+    note = f"  {result.note}" if result.note and result.status != OK else ""
+    return (
         f"  {result.revision:<6} {result.step:<20} [{style}]{result.status}[/{style}]"
-        f"  [dim]{result.seconds:.2f} s[/dim]"
+        f"  [dim]{result.seconds:.2f} s[/dim]{note}"
     )
 
 
+@contextmanager
+def progress() -> Iterator[Callable[[Result], None]]:
+    """Where each result goes as it comes: a transient status line on a terminal, a
+    printed line otherwise."""
+    if output.console.is_terminal:
+        with console.status("Roundtrip: starting") as status:
+            yield lambda result: status.update(
+                f"Roundtrip: {result.revision} {result.step} {result.status}"
+            )
+        return
+    yield lambda result: console.print(_line(result), highlight=False)
+
+
 def summary(report: Report) -> None:
-    table = Table(title=f"roundtrip on {report.server}", show_edge=False, pad_edge=False)
-    for column in ("revision", "step", "result", "time", "note"):
-        table.add_column(column)
-    for result in report.results:
-        style = _STYLE.get(result.status, "dim")
-        note = result.note or (result.detail.splitlines()[0] if result.status == FAIL else "")
-        table.add_row(
-            result.revision,
-            result.step,
-            f"[{style}]{result.status}[/{style}]",
-            f"{result.seconds:.2f} s",
-            note,
+    if console.is_terminal:
+        output.table(
+            ["revision", "step", "result", "time", "note"],
+            [
+                [
+                    r.revision,
+                    r.step,
+                    f"[{_STYLE.get(r.status, 'dim')}]{r.status}[/{_STYLE.get(r.status, 'dim')}]",
+                    f"{r.seconds:.2f} s",
+                    r.note or (r.detail.splitlines()[0] if r.status == FAIL else ""),
+                ]
+                for r in report.results
+            ],
+            title=f"roundtrip on {report.server}",
         )
-    console.print(table)
     declared = [r for r in report.results if r.status == DECLARED]
     if declared:
-        console.print("Migrations whose rollback loses data on purpose:")
+        console.print("Migrations whose rollback loses earlier data on purpose:")
         for result in declared:
-            console.print(f"  {result.revision}: {result.detail}")
+            console.print(f"  {result.revision}: {result.detail}", markup=False)
     for result in report.failures:
         console.rule(f"[red]{result.revision}: {result.step}")
         console.print(result.detail, markup=False, highlight=False)
     verdict = "[green]passed[/green]" if report.ok else f"[red]{len(report.failures)} failed[/red]"
     console.print(f"Roundtrip {verdict} in {report.seconds:.1f} s on {report.server}.")
+
+
+def as_json(report: Report) -> None:
+    print(json.dumps(report.as_dict(), indent=2))
