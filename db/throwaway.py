@@ -17,6 +17,7 @@ import functools
 import logging
 import os
 import pwd
+import re
 import shutil
 import subprocess
 import sys
@@ -131,7 +132,11 @@ def _docker_postgres(image: str) -> tuple[object | None, str]:
         # The constructor talks to the Docker engine and raises when there is none.
         return PostgresContainer(image, driver="psycopg"), f"Docker answered; image {image}"
     except Exception as exc:
-        return None, f"no Docker engine answers ({type(exc).__name__}: {exc})"
+        # docker-py's errors nest a connection error's repr: keep its last, readable part.
+        cause = (
+            re.split(r"[(:]\s*", str(exc).rstrip(")'\" "))[-1].strip(" '\"") or type(exc).__name__
+        )
+        return None, f"no Docker engine answers ({cause})"
 
 
 def _require_passwords_for(server_admin: URL, pgdata: Path) -> None:

