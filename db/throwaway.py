@@ -17,7 +17,6 @@ import functools
 import logging
 import os
 import pwd
-import re
 import shutil
 import subprocess
 import sys
@@ -132,10 +131,14 @@ def _docker_postgres(image: str) -> tuple[object | None, str]:
         # The constructor talks to the Docker engine and raises when there is none.
         return PostgresContainer(image, driver="psycopg"), f"Docker answered; image {image}"
     except Exception as exc:
-        # docker-py's errors nest a connection error's repr: keep its last, readable part.
-        cause = (
-            re.split(r"[(:]\s*", str(exc).rstrip(")'\" "))[-1].strip(" '\"") or type(exc).__name__
-        )
+        # docker-py's errors nest a connection error's repr: say it in a few words.
+        text = str(exc)
+        if "FileNotFoundError" in text or "No such file" in text:
+            cause = "no Docker socket"
+        elif "Connection refused" in text:
+            cause = "the Docker socket refuses connections"
+        else:
+            cause = text.split(":")[0][:80] or type(exc).__name__
         return None, f"no Docker engine answers ({cause})"
 
 
