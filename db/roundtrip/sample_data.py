@@ -104,6 +104,7 @@ _COLUMNS = text(
       JOIN pg_namespace n ON n.oid = c.relnamespace
       JOIN pg_type t ON t.oid = a.atttypid
      WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p')
+       AND (:everything OR c.oid = ANY(:oids))
        AND a.attnum > 0 AND NOT a.attisdropped
      ORDER BY n.nspname, c.relname, a.attnum
     """
@@ -121,6 +122,7 @@ _REFERENCES = text(
       JOIN pg_attribute a ON a.attrelid = co.conrelid AND a.attnum = k.col
       JOIN pg_attribute ra ON ra.attrelid = co.confrelid AND ra.attnum = k.refcol
      WHERE co.contype = 'f' AND n.nspname = ANY(:schemas)
+       AND (:everything OR co.conrelid = ANY(:oids))
     """
 )
 _CHECKS = text(
@@ -132,15 +134,35 @@ _CHECKS = text(
       JOIN pg_class c ON c.oid = co.conrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE co.contype = 'c' AND n.nspname = ANY(:schemas)
+       AND (:everything OR co.conrelid = ANY(:oids))
     """
 )
 
 
-def read_tables(connection: Connection, schemas: list[str] | None = None) -> dict[str, Table]:
-    """The application schemas' tables, keyed by qualified name."""
+_WANTED = text(
+    """
+    WITH named AS (
+        SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE '"' || replace(n.nspname, '"', '""') || '"."'
+               || replace(c.relname, '"', '""') || '"' = ANY(:names))
+    SELECT oid FROM named
+    UNION
+    SELECT co.confrelid FROM pg_constraint co JOIN named ON named.oid = co.conrelid
+     WHERE co.contype = 'f'
+    """
+)
+
+
+def read_tables(
+    connection: Connection, schemas: list[str] | None = None, only: set[str] | None = None
+) -> dict[str, Table]:
+    """The application schemas' tables, keyed by qualified name; with `only`, just those
+    tables and the ones their foreign keys refer to (a fill reads what it fills)."""
     schemas = catalog.app_schemas(connection) if schemas is None else schemas
     tables: dict[str, Table] = {}
-    params = {"schemas": schemas}
+    params: dict = {"schemas": schemas, "everything": only is None, "oids": []}
+    if only is not None:
+        params["oids"] = list(connection.execute(_WANTED, {"names": sorted(only)}).scalars())
     for row in connection.execute(_COLUMNS, params):
         schema, name, column, type_name, sql_type, is_enum, not_null, skip, length, labels = row
         table = tables.setdefault(catalog.quoted(schema, name), Table(schema, name))
@@ -151,6 +173,8 @@ def read_tables(connection: Connection, schemas: list[str] | None = None) -> dic
         )
     for schema, name, column, referred, referred_column in connection.execute(_REFERENCES, params):
         referred_schema, _, referred_name = referred.partition(".")
+        if catalog.quoted(schema, name) not in tables:
+            continue
         tables[catalog.quoted(schema, name)].references[column] = (
             catalog.quoted(referred_schema.strip('"'), referred_name.strip('"')),
             referred_column,
@@ -369,7 +393,7 @@ class Filler:
         self._only = only
         added: dict[str, int] = defaultdict(int)
         with connection.begin():
-            tables = read_tables(connection)
+            tables = read_tables(connection, only=only)
             ordered = [
                 t for t in _in_dependency_order(tables) if only is None or t.qualified in only
             ]
