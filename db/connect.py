@@ -12,7 +12,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from db import embedded, failures, settings, urls
+from db import failures, settings, urls
 from db.errors import ConnectionFailed
 from db.settings import APPLICATION_NAME, Settings
 
@@ -36,6 +36,8 @@ def target_url(config: Settings) -> URL:
     """The database every command works on: DATABASE_URL, or the embedded server."""
     if config.database_url is not None:
         return config.database_url
+    from db import embedded  # the wheel and psutil: only when the embedded server is used
+
     return embedded.start(config.embedded_pgdata, config.embedded_database)
 
 

@@ -259,7 +259,7 @@ def _alembic(
     connection: Connection, plan: list[Step], after_step: Callable[..., None], **attributes
 ) -> None:
     config = revisions.alembic_config()
-    config.attributes.update(connection=connection, **attributes)
+    config.attributes.update(connection=connection, models=False, **attributes)
     config.attributes["configure_options"] = {"on_version_apply": after_step}
     target = plan[-1].to_revision or revisions.BASE
     # What alembic.command.upgrade/downgrade do, on the chain already loaded (they would

@@ -8,17 +8,29 @@ the target is resolved by db.settings, exactly as the invoke tasks do.
 
 from __future__ import annotations
 
-import alembic_postgresql_enum  # noqa: F401 - enum labels in autogenerate
 from alembic import context
 from alembic.util import CommandError
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from db import connect, revisions, settings
-from db.models import metadata
 
 config = context.config
-target_metadata = metadata
+
+
+def _target_metadata():
+    """The models, for autogenerate and comparisons. Applying migrations never needs
+    them: db.runner says so (attribute "models": False), which saves importing them."""
+    if config.attributes.get("models", True) is False:
+        return None
+    import alembic_postgresql_enum  # noqa: F401 - enum labels in autogenerate
+
+    from db.models import metadata
+
+    return metadata
+
+
+target_metadata = _target_metadata()
 
 COMMON_OPTIONS = {
     "target_metadata": target_metadata,
