@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -155,7 +157,10 @@ def test_read_only_commands_take_no_lock(invoke, initial_db: URL) -> None:
 
 def test_two_first_runs_at_once_create_the_embedded_database_once(spawn, tmp_path: Path) -> None:
     """Both runs start (or find) the embedded server and its database, then one migrates."""
-    env = {"WORKTRACKER_PGDATA": str(tmp_path / "shared-pgdata"), "WORKTRACKER_DATABASE": "race"}
+    # Outside pytest's private temp folders, which the server's own user cannot enter.
+    root = Path(tempfile.mkdtemp(prefix="worktracker-race-"))
+    root.chmod(0o755)
+    env = {"WORKTRACKER_PGDATA": str(root / "pgdata"), "WORKTRACKER_DATABASE": "race"}
     processes = [spawn("migrate.up", env=env) for _ in range(2)]
     results = [finish(p) for p in processes]
     assert [r.returncode for r in results] == [0, 0], "\n".join(r.explain() for r in results)
@@ -168,3 +173,4 @@ def test_two_first_runs_at_once_create_the_embedded_database_once(spawn, tmp_pat
         text=True,
     )
     assert stop.returncode == 0, stop.stderr
+    shutil.rmtree(root, ignore_errors=True)

@@ -99,7 +99,18 @@ def test_migration_retries_until_the_long_transaction_ends(
         holder = connect(initial_db)
         holder.execute("SELECT count(*) FROM tasks")  # holds ACCESS SHARE until it ends
         process = spawn("migrate.up", env={**busy_tasks, "WORKTRACKER_DDL_LOCK_RETRIES": "10"})
-        time.sleep(3.5)
+        # Let go once an attempt has given up (however long the run took to start).
+        deadline = time.monotonic() + 60
+        while not scalar(
+            initial_db,
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'migrations' "
+            "AND tablename = 'history'",
+        ) or not scalar(
+            initial_db,
+            "SELECT count(*) FROM migrations.history WHERE revision = '002' AND NOT success",
+        ):
+            assert time.monotonic() < deadline, "no attempt gave up on lock_timeout"
+            time.sleep(0.1)
         holder.rollback()
         holder.close()
         result = finish(process)
