@@ -58,5 +58,6 @@ def migrate_roundtrip(server_kind: str | None = None, as_json: bool = False) -> 
     if not result.ok:
         raise CheckFailed(
             f"the roundtrip found {len(result.failures)} problem(s); see the report above.",
-            "fix the migration it names, then run `invoke migrate.roundtrip` again",
+            "fix what the report names (a migration, or the models), then run "
+            "`invoke migrate.roundtrip` again",
         )

@@ -23,9 +23,11 @@ under db/models/ must be imported.
 from __future__ import annotations
 
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from alembic.script import Script
 from sqlalchemy import create_engine, text
@@ -513,9 +515,25 @@ def models_match(connection: Connection) -> Result:
     from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
     from alembic.migration import MigrationContext
 
-    from db.models import metadata  # the roundtrip checks them; migrations never import them
-
     started = time.perf_counter()
+    try:
+        from db.models import metadata  # the roundtrip checks them; migrations never do
+    except Exception as error:  # a model module that does not even import
+        where = next(
+            (
+                f"{Path(f.filename).name}:{f.lineno}"
+                for f in reversed(traceback.extract_tb(error.__traceback__))
+                if "/db/models/" in f.filename
+            ),
+            "db/models",
+        )
+        return Result(
+            "head",
+            "models vs head",
+            FAIL,
+            detail=f"the models do not import: {where}: {type(error).__name__}: {error}",
+            note="the models do not import",
+        )
     problems = []
     if orphans := unimported_model_modules():
         problems.append(

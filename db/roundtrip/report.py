@@ -60,7 +60,10 @@ def summary(report: Report) -> None:
         for result in declared:
             console.print(f"  {result.revision}: {result.detail}", markup=False)
     for result in report.failures:
-        console.rule(f"[red]{result.revision}: {result.step}")
+        if console.is_terminal:
+            console.rule(f"[red]{result.revision}: {result.step}")
+        else:  # no box-drawing characters in logs
+            console.print(f"--- {result.revision}: {result.step} ---", markup=False)
         console.print(result.detail, markup=False, highlight=False)
     verdict = "[green]passed[/green]" if report.ok else f"[red]{len(report.failures)} failed[/red]"
     console.print(f"Roundtrip {verdict} in {report.seconds:.1f} s on {report.server}.")
