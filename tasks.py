@@ -4,6 +4,7 @@ explains one. Every task targets DATABASE_URL, or the embedded PostgreSQL when i
 from __future__ import annotations
 
 import difflib
+import functools
 import os
 import re
 import signal
@@ -29,7 +30,7 @@ def _terminated(signum: int, frame: object) -> None:
 
 
 # Tasks that talk to a database: an interruption says where the database is.
-_DATABASE_TASKS = ("migrate_", "db_reset", "db_dump", "db_diagram")
+_DATABASE_TASKS = ("migrate_", "db_reset", "db_dump", "db_diagram", "on_environment")
 
 
 def _interrupted(action: Callable[..., None], how: str, code: int) -> Exit:
@@ -77,7 +78,21 @@ def _count(raw: int | str | None, flag: str = "--steps") -> int | None:
     return int(raw)
 
 
+def _on(env: str | None, action: str, *args: object, changes: str | None = None, **kw) -> None:
+    """Run the command `action` on the database --env names (see db/targets.py)."""
+    _run(
+        commands.on_environment,
+        env,
+        functools.partial(getattr(commands, action), *args),
+        changes=changes,
+        **kw,
+    )
+
+
 HELP = {
+    "env": "Run on the database of this environment ([tool.worktracker.environments]); "
+    "default: DATABASE_URL, else the embedded server.",
+    "yes": "Change a protected environment without asking (for CI).",
     "lock-timeout": "Seconds to wait for another migration run to finish (default 60; "
     "also WORKTRACKER_LOCK_TIMEOUT).",
     "allow-changed": "Go ahead although an applied migration's file changed since it was "
@@ -94,12 +109,23 @@ HELP = {
 @task(
     help={
         "to": "Revision to upgrade to (default: head, the newest).",
-        **{k: HELP[k] for k in ("lock-timeout", "allow-changed", "dry-run", "from")},
+        **{k: HELP[k] for k in ("lock-timeout", "allow-changed", "dry-run", "from", "env", "yes")},
     }
 )
-def up(c, to="head", lock_timeout=None, allow_changed=False, dry_run=False, from_=None):
+def up(
+    c,
+    to="head",
+    lock_timeout=None,
+    allow_changed=False,
+    dry_run=False,
+    from_=None,
+    env=None,
+    yes=False,
+):
     """Apply pending migrations, oldest first, up to --to (default head)."""
-    _run(commands.migrate_up, to, lock_timeout, allow_changed, dry_run, from_)
+    changes = None if dry_run else "migrate.up"
+    args = (to, lock_timeout, allow_changed, dry_run, from_)
+    _on(env, "migrate_up", *args, changes=changes, yes=yes)
 
 
 @task(
@@ -119,22 +145,16 @@ def down(
     from_=None,
     allow_data_loss=False,
     backup=None,
+    env=None,
+    yes=False,
 ):
     """Roll back the newest migration, or --steps N of them, or down --to REV.
 
     Refuses to drop tables or columns that hold rows unless --allow-data-loss.
     """
-    _run(
-        commands.migrate_down,
-        _count(steps),
-        to,
-        lock_timeout,
-        allow_changed,
-        dry_run,
-        from_,
-        allow_data_loss,
-        backup,
-    )
+    args = (_count(steps), to, lock_timeout, allow_changed, dry_run, from_, allow_data_loss)
+    changes = None if dry_run else "migrate.down"
+    _on(env, "migrate_down", *args, backup, changes=changes, yes=yes)
 
 
 @task(
@@ -144,39 +164,46 @@ def down(
         "to": "Revision to go to (default: head, or one step down with --down).",
         "lock-timeout": HELP["lock-timeout"],
         "json": "Print JSON for scripts instead of text.",
+        "env": HELP["env"],
     }
 )
-def plan(c, down=False, steps=0, to=None, lock_timeout=None, json=False):
+def plan(c, down=False, steps=0, to=None, lock_timeout=None, json=False, env=None):
     """Rehearse pending migrations in one transaction on the target: diff, times, ROLLBACK.
 
     The rehearsal runs the real statements on the target and takes their locks until it
     rolls back; an autocommit_block() runs inside the transaction, without CONCURRENTLY.
     Exits 4 when a migration fails in the rehearsal.
     """
-    _run(commands.migrate_plan, down, _count(steps), to, lock_timeout, json)
+    _on(env, "migrate_plan", down, _count(steps), to, lock_timeout, json)
 
 
-@task(help={"json": "Print JSON for scripts instead of a table."})
-def status(c, json=False):
+@task(
+    help={
+        "json": "Print JSON for scripts instead of a table.",
+        "env": "An environment, or 'all': one row per database (unreachable ones too).",
+    }
+)
+def status(c, json=False, env=None):
     """Show the current revision, and which migrations are applied or pending."""
-    _run(commands.migrate_status, json)
+    _run(commands.migrate_status, json, env)
 
 
 @task(
     help={
         "json": "Print JSON for scripts instead of a table.",
         "limit": "Only the newest N rows (default 0: all).",
+        "env": HELP["env"],
     }
 )
-def history(c, json=False, limit=0):
+def history(c, json=False, limit=0, env=None):
     """Show every migration step applied or rolled back: when, by whom, how long, result."""
-    _run(commands.migrate_history, json, _count(limit, "--limit"))
+    _on(env, "migrate_history", json, _count(limit, "--limit"))
 
 
-@task
-def verify(c):
+@task(help={"env": HELP["env"]})
+def verify(c, env=None):
     """Check that applied migrations' files still match their recorded checksums (for CI)."""
-    _run(commands.migrate_verify)
+    _on(env, "migrate_verify")
 
 
 @task
@@ -223,10 +250,10 @@ def stop(c):
     _run(commands.db_stop)
 
 
-@task
-def url(c):
+@task(help={"env": HELP["env"]})
+def url(c, env=None):
     """Print the target database's URL, with the password hidden."""
-    _run(commands.db_url)
+    _on(env, "db_url")
 
 
 @task
@@ -250,12 +277,15 @@ def diagram(c):
 @task(
     help={
         "force": "Also reset a database that is not on this machine.",
-        **{k: HELP[k] for k in ("lock-timeout", "allow-data-loss", "backup")},
+        **{k: HELP[k] for k in ("lock-timeout", "allow-data-loss", "backup", "env")},
     }
 )
-def reset(c, force=False, lock_timeout=None, allow_data_loss=False, backup=None):
-    """Drop everything in the target's app schema and re-apply every migration."""
-    _run(commands.db_reset, force, lock_timeout, allow_data_loss, backup)
+def reset(c, force=False, lock_timeout=None, allow_data_loss=False, backup=None, env=None):
+    """Drop everything in the target's app schema and re-apply every migration.
+
+    Never on a protected environment."""
+    args = (force, lock_timeout, allow_data_loss, backup)
+    _on(env, "db_reset", *args, changes="db.reset", never_protected=True)
 
 
 def _unknown_tasks_are_bad_arguments() -> None:

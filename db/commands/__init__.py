@@ -29,6 +29,7 @@ _MODULES = {
     "migrate_status": "reports",
     "migrate_verify": "reports",
     "revision_now": "target",
+    "on_environment": "target",
 }
 
 __all__ = sorted(_MODULES)

@@ -26,6 +26,7 @@ from db.commands.target import (
     apply_plan,
     changing_target,
     guard_data,
+    target_settings,
 )
 from db.errors import Refused
 from db.output import say
@@ -82,7 +83,7 @@ def db_stop() -> None:
 
 
 def db_url() -> None:
-    current = settings.load()
+    current = target_settings()
     print(urls.redact(connect.target_url(current)))
 
 
@@ -128,7 +129,7 @@ def db_reset(
     allow_data_loss: bool = False,
     backup: str | None = None,
 ) -> None:
-    current = settings.load(lock_timeout=lock_timeout)
+    current = target_settings(lock_timeout)
     url = current.database_url
     # Decided before connecting: a typo in a production URL must not get that far.
     if url is not None and not (force or urls.is_local(url)):

@@ -5,18 +5,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from sqlalchemy.exc import DBAPIError
+
 from db import (
     checksums,
     history,
     output,
     revisions,
     runner,
+    targets,
     urls,
 )
 from db.commands.target import (
     open_target,
 )
-from db.errors import ChecksumMismatch
+from db.errors import ChecksumMismatch, UserError
 from db.output import say
 
 
@@ -32,7 +35,78 @@ def _who(row: dict[str, Any]) -> str:
     return f"{row['os_user']}@{row['host']} as {row['db_user']}"
 
 
-def migrate_status(as_json: bool = False) -> None:
+def _environment_row(target: targets.Target) -> dict[str, Any]:
+    """One database of an environment, as `status --env` shows it; never raises for a
+    database that cannot be reached or read: that is the row's result."""
+    row: dict[str, Any] = {
+        "environment": target.environment,
+        "database": urls.redact(target.url) if target.url is not None else "default",
+        "revision": None,
+        "pending": None,
+        "last_applied": None,
+        "applied_by": None,
+        "edited_files": None,
+        "drift": "not checked",
+        "error": None,
+    }
+    try:
+        with targets.use(target), open_target() as opened:
+            current = runner.current_revision(opened.connection)
+            script = revisions.script_directory()
+            chain = [s.revision for s in revisions.chain(script)]
+            applied = chain.index(current) + 1 if current in chain else 0
+            steps = [
+                r
+                for r in history.rows(opened.connection)
+                if r["success"] and r["direction"] == "up"
+            ]
+            drift = checksums.find_drift(opened.connection, script)
+    except (UserError, DBAPIError) as error:
+        message = error.message if isinstance(error, UserError) else str(error.orig)
+        row["error"] = " ".join(message.split())
+        return row
+    row.update(
+        revision=current or "base",
+        pending=len(chain) - applied,
+        last_applied=steps[-1]["started_at"] if steps else None,
+        applied_by=_who(steps[-1]) if steps else None,
+        edited_files=[d.what for d in drift],
+    )
+    return row
+
+
+def _status_of_environments(env: str, as_json: bool) -> None:
+    rows = [_environment_row(target) for target in targets.resolve(env)]
+    if as_json:
+        print(json.dumps(rows, indent=2, default=lambda value: value.isoformat()))
+        return
+    output.table(
+        ["environment", "database", "revision", "pending", "last applied", "by", "edited", "drift"],
+        [
+            [
+                row["environment"],
+                row["database"],
+                row["revision"] or f"[red]unreachable[/red]: {row['error']}",
+                "" if row["pending"] is None else str(row["pending"]),
+                f"{row['last_applied']:%Y-%m-%d %H:%M}" if row["last_applied"] else "",
+                row["applied_by"] or "",
+                "" if row["edited_files"] is None else str(len(row["edited_files"])),
+                row["drift"],
+            ]
+            for row in rows
+        ],
+    )
+    unreachable = sum(row["error"] is not None for row in rows)
+    say(
+        f"{len(rows)} database(s), {unreachable} unreachable."
+        + (" Drift is not checked yet (issue: migrate.drift)." if rows else "")
+    )
+
+
+def migrate_status(as_json: bool = False, env: str | None = None) -> None:
+    if env is not None:
+        _status_of_environments(env, as_json)
+        return
     with open_target() as target:
         current = runner.current_revision(target.connection)
         script = revisions.script_directory()

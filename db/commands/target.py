@@ -3,8 +3,9 @@ refusing to destroy data: what the commands that change the schema share."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,6 @@ from db import (
     catalog,
     checksums,
     connect,
-    embedded,
     history,
     lock,
     loss,
@@ -23,9 +23,10 @@ from db import (
     revisions,
     runner,
     settings,
+    targets,
     urls,
 )
-from db.errors import Refused
+from db.errors import ConfigError, Refused
 from db.output import say, step_line
 
 
@@ -43,10 +44,47 @@ class Target:
         return f"{where}{urls.redact(self.url)}"
 
 
+def target_settings(lock_timeout: str | float | None = None) -> settings.Settings:
+    """The settings, with the database of the target `--env` selected, if any."""
+    current = settings.load(lock_timeout=lock_timeout)
+    if (chosen := targets.selected_url()) is not None:
+        current = dataclasses.replace(current, database_url=chosen)
+    return current
+
+
+def on_environment(
+    env: str | None,
+    run: Callable[[], None],
+    *,
+    changes: str | None = None,
+    yes: bool = False,
+    never_protected: bool = False,
+) -> None:
+    """Run a command on the database `--env` names (the default one without it); a
+    protected environment is confirmed first when the command changes it."""
+    chosen = targets.resolve(env)
+    if len(chosen) > 1:
+        raise ConfigError(
+            f"--env {env} means {len(chosen)} databases; this command runs on one database "
+            "at a time (fleet runs are not built yet).",
+            f"`invoke migrate.status --env {env}` shows them all; for one of them, set "
+            "DATABASE_URL to its URL",
+        )
+    if never_protected and chosen[0].protected:
+        raise Refused(
+            f"{changes} is never run on a protected environment ({chosen[0].environment}).",
+            "a reset drops every table; do it by hand if you really must",
+        )
+    if changes is not None:
+        targets.confirm(chosen[0], changes, yes)
+    with targets.use(chosen[0]):
+        run()
+
+
 @contextmanager
 def open_target(lock_timeout: str | float | None = None) -> Iterator[Target]:
     """Connect to the configured database (starting the embedded one if need be)."""
-    current = settings.load(lock_timeout=lock_timeout)
+    current = target_settings(lock_timeout)
     url = connect.target_url(current)
     with connect.connect(connect.engine_for(url, current)) as connection:
         yield Target(current, url, connection)
@@ -140,7 +178,9 @@ def revision_now() -> str:
     """The target's revision, read on a fresh connection, for a run that was interrupted:
     what the server rolled back is already gone. Never starts the embedded server."""
     try:
-        current = settings.load()
+        from db import embedded
+
+        current = target_settings()
         if current.uses_embedded and embedded.running(current.embedded_pgdata) is None:
             return "unknown (the embedded server is not running)"
         url = connect.target_url(current)

@@ -1,0 +1,111 @@
+"""Named environments (`--env`): each resolves to the databases its variable holds;
+status shows every database side by side, unreachable ones as rows; a protected
+environment is never changed without --yes (and never reset); an unset variable is a
+clear error. Fleet runs and drift come later (issue 13)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import URL
+
+from benchmarks.chain import generate
+from tests.helpers import as_env, current_revision
+
+ENVIRONMENTS = """
+[tool.worktracker.environments]
+staging = "STAGING_DATABASE_URL"
+production = { url = "PRODUCTION_DATABASE_URL", protected = true }
+shards = "SHARD_DATABASE_URLS"
+"""
+NOWHERE = "postgresql://postgres@/nowhere?host=/nonexistent-socket-dir"
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    copy = generate(0, tmp_path / "checkout")
+    pyproject = copy / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text() + ENVIRONMENTS)
+    return copy
+
+
+def _invoke(copy: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("WORKTRACKER_") and k not in ("DATABASE_URL", "PGOPTIONS")
+    }
+    environ["WORKTRACKER_PGDATA"] = str(copy / "never-started")
+    return subprocess.run(
+        [sys.executable, "-m", "invoke", *args],
+        cwd=copy,
+        env={**environ, **env},
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+    )
+
+
+def _urls(staging: URL, production: URL, shard: URL) -> dict[str, str]:
+    return {
+        "STAGING_DATABASE_URL": as_env(staging)["DATABASE_URL"],
+        "PRODUCTION_DATABASE_URL": as_env(production)["DATABASE_URL"],
+        "SHARD_DATABASE_URLS": f"{as_env(shard)['DATABASE_URL']} {NOWHERE}",
+    }
+
+
+def test_env_picks_the_database_and_status_shows_them_all(
+    checkout: Path, pg_server, empty_db: URL
+) -> None:
+    staging, production, shard = empty_db, pg_server.create_database(), pg_server.create_database()
+    env = _urls(staging, production, shard)
+    done = _invoke(checkout, "migrate.up", "--env", "staging", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert current_revision(staging) == "001" and current_revision(production) is None
+
+    status = _invoke(checkout, "migrate.status", "--env", "all", env=env)
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "4 database(s), 1 unreachable" in status.stdout, status.stdout
+    as_json = _invoke(checkout, "migrate.status", "--env", "all", "--json", env=env)
+    rows = json.loads(as_json.stdout)
+    assert [r["environment"] for r in rows] == ["staging", "production", "shards", "shards"]
+    assert rows[0]["revision"] == "001" and rows[0]["pending"] == 0
+    assert rows[1]["revision"] == "base" and rows[1]["pending"] == 1
+    assert rows[3]["error"] and rows[3]["revision"] is None, rows[3]
+    for url in (production, shard):
+        pg_server.drop_database(url.database)
+
+
+def test_a_protected_environment_needs_yes_and_is_never_reset(
+    checkout: Path, pg_server, empty_db: URL
+) -> None:
+    env = _urls(pg_server.admin_url, empty_db, pg_server.admin_url)
+    refused = _invoke(checkout, "migrate.up", "--env", "production", env=env)
+    assert refused.returncode == 5, refused.stdout + refused.stderr
+    assert "protected" in refused.stderr and "--yes" in refused.stderr
+    assert current_revision(empty_db) is None
+    done = _invoke(checkout, "migrate.up", "--env", "production", "--yes", env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert current_revision(empty_db) == "001"
+    reset = _invoke(checkout, "db.reset", "--env", "production", env=env)
+    assert reset.returncode == 5, reset.stdout + reset.stderr
+    assert "never run on a protected environment" in reset.stderr
+
+
+def test_an_unset_variable_a_bad_url_and_a_fleet_are_clear_errors(checkout: Path) -> None:
+    unset = _invoke(checkout, "migrate.status", "--env", "staging", env={})
+    assert unset.returncode == 2, unset.stdout + unset.stderr
+    assert "STAGING_DATABASE_URL, which is not set" in unset.stderr
+    garbled = _invoke(checkout, "migrate.up", "--env", "shards", env={"SHARD_DATABASE_URLS": "x"})
+    assert garbled.returncode == 2, garbled.stdout + garbled.stderr
+    assert "SHARD_DATABASE_URLS" in garbled.stderr
+    two = {"SHARD_DATABASE_URLS": f"{NOWHERE} {NOWHERE}"}
+    fleet = _invoke(checkout, "migrate.up", "--env", "shards", env=two)
+    assert fleet.returncode == 2, fleet.stdout + fleet.stderr
+    assert "means 2 databases" in fleet.stderr, fleet.stderr
