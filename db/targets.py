@@ -126,8 +126,13 @@ def use(target: Target) -> Iterator[Target]:
     token = _SELECTED.set(target)
     try:
         yield target
-    finally:
+    except Exception:
         _SELECTED.reset(token)
+        raise
+    else:
+        _SELECTED.reset(token)
+    # An interrupt (KeyboardInterrupt, SIGTERM) keeps the selection: the message that
+    # follows reads where the selected database is.
 
 
 def confirm(target: Target, action: str, yes: bool) -> None:
