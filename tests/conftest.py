@@ -10,10 +10,12 @@ Two chains of migrations are in play:
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,28 +166,43 @@ class Result:
         )
 
 
-def _environ(tmp_path: Path, chain: Path, extra: dict[str, str] | None) -> dict[str, str]:
+@pytest.fixture
+def embedded_pgdata() -> Iterator[Path]:
+    """Where a test's own embedded server keeps its data: outside pytest's private temp
+    folders, which the server's user (not root) cannot always enter."""
+    root = Path(tempfile.mkdtemp(prefix="worktracker-test-"))
+    root.chmod(0o755)
+    yield root / "pgdata"
+    if (root / "pgdata" / "postmaster.pid").exists():
+        from db import embedded
+
+        with contextlib.suppress(Exception):
+            embedded.stop(root / "pgdata")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _environ(pgdata: Path, chain: Path, extra: dict[str, str] | None) -> dict[str, str]:
     environ = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("WORKTRACKER_") and k not in {"DATABASE_URL", "PGPASSWORD", "PGOPTIONS"}
     }
     # Keep tests away from the developer's .pgdata, and on the initial chain by default.
-    environ["WORKTRACKER_PGDATA"] = str(tmp_path / "pgdata")
+    environ["WORKTRACKER_PGDATA"] = str(pgdata)
     environ["WORKTRACKER_VERSIONS_DIR"] = str(chain)
     environ.update(extra or {})
     return environ
 
 
 @pytest.fixture
-def invoke(tmp_path: Path, initial_chain: Path):
+def invoke(embedded_pgdata: Path, initial_chain: Path):
     """Run `invoke ARGS…` as a user would, in a subprocess, with extra environment."""
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
         done = subprocess.run(
             [sys.executable, "-m", "invoke", *args],
             cwd=PROJECT_ROOT,
-            env=_environ(tmp_path, initial_chain, env),
+            env=_environ(embedded_pgdata, initial_chain, env),
             capture_output=True,
             text=True,
             timeout=timeout,
@@ -196,7 +213,7 @@ def invoke(tmp_path: Path, initial_chain: Path):
 
 
 @pytest.fixture
-def spawn(tmp_path: Path, initial_chain: Path) -> Iterator:
+def spawn(embedded_pgdata: Path, initial_chain: Path) -> Iterator:
     """Start `invoke ARGS…` in the background; every process is killed after the test."""
     started: list[subprocess.Popen] = []
 
@@ -204,7 +221,7 @@ def spawn(tmp_path: Path, initial_chain: Path) -> Iterator:
         process = subprocess.Popen(
             [sys.executable, "-m", "invoke", *args],
             cwd=PROJECT_ROOT,
-            env=_environ(tmp_path, initial_chain, env),
+            env=_environ(embedded_pgdata, initial_chain, env),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

@@ -60,12 +60,12 @@ def test_an_interrupted_run_says_where_the_database_is(
 
 
 def test_a_closed_stdout_never_changes_what_is_applied(
-    tmp_path: Path, initial_chain: Path, empty_db: URL
+    embedded_pgdata: Path, initial_chain: Path, empty_db: URL
 ) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "invoke", "migrate.up"],
         cwd=PROJECT_ROOT,
-        env=_environ(tmp_path, initial_chain, as_env(empty_db)),
+        env=_environ(embedded_pgdata, initial_chain, as_env(empty_db)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -84,7 +84,19 @@ def test_waiting_run_proceeds_when_the_lock_is_released(spawn, empty_db: URL) ->
     with connect(empty_db, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", [lock.LOCK_KEY])
         process = spawn("migrate.up", "--lock-timeout", "60", env=as_env(empty_db))
-        time.sleep(3)
+        # Release only once the run is there and trying (however long it took to start).
+        _wait_for(
+            lambda: (
+                scalar(
+                    empty_db,
+                    "SELECT count(*) FROM pg_stat_activity "
+                    "WHERE application_name = 'worktracker-migrate (lock)'",
+                )
+                == 1
+            ),
+            "the run to open its lock session",
+        )
+        time.sleep(1)
         assert process.poll() is None, "the run should still be waiting for the lock"
     result = finish(process)
     assert result.returncode == 0, result.explain()

@@ -120,8 +120,8 @@ def test_steps_and_to_together_are_refused(invoke, empty_db: URL) -> None:
     assert result.returncode == 2 and "not both" in result.stderr, result.explain()
 
 
-def test_no_database_url_uses_the_embedded_server(invoke, tmp_path: Path) -> None:
-    pgdata = tmp_path / "pgdata"
+def test_no_database_url_uses_the_embedded_server(invoke, embedded_pgdata: Path) -> None:
+    pgdata = embedded_pgdata
     try:
         up = invoke("migrate.up")
         assert up.returncode == 0, up.explain()
