@@ -89,6 +89,12 @@ def _on(env: str | None, action: str, *args: object, changes: str | None = None,
     )
 
 
+FLEET = {
+    "parallel": "With an environment of several databases: how many run at once (default 4).",
+    "keep-going": "With several databases: run them all even after one failed.",
+    "json": "With several databases: print the summary as JSON.",
+}
+
 HELP = {
     "env": "Run on the database of this environment ([tool.worktracker.environments]); "
     "default: DATABASE_URL, else the embedded server.",
@@ -110,6 +116,7 @@ HELP = {
     help={
         "to": "Revision to upgrade to (default: head, the newest).",
         **{k: HELP[k] for k in ("lock-timeout", "allow-changed", "dry-run", "from", "env", "yes")},
+        **FLEET,
     }
 )
 def up(
@@ -121,11 +128,27 @@ def up(
     from_=None,
     env=None,
     yes=False,
+    parallel=4,
+    keep_going=False,
+    json=False,
 ):
     """Apply pending migrations, oldest first, up to --to (default head)."""
     changes = None if dry_run else "migrate.up"
     args = (to, lock_timeout, allow_changed, dry_run, from_)
-    _on(env, "migrate_up", *args, changes=changes, yes=yes)
+    options = {
+        "to": to,
+        "lock_timeout": lock_timeout,
+        "allow_changed": allow_changed,
+        "dry_run": dry_run,
+        "from_": from_,
+    }
+    fleet = {
+        "fleet": ("migrate.up", options),
+        "parallel": parallel,
+        "keep_going": keep_going,
+        "as_json": json,
+    }
+    _on(env, "migrate_up", *args, changes=changes, yes=yes, **fleet)
 
 
 @task(
@@ -133,6 +156,7 @@ def up(
         "steps": "How many migrations to roll back (default 1).",
         "to": "Roll back to this revision instead; 'base' rolls back everything.",
         **HELP,
+        **FLEET,
     }
 )
 def down(
@@ -147,6 +171,9 @@ def down(
     backup=None,
     env=None,
     yes=False,
+    parallel=4,
+    keep_going=False,
+    json=False,
 ):
     """Roll back the newest migration, or --steps N of them, or down --to REV.
 
@@ -154,7 +181,22 @@ def down(
     """
     args = (_count(steps), to, lock_timeout, allow_changed, dry_run, from_, allow_data_loss)
     changes = None if dry_run else "migrate.down"
-    _on(env, "migrate_down", *args, backup, changes=changes, yes=yes)
+    options = {
+        "steps": steps,
+        "to": to,
+        "lock_timeout": lock_timeout,
+        "allow_changed": allow_changed,
+        "dry_run": dry_run,
+        "from_": from_,
+        "allow_data_loss": allow_data_loss,
+    }
+    fleet = {
+        "fleet": ("migrate.down", options),
+        "parallel": parallel,
+        "keep_going": keep_going,
+        "as_json": json,
+    }
+    _on(env, "migrate_down", *args, backup, changes=changes, yes=yes, **fleet)
 
 
 @task(
@@ -200,10 +242,16 @@ def history(c, json=False, limit=0, env=None):
     _on(env, "migrate_history", json, _count(limit, "--limit"))
 
 
-@task(help={"env": HELP["env"]})
-def verify(c, env=None):
+@task(help={"env": HELP["env"], **FLEET})
+def verify(c, env=None, parallel=4, keep_going=False, json=False):
     """Check that applied migrations' files still match their recorded checksums (for CI)."""
-    _on(env, "migrate_verify")
+    fleet = {
+        "fleet": ("migrate.verify", {}),
+        "parallel": parallel,
+        "keep_going": keep_going,
+        "as_json": json,
+    }
+    _on(env, "migrate_verify", **fleet)
 
 
 @task

@@ -1,7 +1,7 @@
 """Named environments (`--env`): each resolves to the databases its variable holds;
-status shows every database side by side, unreachable ones as rows; a protected
-environment is never changed without --yes (and never reset); an unset variable is a
-clear error. Fleet runs and drift come later (issue 13)."""
+status shows every database side by side, unreachable ones as rows; up, down and verify
+run over a fleet in parallel, stop or keep going, and resume; a protected environment is
+never changed without --yes (and never reset); an unset variable is a clear error."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 from sqlalchemy.engine import URL
 
@@ -106,6 +107,43 @@ def test_an_unset_variable_a_bad_url_and_a_fleet_are_clear_errors(checkout: Path
     assert garbled.returncode == 2, garbled.stdout + garbled.stderr
     assert "SHARD_DATABASE_URLS" in garbled.stderr
     two = {"SHARD_DATABASE_URLS": f"{NOWHERE} {NOWHERE}"}
-    fleet = _invoke(checkout, "migrate.up", "--env", "shards", env=two)
+    fleet = _invoke(checkout, "migrate.plan", "--env", "shards", env=two)
     assert fleet.returncode == 2, fleet.stdout + fleet.stderr
-    assert "means 2 databases" in fleet.stderr, fleet.stderr
+    assert "means 2 databases" in fleet.stderr and "migrate.up" in fleet.stderr, fleet.stderr
+    unreachable = _invoke(checkout, "migrate.up", "--env", "shards", env=two)
+    assert unreachable.returncode == 3, unreachable.stdout + unreachable.stderr
+    assert "2 of 2 databases failed" in unreachable.stderr
+
+
+def test_a_fleet_runs_in_parallel_stops_or_keeps_going_and_resumes(
+    checkout: Path, pg_server
+) -> None:
+    databases = [pg_server.create_database() for _ in range(20)]
+    bad = databases[7]
+    with psycopg.connect(as_env(bad)["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("CREATE TABLE users (id int)")  # 001 cannot create its own
+    env = {"SHARD_DATABASE_URLS": " ".join(as_env(url)["DATABASE_URL"] for url in databases)}
+    try:
+        stopped = _invoke(checkout, "migrate.up", "--env", "shards", "--parallel", "4", env=env)
+        assert stopped.returncode == 4, stopped.stdout + stopped.stderr
+        assert "1 of 20 databases failed" in stopped.stderr, stopped.stderr
+        assert current_revision(bad) is None
+
+        kept = _invoke(checkout, "migrate.up", "--env", "shards", "--keep-going", env=env)
+        assert kept.returncode == 4, kept.stdout + kept.stderr
+        assert "1 of 20 databases failed" in kept.stderr and "not started" not in kept.stderr
+        assert [current_revision(url) for url in databases].count("001") == 19
+
+        with psycopg.connect(as_env(bad)["DATABASE_URL"], autocommit=True) as conn:
+            conn.execute("DROP TABLE users")
+        resumed = _invoke(checkout, "migrate.up", "--env", "shards", "--json", env=env)
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        rows = json.loads(resumed.stdout)
+        results = [row["result"] for row in rows]
+        assert results.count("nothing to apply") == 19 and results.count("ok") == 1, rows
+        assert rows[7]["from"] == "base" and rows[7]["to"] == "001", rows[7]
+        verified = _invoke(checkout, "migrate.verify", "--env", "shards", env=env)
+        assert verified.returncode == 0, verified.stdout + verified.stderr
+    finally:
+        for url in databases:
+            pg_server.drop_database(url.database)

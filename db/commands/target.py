@@ -59,14 +59,29 @@ def on_environment(
     changes: str | None = None,
     yes: bool = False,
     never_protected: bool = False,
+    fleet: tuple[str, dict[str, object]] | None = None,
+    parallel: int = 4,
+    keep_going: bool = False,
+    as_json: bool = False,
 ) -> None:
     """Run a command on the database `--env` names (the default one without it); a
-    protected environment is confirmed first when the command changes it."""
+    protected environment is confirmed first when the command changes it. A command
+    that can (`fleet`: its task name and options) runs over every database of the
+    environment, `parallel` at a time."""
     chosen = targets.resolve(env)
+    if len(chosen) > 1 and fleet is not None:
+        from db.commands import fleet as fleets
+
+        if changes is not None:
+            for target in {t.environment: t for t in chosen}.values():
+                targets.confirm(target, changes, yes)
+        task, options = fleet
+        fleets.run(chosen, task, options, parallel=parallel, keep_going=keep_going, as_json=as_json)
+        return
     if len(chosen) > 1:
         raise ConfigError(
             f"--env {env} means {len(chosen)} databases; this command runs on one database "
-            "at a time (fleet runs are not built yet).",
+            "at a time (fleet runs: migrate.up, migrate.down, migrate.verify).",
             f"`invoke migrate.status --env {env}` shows them all; for one of them, set "
             "DATABASE_URL to its URL",
         )
