@@ -131,7 +131,6 @@ class Catalog:
     columns: dict[tuple[int, int], Column] = field(default_factory=dict)
     enums: dict[int, Enum] = field(default_factory=dict)
     things: list[Thing] = field(default_factory=list)
-    invalid_indexes: list[str] = field(default_factory=list)
     extensions: list[str] = field(default_factory=list)
     _by_table: dict[int, list[Column]] | None = field(default=None, repr=False, compare=False)
 
@@ -333,7 +332,6 @@ def read(connection: Connection, schemas: list[str] | None = None) -> Catalog:
             oid, schema, name, tuple(zip(label_oids, labels, strict=True)), comment
         )
     found.things = [Thing(*row) for row in connection.execute(_THINGS, params)]
-    found.invalid_indexes = list(connection.execute(_INVALID, params).scalars())
     found.extensions = list(connection.execute(_EXTENSIONS, params).scalars())
     return found
 

@@ -12,7 +12,6 @@ pg_attribute.attnum), so a rename is never a loss. Loss is:
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 
 from sqlalchemy import text
@@ -73,11 +72,6 @@ def row_hashes_sql(relation: Relation, columns: list[Column]) -> str:
     return f"SELECT md5(ROW({row})::text) AS h FROM {relation.sql}"
 
 
-def row_multiset(connection: Connection, relation: Relation, columns: list[Column]) -> Counter:
-    """The rows of `relation` over `columns`, each as row_text() of its values."""
-    return Counter(row_text(row) for row in row_values(connection, relation, columns))
-
-
 def row_values(connection: Connection, relation: Relation, columns: list[Column]) -> list[tuple]:
     """Every row over `columns`, each value as text (NULL stays None)."""
     if not columns:
@@ -85,10 +79,6 @@ def row_values(connection: Connection, relation: Relation, columns: list[Column]
         return [()] * count
     values = ", ".join(f"{ident(c.name)}::text" for c in columns)
     return [tuple(r) for r in connection.execute(text(f"SELECT {values} FROM {relation.sql}"))]
-
-
-def row_text(values: list | tuple) -> str:
-    return repr(tuple(values))
 
 
 def columns_set_on_update(connection: Connection, relation: Relation) -> set[str]:

@@ -64,13 +64,13 @@ class Step:
     @property
     def online(self) -> bool:
         """Whether the migration uses autocommit_block(): part of it commits on its own."""
-        return uses_autocommit(self.path)
+        return _uses_autocommit(self.path)
 
 
 _ONLINE: dict[Path, bool] = {}
 
 
-def uses_autocommit(path: Path) -> bool:
+def _uses_autocommit(path: Path) -> bool:
     if path not in _ONLINE:
         try:
             _ONLINE[path] = "autocommit_block" in path.read_text()

@@ -164,12 +164,6 @@ def _is_local_host(host: str) -> bool:
         return False
 
 
-def host_of(url: URL) -> str | None:
-    """The first host the URL connects to (see effective_hosts), or None for the default."""
-    hosts = effective_hosts(url)
-    return hosts[0] if hosts else None
-
-
 def is_local(url: URL, environ: Mapping[str, str] | None = None) -> bool:
     """True when every host libpq would use is a unix socket or a loopback address: the
     databases a reset may wipe without --force. Decided before connecting."""

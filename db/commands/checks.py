@@ -2,17 +2,8 @@
 
 from __future__ import annotations
 
-import re
-
-from db import (
-    settings,
-)
 from db.errors import CheckFailed, ConfigError
 from db.output import console, say
-
-_VERSION_TABLE_DDL = re.compile(
-    rf"CREATE TABLE {settings.BOOKKEEPING_SCHEMA}\.alembic_version \(.*?\);\n", re.S
-)
 
 
 def migrate_lint() -> None:

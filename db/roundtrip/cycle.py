@@ -165,6 +165,7 @@ class Stairway:
 
     def _step(self, script: Script, direction: str, cat: catalog.Catalog) -> tuple[float, set]:
         """One step; the seconds it took and the tables whose rows it wrote."""
+        step = runner.Step(script, direction)
         touched: set[int] = set()
         oids = [o for o, r in cat.relations.items() if r.kind in ("r", "p")]
 
@@ -173,8 +174,8 @@ class Stairway:
             touched.update(self.connection.execute(_TOUCHED, {"oids": oids}).scalars())
 
         started = time.perf_counter()
-        runner.run(self.connection, [runner.Step(script, direction)], on_step=inside)
-        if uses_autocommit(script):  # statements committed on their own: not counted
+        runner.run(self.connection, [step], on_step=inside)
+        if step.online:  # statements committed on their own: not counted
             touched.update(oids)
         return time.perf_counter() - started, touched
 
@@ -355,10 +356,6 @@ class Stairway:
             "so that reviewers see it."
         )
         return Result(rev, "data", FAIL, detail=detail, note="rows lost on rollback")
-
-
-def uses_autocommit(script: Script) -> bool:
-    return runner.uses_autocommit(revisions.path_of(script))
 
 
 def _schema_differs(
