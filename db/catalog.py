@@ -133,6 +133,7 @@ class Catalog:
     things: list[Thing] = field(default_factory=list)
     extensions: list[str] = field(default_factory=list)
     _by_table: dict[int, list[Column]] | None = field(default=None, repr=False, compare=False)
+    _lines: list[str] | None = field(default=None, repr=False, compare=False)
 
     def table_columns(self, oid: int) -> list[Column]:
         """The columns of table `oid`, in order."""
@@ -150,7 +151,13 @@ class Catalog:
         return relation.shown if relation else ""
 
     def lines(self) -> list[str]:
-        """One line per object, by name: equal lines mean the same schema."""
+        """One line per object, by name: equal lines mean the same schema. Computed once:
+        a catalog is not changed after it was read (the stairway compares each twice)."""
+        if self._lines is None:
+            self._lines = self._render_lines()
+        return self._lines
+
+    def _render_lines(self) -> list[str]:
         out = [f"schema {n}" + (f" comment {c}" if c else "") for n, c in self.schemas.items()]
         out += [f"extension {e}" for e in self.extensions]
         for relation in self.relations.values():
@@ -383,8 +390,24 @@ def _pair(before: dict, after: dict, name) -> tuple[list, list, list]:
     return pairs, only_before, list(new.values())
 
 
-_KIND = {"r": "table", "p": "table", "v": "view", "m": "materialized view", "f": "foreign table"}
-_KIND.update({"S": "sequence"})
+_KIND = {
+    "r": "table",
+    "p": "table",
+    "v": "view",
+    "m": "materialized view",
+    "f": "foreign table",
+    "S": "sequence",
+}
+
+
+def new_indexes(before: Catalog, after: Catalog) -> list[str]:
+    """Indexes in `after` and not in `before`, as schema.name: what a failed online step
+    left behind, to drop."""
+
+    def names(catalog: Catalog) -> set[str]:
+        return {f"{t.schema}.{t.name}" for t in catalog.things if t.kind == "index"}
+
+    return sorted(names(after) - names(before))
 
 
 def _table_summary(catalog: Catalog, relation: Relation) -> str:
@@ -404,28 +427,23 @@ def changes(before: Catalog, after: Catalog) -> list[str]:
     indexes, constraints and triggers are not listed again.
     """
     out: list[str] = []
-    for name in sorted(set(after.schemas) - set(before.schemas)):
-        out.append(f"+ schema {name}")
-    for name in sorted(set(before.schemas) - set(after.schemas)):
-        out.append(f"- schema {name}")
-    for name in sorted(set(after.extensions) - set(before.extensions)):
-        out.append(f"+ extension {name}")
-    for name in sorted(set(before.extensions) - set(after.extensions)):
-        out.append(f"- extension {name}")
+    for noun, names_b, names_a in (
+        ("schema", set(before.schemas), set(after.schemas)),
+        ("extension", set(before.extensions), set(after.extensions)),
+    ):
+        out += [f"+ {noun} {name}" for name in sorted(names_a - names_b)]
+        out += [f"- {noun} {name}" for name in sorted(names_b - names_a)]
 
     relations_b = {k: r for k, r in before.relations.items() if r.kind != "i"}
     relations_a = {k: r for k, r in after.relations.items() if r.kind != "i"}
     pairs, gone, new = _pair(relations_b, relations_a, lambda r: r.shown)
     whole_b = {r.oid for r in gone}  # tables that went or came whole: no detail
     whole_a = {r.oid for r in new}
-    for relation in sorted(new, key=lambda r: r.shown):
-        kind = _KIND.get(relation.kind, f"relation {relation.kind}")
-        detail = f" ({_table_summary(after, relation)})" if relation.kind in ("r", "p") else ""
-        out.append(f"+ {kind} {relation.shown}{detail}")
-    for relation in sorted(gone, key=lambda r: r.shown):
-        kind = _KIND.get(relation.kind, f"relation {relation.kind}")
-        detail = f" ({_table_summary(before, relation)})" if relation.kind in ("r", "p") else ""
-        out.append(f"- {kind} {relation.shown}{detail}")
+    for sign, relations, side in (("+", new, after), ("-", gone, before)):
+        for relation in sorted(relations, key=lambda r: r.shown):
+            kind = _KIND.get(relation.kind, f"relation {relation.kind}")
+            summary = _table_summary(side, relation) if relation.kind in ("r", "p") else ""
+            out.append(f"{sign} {kind} {relation.shown}" + (f" ({summary})" if summary else ""))
     table_pairs: dict[int, int] = {}
     for old, now in sorted(pairs, key=lambda p: p[1].shown):
         table_pairs[old.oid] = now.oid

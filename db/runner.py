@@ -395,7 +395,14 @@ def run(
             attempt += 1
 
 
-def _left_behind(connection: Connection, failure: _StepFailed) -> list[str] | None:
+@dataclass(frozen=True)
+class _LeftBehind:
+    changes: list[str]
+    indexes: list[str]
+    """New indexes among the changes, schema.name, to drop."""
+
+
+def _left_behind(connection: Connection, failure: _StepFailed) -> _LeftBehind | None:
     """What a failed online step committed before it failed; None if it is not online."""
     if failure.before is None:
         return None
@@ -406,20 +413,14 @@ def _left_behind(connection: Connection, failure: _StepFailed) -> list[str] | No
         connection.rollback()
     except Exception as exc:  # the connection itself may be what failed
         log.warning("could not read what %s left behind: %s", failure.step.revision, exc)
-        return ["(could not read the catalog to tell)"]
-    return catalog.changes(failure.before, now)
-
-
-def _fix_for(left: list[str]) -> str:
-    drops = []
-    for line in left:
-        if found := re.match(r"\+ index (\S+) on (\S+?)\.", line):
-            drops.append(f"DROP INDEX CONCURRENTLY {found[2]}.{found[1]};")
-    return " ".join(drops) if drops else "undo what is listed by hand"
+        return _LeftBehind(["(could not read the catalog to tell)"], [])
+    return _LeftBehind(
+        catalog.changes(failure.before, now), catalog.new_indexes(failure.before, now)
+    )
 
 
 def _migration_failed(
-    failure: _StepFailed, error: str, attempts: int, left: list[str] | None = None
+    failure: _StepFailed, error: str, attempts: int, left: _LeftBehind | None = None
 ) -> UserError:
     step = failure.step
     at = step.from_revision or "base"
@@ -450,13 +451,14 @@ def _migration_failed(
             + ", fix the cause (duplicates for a unique index, a timeout), and run again",
         )
     if left is not None:
-        kept = "; ".join(left) if left else "nothing in the schema"
+        kept = "; ".join(left.changes) or "nothing in the schema"
+        fix = " ".join(f"DROP INDEX CONCURRENTLY {name};" for name in left.indexes)
         return MigrationFailed(
             f"migration {step.revision} ({step.description}) failed while going "
             f"{step.direction}{where}: {error}",
             f"the database is at {at}, but its autocommit_block() had already committed "
-            f"part of it, which stays: {kept}. Remove that ({_fix_for(left)}), fix the "
-            "migration or the data it trips on, and run again",
+            f"part of it, which stays: {kept}. Remove that ({fix or 'undo it by hand'}), "
+            "fix the migration or the data it trips on, and run again",
         )
     if failure.lock_timed_out:
         return MigrationFailed(
