@@ -95,6 +95,17 @@ FLEET = {
     "json": "With several databases: print the summary as JSON.",
 }
 
+
+def _fleet(task: str, parallel: int, keep_going: bool, json: bool, **options) -> dict:
+    """How the command runs when --env names several databases (db/commands/fleet.py)."""
+    return {
+        "fleet": (task, options),
+        "parallel": parallel,
+        "keep_going": keep_going,
+        "as_json": json,
+    }
+
+
 HELP = {
     "env": "Run on the database of this environment ([tool.worktracker.environments]); "
     "default: DATABASE_URL, else the embedded server.",
@@ -135,19 +146,17 @@ def up(
     """Apply pending migrations, oldest first, up to --to (default head)."""
     changes = None if dry_run else "migrate.up"
     args = (to, lock_timeout, allow_changed, dry_run, from_)
-    options = {
-        "to": to,
-        "lock_timeout": lock_timeout,
-        "allow_changed": allow_changed,
-        "dry_run": dry_run,
-        "from_": from_,
-    }
-    fleet = {
-        "fleet": ("migrate.up", options),
-        "parallel": parallel,
-        "keep_going": keep_going,
-        "as_json": json,
-    }
+    fleet = _fleet(
+        "migrate.up",
+        parallel,
+        keep_going,
+        json,
+        to=to,
+        lock_timeout=lock_timeout,
+        allow_changed=allow_changed,
+        dry_run=dry_run,
+        from_=from_,
+    )
     _on(env, "migrate_up", *args, changes=changes, yes=yes, **fleet)
 
 
@@ -181,21 +190,20 @@ def down(
     """
     args = (_count(steps), to, lock_timeout, allow_changed, dry_run, from_, allow_data_loss)
     changes = None if dry_run else "migrate.down"
-    options = {
-        "steps": steps,
-        "to": to,
-        "lock_timeout": lock_timeout,
-        "allow_changed": allow_changed,
-        "dry_run": dry_run,
-        "from_": from_,
-        "allow_data_loss": allow_data_loss,
-    }
-    fleet = {
-        "fleet": ("migrate.down", options),
-        "parallel": parallel,
-        "keep_going": keep_going,
-        "as_json": json,
-    }
+    fleet = _fleet(
+        "migrate.down",
+        parallel,
+        keep_going,
+        json,
+        steps=steps,
+        to=to,
+        lock_timeout=lock_timeout,
+        allow_changed=allow_changed,
+        dry_run=dry_run,
+        from_=from_,
+        allow_data_loss=allow_data_loss,
+        backup=backup,
+    )
     _on(env, "migrate_down", *args, backup, changes=changes, yes=yes, **fleet)
 
 
@@ -245,13 +253,7 @@ def history(c, json=False, limit=0, env=None):
 @task(help={"env": HELP["env"], **FLEET})
 def verify(c, env=None, parallel=4, keep_going=False, json=False):
     """Check that applied migrations' files still match their recorded checksums (for CI)."""
-    fleet = {
-        "fleet": ("migrate.verify", {}),
-        "parallel": parallel,
-        "keep_going": keep_going,
-        "as_json": json,
-    }
-    _on(env, "migrate_verify", **fleet)
+    _on(env, "migrate_verify", **_fleet("migrate.verify", parallel, keep_going, json))
 
 
 @task

@@ -110,6 +110,10 @@ def test_an_unset_variable_a_bad_url_and_a_fleet_are_clear_errors(checkout: Path
     fleet = _invoke(checkout, "migrate.plan", "--env", "shards", env=two)
     assert fleet.returncode == 2, fleet.stdout + fleet.stderr
     assert "means 2 databases" in fleet.stderr and "migrate.up" in fleet.stderr, fleet.stderr
+    for option in (("--backup", "/tmp/one-file.sql"), ("--dry-run",)):
+        refused = _invoke(checkout, "migrate.down", "--env", "shards", *option, env=two)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "does not go with an environment of 2 databases" in refused.stderr
     unreachable = _invoke(checkout, "migrate.up", "--env", "shards", env=two)
     assert unreachable.returncode == 3, unreachable.stdout + unreachable.stderr
     assert "2 of 2 databases failed" in unreachable.stderr

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from db import output, settings, targets, urls
-from db.errors import UserError
+from db.errors import ConfigError, UserError
 from db.output import say
 
 _ARROW = re.compile(r"(\S+) → (\S+)")
@@ -74,6 +74,18 @@ def run(
     keep_going: bool,
     as_json: bool,
 ) -> None:
+    # One file or one printout for many databases cannot be what was meant: refuse
+    # rather than drop the option (a backup that is silently not written).
+    for option, why in (
+        ("backup", "each database needs a backup file of its own"),
+        ("dry_run", "each database's SQL would be lost in the summary"),
+    ):
+        if options.get(option):
+            raise ConfigError(
+                f"--{option.replace('_', '-')} does not go with an environment of "
+                f"{len(chosen)} databases: {why}.",
+                "run it for one database at a time, with DATABASE_URL set to it",
+            )
     argv = [sys.executable, "-m", "invoke", task, *_flags(options)]
     outcomes = [Outcome(target) for target in chosen]
     stop, printing = threading.Event(), threading.Lock()
