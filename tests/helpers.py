@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
@@ -29,6 +31,17 @@ def scalar(url: URL, sql: str, *params: object) -> object:
 def current_revision(url: URL) -> str | None:
     exists = scalar(url, "SELECT to_regclass('migrations.alembic_version')")
     return scalar(url, "SELECT version_num FROM migrations.alembic_version") if exists else None
+
+
+def wait_until(condition: Callable[[], object], what: str, timeout: float = 20.0) -> object:
+    """Poll `condition` until it is truthy and return its value; fail naming `what`.
+    Tests wait for the event itself, never a fixed time (machines under load are slow)."""
+    deadline = time.monotonic() + timeout
+    while not (found := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.1)
+    return found
 
 
 def _body(code: str) -> str:

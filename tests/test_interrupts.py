@@ -7,7 +7,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from sqlalchemy.engine import URL
 
 from db.settings import PROJECT_ROOT
 from tests.conftest import _environ, finish
-from tests.helpers import add_migration, as_env, current_revision, scalar
+from tests.helpers import add_migration, as_env, current_revision, scalar, wait_until
 
 SLEEPING = (
     "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%' "
@@ -27,11 +26,8 @@ OURS = (
 )
 
 
-def _wait(url: URL, sql: str, expect, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while scalar(url, sql) != expect:
-        assert time.monotonic() < deadline, f"timed out waiting for {sql} == {expect}"
-        time.sleep(0.1)
+def _wait(url: URL, sql: str, expect) -> None:
+    wait_until(lambda: scalar(url, sql) == expect, f"{sql} == {expect}")
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

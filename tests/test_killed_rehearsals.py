@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.helpers import add_migration, as_env, connect, scalar
+from tests.helpers import add_migration, as_env, connect, scalar, wait_until
 
 LOCKS_AND_SLEEPS = """
 op.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
@@ -41,10 +41,7 @@ def test_a_killed_rehearsal_releases_its_locks_at_once(
     if command == "migrate.down":
         assert invoke("migrate.up", env=env).returncode == 0
     process = spawn(command, env=env)
-    deadline = time.monotonic() + 20
-    while scalar(initial_db, SLEEPING) != 1:
-        assert time.monotonic() < deadline, "the rehearsal never reached its sleep"
-        time.sleep(0.1)
+    wait_until(lambda: scalar(initial_db, SLEEPING) == 1, "the rehearsal to reach its sleep")
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
     started = time.monotonic()

@@ -18,7 +18,7 @@ from sqlalchemy.pool import NullPool
 from db import lock, revisions, runner
 from db.settings import PROJECT_ROOT
 from tests.conftest import finish
-from tests.helpers import add_migration, as_env, connect, current_revision, scalar
+from tests.helpers import add_migration, as_env, connect, current_revision, scalar, wait_until
 
 SLOW_002 = """
 op.execute("CREATE TABLE half_done (id int)")
@@ -105,11 +105,7 @@ def test_waiting_run_proceeds_when_the_lock_is_released(spawn, empty_db: URL) ->
 
 
 def _wait_for(condition, what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
+    wait_until(condition, what, timeout)
 
 
 def test_kill_9_mid_migration_rolls_back_and_frees_the_lock(

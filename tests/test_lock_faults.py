@@ -4,7 +4,6 @@ step back, and a run waiting on another role's lock describes what it can see.""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import psycopg
@@ -12,7 +11,7 @@ from sqlalchemy.engine import URL
 
 from db.lock import LOCK_KEY
 from tests.conftest import finish
-from tests.helpers import add_migration, as_env, connect, current_revision, scalar
+from tests.helpers import add_migration, as_env, connect, current_revision, scalar, wait_until
 
 SLOW = (
     'op.execute("SELECT pg_sleep(3)")\nop.add_column("tasks", sa.Column("estimate", sa.Integer()))'
@@ -30,13 +29,8 @@ def _slow_chain(versions: Path) -> None:
     )
 
 
-def _wait_for(url: URL, sql: str, timeout: float = 20) -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if found := scalar(url, sql):
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for: {sql}")
+def _wait_for(url: URL, sql: str) -> object:
+    return wait_until(lambda: scalar(url, sql), sql)
 
 
 def test_idle_timeouts_on_the_role_do_not_end_the_lock(

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests.conftest import finish
-from tests.helpers import add_migration, as_env, connect, current_revision, scalar
+from tests.helpers import add_migration, as_env, connect, current_revision, scalar, wait_until
 
 LOCK_TIMEOUT_S = 1.0
 # How much longer than lock_timeout a write may wait: scheduling and commit, not locks.
@@ -100,17 +100,22 @@ def test_migration_retries_until_the_long_transaction_ends(
         holder.execute("SELECT count(*) FROM tasks")  # holds ACCESS SHARE until it ends
         process = spawn("migrate.up", env={**busy_tasks, "WORKTRACKER_DDL_LOCK_RETRIES": "10"})
         # Let go once an attempt has given up (however long the run took to start).
-        deadline = time.monotonic() + 60
-        while not scalar(
-            initial_db,
-            "SELECT count(*) FROM pg_tables WHERE schemaname = 'migrations' "
-            "AND tablename = 'history'",
-        ) or not scalar(
-            initial_db,
-            "SELECT count(*) FROM migrations.history WHERE revision = '002' AND NOT success",
-        ):
-            assert time.monotonic() < deadline, "no attempt gave up on lock_timeout"
-            time.sleep(0.1)
+        wait_until(
+            lambda: (
+                scalar(
+                    initial_db,
+                    "SELECT count(*) FROM pg_tables WHERE schemaname = 'migrations' "
+                    "AND tablename = 'history'",
+                )
+                and scalar(
+                    initial_db,
+                    "SELECT count(*) FROM migrations.history "
+                    "WHERE revision = '002' AND NOT success",
+                )
+            ),
+            "an attempt to give up on lock_timeout",
+            timeout=60,
+        )
         holder.rollback()
         holder.close()
         result = finish(process)
