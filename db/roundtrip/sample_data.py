@@ -324,7 +324,7 @@ def _text(table: Table, column: Column, rules: Rules, n: int) -> str:
             if found is not None and _fits(found, column, rules):
                 return found
     base = f"sample {table.name}.{column.name} {n}"
-    longest = min(x for x in (rules.max_length, column.max_length, 10_000) if x is not None)
+    longest = _longest(column, rules)
     if len(base) > longest:
         base = f"{n}"[-longest:] if longest else ""
     if len(base) < rules.min_length:
@@ -333,8 +333,12 @@ def _text(table: Table, column: Column, rules: Rules, n: int) -> str:
 
 
 def _fits(value: str, column: Column, rules: Rules) -> bool:
-    longest = min(x for x in (rules.max_length, column.max_length, 10_000) if x is not None)
-    return rules.min_length <= len(value) <= longest
+    return rules.min_length <= len(value) <= _longest(column, rules)
+
+
+def _longest(column: Column, rules: Rules) -> int:
+    """The longest text the column takes: its CHECK's bound, its varchar(n), or 10,000."""
+    return min(x for x in (rules.max_length, column.max_length, 10_000) if x is not None)
 
 
 def _number(column: Column, rules: Rules, n: int) -> str:
