@@ -231,11 +231,13 @@ def plan(c, down=False, steps=0, to=None, lock_timeout=None, json=False, env=Non
     help={
         "json": "Print JSON for scripts instead of a table.",
         "env": "An environment, or 'all': one row per database (unreachable ones too).",
+        "drift": "Also compare each database with what its migrations make (see "
+        "migrate.drift; builds on a throwaway PostgreSQL).",
     }
 )
-def status(c, json=False, env=None):
+def status(c, json=False, env=None, drift=False):
     """Show the current revision, and which migrations are applied or pending."""
-    _run(commands.migrate_status, json, env)
+    _run(commands.migrate_status, json, env, drift)
 
 
 @task(
@@ -254,6 +256,25 @@ def history(c, json=False, limit=0, env=None):
 def verify(c, env=None, parallel=4, keep_going=False, json=False):
     """Check that applied migrations' files still match their recorded checksums (for CI)."""
     _on(env, "migrate_verify", **_fleet("migrate.verify", parallel, keep_going, json))
+
+
+@task(
+    help={
+        "env": "An environment (each of its databases), or 'all'; default: DATABASE_URL, "
+        "else the embedded server.",
+        "parallel": "How many databases are read at once (default 4).",
+        "json": "Print one JSON object per database for scripts.",
+    }
+)
+def drift(c, env=None, parallel=4, json=False):
+    """Compare each database with what its migrations make at its own revision.
+
+    Builds the expected schema on a throwaway PostgreSQL (one build for every revision
+    the databases are at) and lists each difference: an index made by hand, a changed
+    type or default, a missing trigger, an extra table. Read-only on the databases: no
+    lock, no write; a role that can only read is enough. Exits 8 when one drifted.
+    """
+    _run(commands.migrate_drift, env, _count(parallel, "--parallel") or 4, json)
 
 
 @task
@@ -362,6 +383,8 @@ def _unknown_tasks_are_bad_arguments() -> None:
 
 _unknown_tasks_are_bad_arguments()
 
-migrate = Collection("migrate", up, down, plan, status, history, verify, lint, roundtrip, new)
+migrate = Collection(
+    "migrate", up, down, plan, status, history, verify, drift, lint, roundtrip, new
+)
 db = Collection("db", start, stop, url, shell, reset, dump, diagram)
 ns = Collection(migrate, db)

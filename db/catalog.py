@@ -13,8 +13,9 @@ and renamed back is the same object holding the same rows, not a loss and a new 
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -408,6 +409,40 @@ def new_indexes(before: Catalog, after: Catalog) -> list[str]:
         return {f"{t.schema}.{t.name}" for t in catalog.things if t.kind == "index"}
 
     return sorted(names(after) - names(before))
+
+
+def as_in(other: Catalog, reference: Catalog) -> Catalog:
+    """`other`, a catalog of another database, with its identities replaced by those of
+    `reference`'s objects of the same kind and name, so that changes(reference, result)
+    compares the two databases by name: oids and attnums mean nothing across databases.
+    An object `reference` does not have gets an identity of its own."""
+    fresh = itertools.count(-1, -1)
+    named = {(r.schema, r.name, r.kind): r.oid for r in reference.relations.values()}
+    oids = {
+        r.oid: named.get((r.schema, r.name, r.kind)) or next(fresh)
+        for r in other.relations.values()
+    }
+    out = Catalog(schemas=dict(other.schemas), extensions=list(other.extensions))
+    out.relations = {oids[r.oid]: replace(r, oid=oids[r.oid]) for r in other.relations.values()}
+    attnums = {(c.table, c.name): c.attnum for c in reference.columns.values()}
+    spare = itertools.count(max((c.attnum for c in reference.columns.values()), default=0) + 1)
+    for column in sorted(other.columns.values(), key=lambda c: (c.table, c.attnum)):
+        table = oids.get(column.table, column.table)
+        attnum = attnums.get((table, column.name)) or next(spare)
+        out.columns[(table, attnum)] = replace(column, table=table, attnum=attnum)
+    enums = {(e.schema, e.name): e for e in reference.enums.values()}
+    for enum in other.enums.values():
+        like = enums.get((enum.schema, enum.name))
+        if like is None:
+            out.enums[next(fresh)] = enum
+            continue
+        label_oids = {label: oid for oid, label in like.labels}
+        labels = tuple((label_oids.get(label) or next(fresh), label) for _, label in enum.labels)
+        out.enums[like.oid] = replace(enum, oid=like.oid, labels=labels)
+    out.things = [
+        replace(t, table=oids.get(t.table, t.table)) if t.table else t for t in other.things
+    ]
+    return out
 
 
 def _table_summary(catalog: Catalog, relation: Relation) -> str:

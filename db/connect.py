@@ -75,7 +75,8 @@ def engine_for(url: URL, config: Settings, application_name: str = APPLICATION_N
 def describe_failure(url: URL, error: BaseException) -> ConnectionFailed:
     """Turn a driver's connection error into one line and a hint, without the password."""
     detail = str(getattr(error, "orig", None) or error)
-    detail = " ".join(urls.redact_text(detail, url).split())
+    # psycopg's "connection is bad: " says nothing the rest of the line does not.
+    detail = " ".join(urls.redact_text(detail, url).split()).removeprefix("connection is bad: ")
     hint = next((h for pattern, h in _HINTS if re.search(pattern, detail)), _DEFAULT_HINT)
     return ConnectionFailed(f"could not connect to {urls.redact(url)}: {detail}", hint)
 

@@ -106,3 +106,12 @@ def table(columns: list[str], rows: list[list[str]], title: str | None = None) -
     for cells in [columns, *plain]:
         lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
     console.print("\n".join(lines), markup=False, highlight=False)
+
+
+def brief(text: str, where: str = "", limit: int = 110) -> str:
+    """An error shown in a table's cell: one line, without the database's name (the row
+    has it), cut at `limit` characters."""
+    text = " ".join(text.split())
+    if where:
+        text = text.replace(f"could not connect to {where}: ", "could not connect: ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -151,3 +151,37 @@ def test_a_fleet_runs_in_parallel_stops_or_keeps_going_and_resumes(
     finally:
         for url in databases:
             pg_server.drop_database(url.database)
+
+
+def test_drift_over_a_fleet_is_one_table_and_exits_8_when_one_drifted(
+    checkout: Path, pg_server, initial_template: str
+) -> None:
+    databases = [pg_server.create_database(template=initial_template) for _ in range(3)]
+    with psycopg.connect(as_env(databases[1])["DATABASE_URL"], autocommit=True) as conn:
+        conn.execute("CREATE INDEX tasks_title_by_hand ON tasks (title)")
+    env = {
+        "SHARD_DATABASE_URLS": " ".join(as_env(url)["DATABASE_URL"] for url in databases),
+        "TEST_DATABASE_URL": as_env(pg_server.admin_url)["DATABASE_URL"],
+    }
+    try:
+        done = _invoke(checkout, "migrate.drift", "--env", "shards", "--parallel", "2", env=env)
+        assert done.returncode == 8, done.stdout + done.stderr
+        assert "1 of 3 database(s) drifted" in done.stderr, done.stderr
+        assert done.stdout.count("no drift") == 2 and "drift: 1 difference" in done.stdout
+        assert "+ index tasks_title_by_hand on public.tasks" in done.stdout, done.stdout
+
+        env["SHARD_DATABASE_URLS"] += f" {NOWHERE}"
+        as_json = _invoke(checkout, "migrate.drift", "--env", "shards", "--json", env=env)
+        assert as_json.returncode == 8, as_json.stdout + as_json.stderr
+        rows = json.loads(as_json.stdout)
+        assert [r["drift"] for r in rows] == [False, True, False, None], rows
+        assert rows[3]["error"].startswith("could not connect"), rows[3]
+        assert "1 could not be checked" in as_json.stderr
+
+        status = _invoke(checkout, "migrate.status", "--env", "shards", "--drift", env=env)
+        assert status.returncode == 0, status.stdout + status.stderr
+        lines = [line for line in status.stdout.splitlines() if "shards" in line]
+        assert [line.split()[-1] for line in lines[:3]] == ["no", "(1)", "no"], status.stdout
+    finally:
+        for url in databases:
+            pg_server.drop_database(url.database)

@@ -25,6 +25,7 @@ _MODULES = {
     "db_stop": "database",
     "db_url": "database",
     "psql_command": "database",
+    "migrate_drift": "reports",
     "migrate_history": "reports",
     "migrate_status": "reports",
     "migrate_verify": "reports",

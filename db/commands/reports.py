@@ -9,6 +9,7 @@ from sqlalchemy.exc import DBAPIError
 
 from db import (
     checksums,
+    drift,
     history,
     output,
     revisions,
@@ -19,7 +20,7 @@ from db import (
 from db.commands.target import (
     open_target,
 )
-from db.errors import ChecksumMismatch, UserError
+from db.errors import CheckFailed, ChecksumMismatch, UserError
 from db.output import say
 
 
@@ -75,8 +76,18 @@ def _environment_row(target: targets.Target) -> dict[str, Any]:
     return row
 
 
-def _status_of_environments(env: str, as_json: bool) -> None:
-    rows = [_environment_row(target) for target in targets.resolve(env)]
+def _drift_word(finding: drift.Finding) -> str:
+    if finding.error is not None:
+        return "not checked"
+    return f"yes ({len(finding.differences or [])})" if finding.drifted else "no"
+
+
+def _status_of_environments(env: str, as_json: bool, check_drift: bool) -> None:
+    chosen = targets.resolve(env)
+    rows = [_environment_row(target) for target in chosen]
+    if check_drift:
+        for row, finding in zip(rows, drift.check(chosen), strict=True):
+            row["drift"] = _drift_word(finding)
     if as_json:
         print(json.dumps(rows, indent=2, default=lambda value: value.isoformat()))
         return
@@ -86,7 +97,8 @@ def _status_of_environments(env: str, as_json: bool) -> None:
             [
                 row["environment"],
                 row["database"],
-                row["revision"] or f"[red]unreachable[/red]: {row['error']}",
+                row["revision"]
+                or f"[red]unreachable[/red]: {output.brief(row['error'], row['database'])}",
                 "" if row["pending"] is None else str(row["pending"]),
                 f"{row['last_applied']:%Y-%m-%d %H:%M}" if row["last_applied"] else "",
                 row["applied_by"] or "",
@@ -99,13 +111,15 @@ def _status_of_environments(env: str, as_json: bool) -> None:
     unreachable = sum(row["error"] is not None for row in rows)
     say(
         f"{len(rows)} database(s), {unreachable} unreachable."
-        + (" Drift is not checked yet (issue: migrate.drift)." if rows else "")
+        + ("" if check_drift else " Drift not checked: add --drift (or run migrate.drift).")
     )
 
 
-def migrate_status(as_json: bool = False, env: str | None = None) -> None:
+def migrate_status(
+    as_json: bool = False, env: str | None = None, check_drift: bool = False
+) -> None:
     if env is not None:
-        _status_of_environments(env, as_json)
+        _status_of_environments(env, as_json, check_drift)
         return
     with open_target() as target:
         current = runner.current_revision(target.connection)
@@ -130,8 +144,16 @@ def migrate_status(as_json: bool = False, env: str | None = None) -> None:
                 "file": revisions.path_of(migration).name,
             }
         )
+    drifted = None
+    if check_drift:
+        [finding] = drift.check(targets.resolve(None))
+        if finding.error is not None:
+            raise finding.error
+        drifted = finding.differences
     if as_json:
         status = {"database": urls.redact(target.url), "current": current, "migrations": rows}
+        if drifted is not None:
+            status["drift"] = drifted
         print(json.dumps(status, indent=2, default=lambda value: value.isoformat()))
         return
     say(f"Database: {target.label}")
@@ -155,6 +177,13 @@ def migrate_status(as_json: bool = False, env: str | None = None) -> None:
         f"{len(rows) - pending} applied, {pending} pending."
         + (" Run `invoke migrate.up` to apply them." if pending else "")
     )
+    if drifted is not None:
+        say(
+            f"Drift: {len(drifted)} difference(s) from what the migrations make; "
+            "`invoke migrate.drift` lists them."
+            if drifted
+            else "Drift: none; the database holds what the migrations make."
+        )
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
@@ -211,3 +240,79 @@ def migrate_verify() -> None:
             "`invoke migrate.up --allow-changed` accepts a harmless edit and records it",
         )
     say(f"OK: the {len(recorded)} applied migration(s) match their recorded checksums.")
+
+
+def _drift_summary(findings: list[drift.Finding]) -> None:
+    """Raise what the findings say: exit 8 when a database drifted, else the first error's
+    code when one could not be checked."""
+    drifted = [f for f in findings if f.drifted]
+    broken = [f for f in findings if f.error is not None]
+    if drifted:
+        names = ", ".join(f.database for f in drifted[:3]) + (", …" if len(drifted) > 3 else "")
+        raise CheckFailed(
+            f"{len(drifted)} of {len(findings)} database(s) drifted from what their "
+            f"migrations make: {names}"
+            + (f"; {len(broken)} could not be checked" if broken else "")
+            + ".",
+            "put an intended change in a migration (`invoke migrate.new`); undo the others "
+            "by hand; each difference is listed above (+ only in the database, - missing "
+            "from it, ~ different)",
+        )
+    if broken:
+        first = broken[0]
+        assert first.error is not None
+        if len(findings) == 1:
+            raise first.error
+        error = UserError(
+            f"{len(broken)} of {len(findings)} database(s) could not be checked "
+            f"(first: {first.database or first.target.label}: {first.result}).",
+            first.error.hint,
+        )
+        error.exit_code = first.error.exit_code
+        raise error
+
+
+def migrate_drift(env: str | None = None, parallel: int = 4, as_json: bool = False) -> None:
+    chosen = targets.resolve(env)
+    several = len(chosen) > 1
+
+    def on_read(finding: drift.Finding) -> None:
+        if several and not as_json:
+            what = finding.result if finding.error else f"at {finding.revision or 'base'}"
+            where = finding.database or finding.target.label
+            say(f"  read {where}: {what} ({finding.seconds:.1f} s)")
+
+    if several and not as_json:
+        say(f"migrate.drift on {len(chosen)} databases, {parallel} at a time:")
+    findings = drift.check(chosen, parallel=parallel, on_read=on_read)
+    if as_json:
+        print(json.dumps([f.as_dict() for f in findings], indent=2))
+    else:
+        for finding in findings:
+            where = f"{finding.database} at {finding.revision or 'base'}"
+            if finding.note:
+                say(f"[yellow]Note[/yellow] for {finding.database}: {finding.note}.")
+            if finding.drifted:
+                assert finding.differences is not None
+                say(
+                    f"[red]Drift[/red] on {where}: {len(finding.differences)} difference(s) "
+                    "from what the migrations make there:"
+                )
+                for line in finding.differences:
+                    say(f"  {line}")
+            elif finding.differences is not None and not several:
+                say(f"No drift: {where} holds what the migrations make there.")
+        if several:
+            output.table(
+                ["database", "revision", "result", "seconds"],
+                [
+                    [
+                        f.database or f.target.label,
+                        f.revision or ("base" if f.error is None else ""),
+                        f.result,
+                        f"{f.seconds:.1f}",
+                    ]
+                    for f in findings
+                ],
+            )
+    _drift_summary(findings)
