@@ -213,18 +213,42 @@ def down(
         "steps": "With --down: how many migrations to roll back (default 1).",
         "to": "Revision to go to (default: head, or one step down with --down).",
         "lock-timeout": HELP["lock-timeout"],
-        "json": "Print JSON for scripts instead of text.",
+        "json": "Print JSON for scripts instead of text (with several databases: the summary).",
         "env": HELP["env"],
+        "parallel": FLEET["parallel"],
+        "keep-going": FLEET["keep-going"],
     }
 )
-def plan(c, down=False, steps=0, to=None, lock_timeout=None, json=False, env=None):
+def plan(
+    c,
+    down=False,
+    steps=0,
+    to=None,
+    lock_timeout=None,
+    json=False,
+    env=None,
+    parallel=4,
+    keep_going=False,
+):
     """Rehearse pending migrations in one transaction on the target: diff, times, ROLLBACK.
 
     The rehearsal runs the real statements on the target and takes their locks until it
     rolls back; an autocommit_block() runs inside the transaction, without CONCURRENTLY.
-    Exits 4 when a migration fails in the rehearsal.
+    Exits 4 when a migration fails in the rehearsal. On an environment of several
+    databases, each is rehearsed, --parallel at a time, and the end is one table.
     """
-    _on(env, "migrate_plan", down, _count(steps), to, lock_timeout, json)
+    count = _count(steps)
+    fleet = _fleet(
+        "migrate.plan",
+        parallel,
+        keep_going,
+        json,
+        down=down,
+        steps=count,
+        to=to,
+        lock_timeout=lock_timeout,
+    )
+    _on(env, "migrate_plan", down, count, to, lock_timeout, json, **fleet)
 
 
 @task(

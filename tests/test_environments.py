@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -31,7 +32,9 @@ NOWHERE = "postgresql://postgres@/nowhere?host=/nonexistent-socket-dir"
 def checkout(tmp_path: Path) -> Path:
     copy = generate(0, tmp_path / "checkout")
     pyproject = copy / "pyproject.toml"
-    pyproject.write_text(pyproject.read_text() + ENVIRONMENTS)
+    # The repository's own environments make way for the test's.
+    ours = re.sub(r"\[tool\.worktracker\.environments\][^\[]*", "", pyproject.read_text())
+    pyproject.write_text(ours + ENVIRONMENTS)
     return copy
 
 
@@ -107,7 +110,7 @@ def test_an_unset_variable_a_bad_url_and_a_fleet_are_clear_errors(checkout: Path
     assert garbled.returncode == 2, garbled.stdout + garbled.stderr
     assert "SHARD_DATABASE_URLS" in garbled.stderr
     two = {"SHARD_DATABASE_URLS": f"{NOWHERE} {NOWHERE}"}
-    fleet = _invoke(checkout, "migrate.plan", "--env", "shards", env=two)
+    fleet = _invoke(checkout, "migrate.history", "--env", "shards", env=two)
     assert fleet.returncode == 2, fleet.stdout + fleet.stderr
     assert "means 2 databases" in fleet.stderr and "migrate.up" in fleet.stderr, fleet.stderr
     for option in (("--backup", "/tmp/one-file.sql"), ("--dry-run",)):
@@ -153,7 +156,7 @@ def test_a_fleet_runs_in_parallel_stops_or_keeps_going_and_resumes(
             pg_server.drop_database(url.database)
 
 
-def test_drift_over_a_fleet_is_one_table_and_exits_8_when_one_drifted(
+def test_drift_and_plan_over_a_fleet_are_one_table_drift_exits_8_when_one_drifted(
     checkout: Path, pg_server, initial_template: str
 ) -> None:
     databases = [pg_server.create_database(template=initial_template) for _ in range(3)]
@@ -169,6 +172,10 @@ def test_drift_over_a_fleet_is_one_table_and_exits_8_when_one_drifted(
         assert "1 of 3 database(s) drifted" in done.stderr, done.stderr
         assert done.stdout.count("no drift") == 2 and "drift: 1 difference" in done.stdout
         assert "+ index tasks_title_by_hand on public.tasks" in done.stdout, done.stdout
+
+        plan = _invoke(checkout, "migrate.plan", "--env", "shards", "--json", env=env)
+        assert plan.returncode == 0, plan.stdout + plan.stderr
+        assert [r["result"] for r in json.loads(plan.stdout)] == ["nothing to apply"] * 3
 
         env["SHARD_DATABASE_URLS"] += f" {NOWHERE}"
         as_json = _invoke(checkout, "migrate.drift", "--env", "shards", "--json", env=env)

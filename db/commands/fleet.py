@@ -23,7 +23,7 @@ from db import output, settings, targets, urls
 from db.errors import ConfigError, UserError
 from db.output import say
 
-_ARROW = re.compile(r"(\S+) → (\S+)")
+_ARROW = re.compile(r"([\w.-]+) → ([\w.-]+)")
 _AT = re.compile(r"is (?:already )?at (\S+?)\.?$", re.M)
 
 

@@ -81,7 +81,7 @@ def on_environment(
     if len(chosen) > 1:
         raise ConfigError(
             f"--env {env} means {len(chosen)} databases; this command runs on one database "
-            "at a time (fleet runs: migrate.up, migrate.down, migrate.verify).",
+            "at a time (over a fleet: migrate.up, down, plan, verify, drift and status).",
             f"`invoke migrate.status --env {env}` shows them all; for one of them, set "
             "DATABASE_URL to its URL",
         )
