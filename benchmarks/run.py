@@ -6,12 +6,15 @@
 - roundtrip: `invoke migrate.roundtrip` against pytest-alembic's test_up_down_consistency
   and test_downgrade_leaves_no_trace, on the same generated chain (benchmarks/chain.py)
   and the same server, at each size; and the growth between the sizes.
+- fleet: `invoke migrate.up --env staging` over N databases (--fleet, default 50) from
+  base to head with --parallel 1 and 4, then `invoke migrate.drift --env staging` over
+  the same N; with the cost per database.
 
 Everything runs on one throwaway PostgreSQL (db/throwaway.py). Peak memory is the
 largest resident set among the process and its children, as the kernel accounts it.
 
 `python benchmarks/run.py [--sizes 50,200] [--runs 5] [--roundtrip-runs 1]
-[--no-pytest-alembic]`
+[--no-pytest-alembic] [--fleet 50] [--only apply|roundtrip|fleet]`
 """
 
 from __future__ import annotations
@@ -189,6 +192,35 @@ class Bench:
         return row
 
 
+def fleet(server: Server, copy: Path, count: int) -> list[Row]:
+    """`count` databases base → head, one at a time and four at a time; then drift."""
+    admin = urls.libpq(server.admin_url).render_as_string(hide_password=False)
+    rows = []
+    for parallel in (1, 4):
+        names, libpqs = [], []
+        for _ in range(count):
+            name, libpq, _ = Bench(server, copy).database()
+            names.append(name)
+            libpqs.append(libpq)
+        env = environ(STAGING_DATABASE_URL=" ".join(libpqs), TEST_DATABASE_URL=admin)
+        task = ["migrate.up", "--env", "staging", "--parallel", str(parallel)]
+        seconds, mib = timed([sys.executable, "-m", "invoke", *task], copy, env)
+        rows.append(
+            Row(f"fleet: {count} databases base → head, --parallel {parallel}", [seconds], [], mib)
+        )
+        if parallel == 4:
+            drift = ["migrate.drift", "--env", "staging"]
+            seconds, mib = timed([sys.executable, "-m", "invoke", *drift], copy, env)
+            rows.append(
+                Row(f"fleet: migrate.drift over the same {count} databases", [seconds], [], mib)
+            )
+        for name in names:
+            server.drop_database(name)
+    for row in rows:
+        row.what += f" ({statistics.median(row.ours) / count:.2f} s a database)"
+    return rows
+
+
 def _median(values: list[float]) -> str:
     return f"{statistics.median(values):.2f} s" if values else "-"
 
@@ -199,22 +231,31 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="runs of each apply measurement")
     parser.add_argument("--roundtrip-runs", type=int, default=1)
     parser.add_argument("--no-pytest-alembic", action="store_true")
+    parser.add_argument("--fleet", type=int, default=50, help="databases in the fleet")
+    parser.add_argument(
+        "--only", choices=["apply", "roundtrip", "fleet"], help="one group of measurements"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     rows: list[Row] = []
     roundtrips: dict[int, Row] = {}
     with throwaway_server() as server, tempfile.TemporaryDirectory() as tmp:
         print(f"server: {server.kind}, PostgreSQL {server.version}", flush=True)
-        for size in sizes:
+        for size in sizes if args.only != "fleet" else []:
             copy = generate(size, Path(tmp) / f"chain{size}")
             bench = Bench(server, copy)
-            if size == sizes[0]:
+            if size == sizes[0] and args.only in (None, "apply"):
                 rows += bench.apply(args.runs)
+            if args.only not in (None, "roundtrip"):
+                continue
             row = bench.roundtrip(args.roundtrip_runs, not args.no_pytest_alembic)
             row.what = f"{size} migrations: {row.what}"
             roundtrips[size] = row
             rows.append(row)
             print(f"  measured {row.what}", flush=True)
+        if args.only in (None, "fleet"):
+            rows += fleet(server, generate(0, Path(tmp) / "fleet"), args.fleet)
+            print("  measured the fleet", flush=True)
     print()
     print(f"{'what':<86} {'ours':>9} {'theirs':>9} {'ratio':>6} {'peak':>9}")
     for row in rows:
@@ -223,7 +264,7 @@ def main() -> None:
         print(
             f"{row.what:<86} {_median(row.ours):>9} {_median(row.theirs):>9} {ratio:>6} {peak:>9}"
         )
-    if len(sizes) > 1:
+    if len(roundtrips) > 1:
         small, large = roundtrips[sizes[0]], roundtrips[sizes[-1]]
         growth = statistics.median(large.ours) / statistics.median(small.ours)
         print(

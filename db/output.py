@@ -1,15 +1,16 @@
-"""Where human output goes. Rich keeps it plain when stdout is not a terminal or
-NO_COLOR is set; soft wrapping keeps long URLs and paths on one line."""
+"""Where human output goes. On a terminal, Rich (colours, tables, spinners; soft
+wrapping keeps long URLs and paths on one line). When stdout is not a terminal or
+NO_COLOR is set, plain text, written without Rich: a piped `migrate.up` in CI or a
+deploy script should not pay for importing it."""
 
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-
-from rich.console import Console
 
 # Plain output when piped (CI logs, `| less`) or when NO_COLOR is set: no escape codes
 # at all (Rich's own NO_COLOR support still emits bold). Piped output also has no width
@@ -46,21 +47,61 @@ class _Stdout:
 
 
 stdout = _Stdout()
-console = Console(
-    file=stdout,  # type: ignore[arg-type]
-    soft_wrap=True,
-    highlight=False,
-    color_system=None if _PLAIN else "auto",
-    width=160 if not sys.stdout.isatty() else None,
-)
+
+# Rich's markup tags (rich/markup.py, RE_TAGS): what the plain path strips, so that
+# `[red]FAILED[/red]` prints as FAILED and `\\[literal]` as [literal], as Rich would.
+_TAG = re.compile(r"(\\*)\[([a-z#/@][^[]*?)]")
 
 
-def say(text: str) -> None:
-    console.print(text)
+def plain_text(markup: str) -> str:
+    """`markup` without Rich's tags, as Rich prints it without colour."""
+
+    def one(match: re.Match[str]) -> str:
+        backslashes, tag = match[1], match[2]
+        if len(backslashes) % 2:  # an escaped bracket: literal text
+            return backslashes[: len(backslashes) // 2] + f"[{tag}]"
+        return backslashes[: len(backslashes) // 2]
+
+    return _TAG.sub(one, markup)
+
+
+def __getattr__(name: str):
+    """`console`, Rich's Console, made on first use."""
+    if name != "console":
+        raise AttributeError(f"module 'db.output' has no attribute {name!r}")
+    from rich.console import Console
+
+    made = Console(
+        file=stdout,  # type: ignore[arg-type]
+        soft_wrap=True,
+        highlight=False,
+        color_system=None if _PLAIN else "auto",
+        width=160 if not sys.stdout.isatty() else None,
+    )
+    globals()["console"] = made
+    return made
+
+
+def is_terminal() -> bool:
+    return not _PLAIN
+
+
+def use_plain() -> None:
+    """Plain text from now on, wherever stdout goes (a fleet's child writes to a file)."""
+    global _PLAIN
+    _PLAIN = True
+
+
+def say(text: str, *, markup: bool = True) -> None:
+    if _PLAIN:
+        stdout.write((plain_text(text) if markup else text) + "\n")
+        stdout.flush()
+        return
+    __getattr__("console").print(text, markup=markup, highlight=False)
 
 
 def step_line(arrow: str, revision: str, description: str, seconds: float) -> None:
-    console.print(f"  {arrow} {revision}  {description}  [dim]({seconds:.2f} s)[/dim]")
+    say(f"  {arrow} {revision}  {description}  [dim]({seconds:.2f} s)[/dim]")
 
 
 @contextmanager
@@ -69,17 +110,17 @@ def waiting(message: str, every: float = 5.0) -> Iterator[Callable[[str], None]]
 
     Yields a function that replaces the message.
     """
-    if console.is_terminal:
-        with console.status(message) as status:
+    if not _PLAIN:
+        with __getattr__("console").status(message) as status:
             yield lambda text: status.update(text)
         return
-    console.print(message)
+    say(message)
     last = time.monotonic()
 
     def update(text: str) -> None:
         nonlocal last
         if time.monotonic() - last >= every:
-            console.print(f"  {text}")
+            say(f"  {text}")
             last = time.monotonic()
 
     yield update
@@ -88,7 +129,7 @@ def waiting(message: str, every: float = 5.0) -> Iterator[Callable[[str], None]]
 def table(columns: list[str], rows: list[list[str]], title: str | None = None) -> None:
     """A table: Rich's on a terminal; plain aligned columns when piped or NO_COLOR (no
     box-drawing characters, no padding past the last column)."""
-    if console.is_terminal and not _PLAIN:
+    if not _PLAIN:
         from rich.table import Table
 
         shown = Table(title=title, show_edge=False, pad_edge=False)
@@ -96,16 +137,14 @@ def table(columns: list[str], rows: list[list[str]], title: str | None = None) -
             shown.add_column(column)
         for row in rows:
             shown.add_row(*row)
-        console.print(shown)
+        __getattr__("console").print(shown)
         return
-    from rich.text import Text
-
-    plain = [[Text.from_markup(cell).plain for cell in row] for row in rows]
+    plain = [[plain_text(cell) for cell in row] for row in rows]
     widths = [max([len(c), *(len(r[i]) for r in plain)]) for i, c in enumerate(columns)]
     lines = [title] if title else []
     for cells in [columns, *plain]:
         lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
-    console.print("\n".join(lines), markup=False, highlight=False)
+    say("\n".join(lines), markup=False)
 
 
 def brief(text: str, where: str = "", limit: int = 110) -> str:

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psycopg
 from alembic.migration import MigrationContext
@@ -26,9 +27,12 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from db import catalog, history, revisions, settings
+from db import history, revisions, settings
 from db.errors import LockLost, MigrationFailed, RevisionError, UserError
 from db.settings import BOOKKEEPING_SCHEMA, Timeouts
+
+if TYPE_CHECKING:
+    from db import catalog
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +290,8 @@ def _run_once(
     before_commit: Callable[[Connection], None] | None = None,
     **attributes,
 ) -> None:
+    from db import catalog  # only online steps read it: not worth its import otherwise
+
     done: list[Step] = []
     started_at = datetime.now(UTC)
     mark = time.perf_counter()
@@ -406,6 +412,8 @@ def _left_behind(connection: Connection, failure: _StepFailed) -> _LeftBehind | 
     """What a failed online step committed before it failed; None if it is not online."""
     if failure.before is None:
         return None
+    from db import catalog
+
     try:
         if connection.in_transaction():
             connection.rollback()

@@ -175,7 +175,9 @@ def test_drift_and_plan_over_a_fleet_are_one_table_drift_exits_8_when_one_drifte
 
         plan = _invoke(checkout, "migrate.plan", "--env", "shards", "--json", env=env)
         assert plan.returncode == 0, plan.stdout + plan.stderr
-        assert [r["result"] for r in json.loads(plan.stdout)] == ["nothing to apply"] * 3
+        plans = json.loads(plan.stdout)
+        assert [r["result"] for r in plans] == ["nothing to apply"] * 3, plans
+        assert plans[0]["detail"]["to"] == "001" and plans[0]["detail"]["ok"], plans[0]
 
         env["SHARD_DATABASE_URLS"] += f" {NOWHERE}"
         as_json = _invoke(checkout, "migrate.drift", "--env", "shards", "--json", env=env)
@@ -192,3 +194,33 @@ def test_drift_and_plan_over_a_fleet_are_one_table_drift_exits_8_when_one_drifte
     finally:
         for url in databases:
             pg_server.drop_database(url.database)
+
+
+def test_without_fork_each_database_runs_in_a_new_interpreter(
+    pg_server, initial_template: str, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    from db import targets, urls
+    from db.commands import fleet
+
+    monkeypatch.setattr(fleet, "FORK", False)
+    databases = [pg_server.create_database(template=initial_template) for _ in range(2)]
+    chosen = [
+        targets.Target("shards", urls.parse(as_env(url)["DATABASE_URL"])) for url in databases
+    ]
+    chosen.append(targets.Target("shards", urls.parse(NOWHERE)))
+
+    def never() -> None:
+        raise AssertionError("a fork's command ran although FORK is off")
+
+    try:
+        with pytest.raises(fleet.FleetFailed) as failed:
+            fleet.run(
+                chosen, "migrate.verify", {}, never, parallel=2, keep_going=True, as_json=True
+            )
+    finally:
+        for url in databases:
+            pg_server.drop_database(url.database)
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["exit_code"] for r in rows] == [0, 0, 3], rows
+    assert rows[2]["result"].startswith("could not connect"), rows[2]
+    assert failed.value.exit_code == 3

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from db.errors import CheckFailed, ConfigError
-from db.output import console, say
+from db.output import say
 
 
 def migrate_lint() -> None:
@@ -17,12 +17,11 @@ def migrate_lint() -> None:
         for rule, why in report.ignored.items():
             say(f"      ignores {rule}: {why}")
         for finding in report.findings:
-            console.print(
+            say(
                 f"    {finding.where}: {finding.rule}: {finding.message}\n"
                 f"      SQL: {finding.statement}\n"
                 f"      hint: {lint.HINTS.get(finding.rule, 'see the rule in squawk docs')}",
                 markup=False,
-                highlight=False,
             )
     if (problem := lint.failed(reports)) is not None:
         raise problem

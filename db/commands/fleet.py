@@ -1,25 +1,35 @@
 """Fleet runs: one command over every database of an environment, in parallel.
 
-Each database gets a process of its own (`invoke TASK …` with DATABASE_URL set to it),
-hence its own lock, history and report line; Alembic's runtime is process-global, so
-threads could not share it. By default a failure stops starting new databases and lets
-the running ones finish; `--keep-going` runs them all. Running again resumes: databases
-already at the goal say "nothing to apply".
+Each database gets a process of its own, hence its own lock, history and report line:
+Alembic's runtime is process-global, so threads could not share it. On Linux the
+process is a fork of this one, which has already imported everything the command needs
+(a new interpreter would spend most of a database's time importing SQLAlchemy and
+Alembic again); elsewhere it is `python -m invoke TASK …`. Either way, DATABASE_URL is
+set to the database, and its output is read back for the summary.
+
+By default a failure stops starting new databases and lets the running ones finish;
+`--keep-going` runs them all. Running again resumes: databases already at the goal say
+"nothing to apply".
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
-import threading
+import tempfile
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from db import output, settings, targets, urls
+import psycopg
+from sqlalchemy.exc import DBAPIError
+
+from db import failures, output, settings, targets, urls
 from db.errors import ConfigError, UserError
 from db.output import say
 
@@ -39,6 +49,8 @@ class Outcome:
     result: str = "not started: an earlier database failed"
     seconds: float = 0.0
     code: int | None = None
+    detail: dict | None = None
+    """The database's own JSON document, for commands that print one (plan --json)."""
 
 
 def _flags(options: dict[str, object]) -> list[str]:
@@ -52,23 +64,129 @@ def _flags(options: dict[str, object]) -> list[str]:
     return flags
 
 
-def _read(done: subprocess.CompletedProcess, outcome: Outcome) -> None:
-    if arrow := _ARROW.search(done.stdout):
+def _read(code: int, stdout: str, stderr: str, outcome: Outcome) -> None:
+    if stdout.lstrip().startswith("{"):  # a command's --json (plan): kept whole
+        with contextlib.suppress(ValueError):
+            outcome.detail = json.loads(stdout)
+    if outcome.detail is not None:
+        outcome.start = outcome.detail.get("from") or ""
+        outcome.end = outcome.detail.get("to") or ""
+        nothing = not outcome.detail.get("steps") and outcome.detail.get("ok", True)
+        stdout = "Nothing to" if nothing else ""
+    elif arrow := _ARROW.search(stdout):
         outcome.start, outcome.end = arrow[1], arrow[2]
-    elif at := _AT.search(done.stdout):
+    elif at := _AT.search(stdout):
         outcome.start = outcome.end = at[1]
-    errors = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
-    if done.returncode == 0:
-        nothing = "Nothing to" in done.stdout
-        outcome.result = "nothing to apply" if nothing else "ok"
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    if code == 0:
+        outcome.result = "nothing to apply" if "Nothing to" in stdout else "ok"
     else:
-        outcome.result = errors[0].removeprefix("error: ") if errors else done.stderr[-200:]
+        outcome.result = errors[0].removeprefix("error: ") if errors else stderr[-200:]
+
+
+def _run_here(command: Callable[[], None]) -> int:
+    """The command in this (forked) process, as tasks.py would run it: its exit code,
+    and its error on stderr."""
+    try:
+        command()
+        return 0
+    except UserError as error:
+        described = error
+    except (DBAPIError, psycopg.Error) as error:
+        described = failures.describe(error)
+    except KeyboardInterrupt:
+        described = UserError("interrupted by Ctrl-C; the step in progress was rolled back")
+        described.exit_code = 130
+    except Exception as error:  # a bug: keep what a traceback would say, in one line
+        described = UserError(f"{type(error).__name__}: {error}")
+    sys.stdout.flush()
+    print(described.render(), file=sys.stderr)
+    return described.exit_code
+
+
+class _Child:
+    """One database's process: a fork running `command`, or `python -m invoke`."""
+
+    def __init__(self, url: str, command: Callable[[], None], argv: list[str]) -> None:
+        # Closed in finished(), once the process is reaped.
+        self.out = tempfile.TemporaryFile()  # noqa: SIM115
+        self.err = tempfile.TemporaryFile()  # noqa: SIM115
+        self.started = time.perf_counter()
+        self.process: subprocess.Popen | None = None
+        if not FORK:
+            environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+            self.process = subprocess.Popen(
+                argv,
+                cwd=settings.PROJECT_ROOT,
+                env={**environ, "DATABASE_URL": url},
+                stdin=subprocess.DEVNULL,
+                stdout=self.out,
+                stderr=self.err,
+            )
+            self.pid = self.process.pid
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        self.pid = os.fork()
+        if self.pid:
+            return
+        code = 1
+        try:  # the child: never returns into the parent's code
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            os.environ["DATABASE_URL"] = url
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.dup2(self.out.fileno(), 1)
+            os.dup2(self.err.fileno(), 2)
+            output.use_plain()
+            code = _run_here(command)
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+
+    def finished(self, status: int) -> tuple[int, str, str]:
+        """Its exit code and output, from its wait status."""
+        code = os.waitstatus_to_exitcode(status)
+        if code < 0:  # killed by a signal: the shell's convention
+            code = 128 - code
+        texts = []
+        for file in (self.out, self.err):
+            file.seek(0)
+            texts.append(file.read().decode(errors="replace"))
+            file.close()
+        return code, texts[0], texts[1]
+
+
+def _interrupted(outcomes: list[Outcome], running: dict[int, tuple[int, _Child]]) -> None:
+    """Ctrl-C reached every process of the fleet: wait for the running ones to stop (each
+    rolls back its step in progress), then say where the fleet stands."""
+    for pid in list(running):
+        with contextlib.suppress(ChildProcessError, KeyboardInterrupt):
+            os.waitpid(pid, 0)
+    done = sum(o.code is not None for o in outcomes)
+    error = FleetFailed(
+        f"interrupted by Ctrl-C: {done} of {len(outcomes)} databases had finished, "
+        f"{len(running)} were stopped (their step in progress was rolled back by the "
+        f"server), {len(outcomes) - done - len(running)} were not started.",
+        "run the command again: databases already at the goal say 'nothing to apply'",
+    )
+    error.exit_code = 130
+    raise error
+
+
+FORK = sys.platform == "linux"
+"""Fork per database on Linux; elsewhere (macOS frameworks and Windows do not take a fork
+of a running interpreter well) start `python -m invoke`."""
 
 
 def run(
     chosen: list[targets.Target],
     task: str,
     options: dict[str, object],
+    command: Callable[[], None],
     *,
     parallel: int,
     keep_going: bool,
@@ -88,39 +206,40 @@ def run(
             )
     argv = [sys.executable, "-m", "invoke", task, *_flags(options)]
     outcomes = [Outcome(target) for target in chosen]
-    stop, printing = threading.Event(), threading.Lock()
-
-    def one(index: int) -> None:
-        outcome = outcomes[index]
-        if stop.is_set():
-            return
-        assert outcome.target.url is not None
-        environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-        environ["DATABASE_URL"] = urls.libpq(outcome.target.url).render_as_string(False)
-        started = time.perf_counter()
-        done = subprocess.run(
-            argv,
-            cwd=settings.PROJECT_ROOT,
-            env=environ,
-            capture_output=True,
-            text=True,
-            stdin=subprocess.DEVNULL,
-        )
-        outcome.seconds, outcome.code = time.perf_counter() - started, done.returncode
-        _read(done, outcome)
-        if done.returncode != 0 and not keep_going:
-            stop.set()
-        if not as_json:
-            with printing:
-                say(
-                    f"  {outcome.target.label}: {outcome.start or '?'} → {outcome.end or '?'} "
-                    f"{outcome.result} ({outcome.seconds:.1f} s)"
-                )
-
+    waiting = list(range(len(chosen)))
+    running: dict[int, tuple[int, _Child]] = {}
+    stop = False
     if not as_json:
         say(f"{task} on {len(chosen)} databases, {parallel} at a time:")
-    with ThreadPoolExecutor(max_workers=max(parallel, 1)) as pool:
-        list(pool.map(one, range(len(chosen))))
+    # One thread starts and reaps every process: a fork is only safe from a process
+    # with no other threads.
+    while waiting or running:
+        while waiting and len(running) < max(parallel, 1) and not stop:
+            index = waiting.pop(0)
+            url = chosen[index].url
+            assert url is not None
+            child = _Child(urls.libpq(url).render_as_string(False), command, argv)
+            running[child.pid] = (index, child)
+        if not running:
+            break
+        try:
+            pid, status = os.waitpid(-1, 0)
+        except KeyboardInterrupt:
+            _interrupted(outcomes, running)
+        if pid not in running:
+            continue
+        index, child = running.pop(pid)
+        outcome = outcomes[index]
+        outcome.code, stdout, stderr = child.finished(status)
+        outcome.seconds = time.perf_counter() - child.started
+        _read(outcome.code, stdout, stderr, outcome)
+        if outcome.code != 0 and not keep_going:
+            stop = True
+        if not as_json:
+            say(
+                f"  {outcome.target.label}: {outcome.start or '?'} → {outcome.end or '?'} "
+                f"{outcome.result} ({outcome.seconds:.1f} s)"
+            )
     if as_json:
         print(
             json.dumps(
@@ -133,6 +252,7 @@ def run(
                         "result": o.result,
                         "exit_code": o.code,
                         "seconds": round(o.seconds, 3),
+                        **({"detail": o.detail} if o.detail is not None else {}),
                     }
                     for o in outcomes
                 ],

@@ -299,7 +299,7 @@ def migrate_drift(env: str | None = None, parallel: int = 4, as_json: bool = Fal
                     "from what the migrations make there:"
                 )
                 for line in finding.differences:
-                    say(f"  {line}")
+                    say(f"  {line}", markup=False)
             elif finding.differences is not None and not several:
                 say(f"No drift: {where} holds what the migrations make there.")
         if several:

@@ -9,17 +9,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import URL, Connection
 
 from db import (
-    catalog,
     checksums,
     connect,
     history,
     lock,
-    loss,
-    preview,
     revisions,
     runner,
     settings,
@@ -28,6 +26,9 @@ from db import (
 )
 from db.errors import ConfigError, Refused
 from db.output import say, step_line
+
+if TYPE_CHECKING:
+    from db import loss
 
 
 @dataclass
@@ -76,7 +77,15 @@ def on_environment(
             for target in {t.environment: t for t in chosen}.values():
                 targets.confirm(target, changes, yes)
         task, options = fleet
-        fleets.run(chosen, task, options, parallel=parallel, keep_going=keep_going, as_json=as_json)
+        fleets.run(
+            chosen,
+            task,
+            options,
+            run,
+            parallel=parallel,
+            keep_going=keep_going,
+            as_json=as_json,
+        )
         return
     if len(chosen) > 1:
         raise ConfigError(
@@ -177,6 +186,8 @@ def guard_data(
     if not at_risk:
         return
     if backup is not None:
+        from db import catalog, preview
+
         server_major = target.connection.dialect.server_version_info[0]
         preview.backup(target.url, server_major, at_risk.tables, Path(backup))
         say(f"Backed up {', '.join(catalog.shown(t) for t in at_risk.tables)} to {backup}.")

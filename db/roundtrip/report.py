@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from db import output
-from db.output import console
+from db.output import say
 from db.roundtrip.cycle import DECLARED, FAIL, OK, Report, Result
 
 _STYLE = {OK: "green", FAIL: "bold red", DECLARED: "yellow"}
@@ -29,17 +29,17 @@ def _line(result: Result) -> str:
 def progress() -> Iterator[Callable[[Result], None]]:
     """Where each result goes as it comes: a transient status line on a terminal, a
     printed line otherwise."""
-    if output.console.is_terminal:
-        with console.status("Roundtrip: starting") as status:
+    if output.is_terminal():
+        with output.console.status("Roundtrip: starting") as status:
             yield lambda result: status.update(
                 f"Roundtrip: {result.revision} {result.step} {result.status}"
             )
         return
-    yield lambda result: console.print(_line(result), highlight=False)
+    yield lambda result: say(_line(result))
 
 
 def summary(report: Report) -> None:
-    if console.is_terminal:
+    if output.is_terminal():
         output.table(
             ["revision", "step", "result", "time", "note"],
             [
@@ -56,17 +56,17 @@ def summary(report: Report) -> None:
         )
     declared = [r for r in report.results if r.status == DECLARED]
     if declared:
-        console.print("Migrations whose rollback loses earlier data on purpose:")
+        say("Migrations whose rollback loses earlier data on purpose:")
         for result in declared:
-            console.print(f"  {result.revision}: {result.detail}", markup=False)
+            say(f"  {result.revision}: {result.detail}", markup=False)
     for result in report.failures:
-        if console.is_terminal:
-            console.rule(f"[red]{result.revision}: {result.step}")
+        if output.is_terminal():
+            output.console.rule(f"[red]{result.revision}: {result.step}")
         else:  # no box-drawing characters in logs
-            console.print(f"--- {result.revision}: {result.step} ---", markup=False)
-        console.print(result.detail, markup=False, highlight=False)
+            say(f"--- {result.revision}: {result.step} ---", markup=False)
+        say(result.detail, markup=False)
     verdict = "[green]passed[/green]" if report.ok else f"[red]{len(report.failures)} failed[/red]"
-    console.print(f"Roundtrip {verdict} in {report.seconds:.1f} s on {report.server}.")
+    say(f"Roundtrip {verdict} in {report.seconds:.1f} s on {report.server}.")
 
 
 def as_json(report: Report) -> None:
