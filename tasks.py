@@ -100,7 +100,7 @@ def _fleet(task: str, parallel: int, keep_going: bool, json: bool, **options) ->
     """How the command runs when --env names several databases (db/commands/fleet.py)."""
     return {
         "fleet": (task, options),
-        "parallel": parallel,
+        "parallel": _count(parallel, "--parallel") or 4,
         "keep_going": keep_going,
         "as_json": json,
     }
@@ -351,10 +351,10 @@ def url(c, env=None):
     _on(env, "db_url")
 
 
-@task
-def shell(c):
+@task(help={"env": HELP["env"]})
+def shell(c, env=None):
     """Open psql on the target database (the embedded psql if none is on PATH)."""
-    _run(commands.db_shell)
+    _on(env, "db_shell")
 
 
 @task
@@ -391,9 +391,25 @@ def _unknown_tasks_are_bad_arguments() -> None:
     def parse_tasks(self: Program) -> None:
         try:
             original(self)
+        except ValueError as error:  # an INT option given a word: invoke's int() raised
+            raise Exit(
+                f"error: a number was expected ({error}).\nhint: `invoke --help TASK` lists "
+                "a task's options and what they take",
+                2,
+            ) from None
         except ParseError as error:
             text = str(error)
+            needed = re.match(r"Flag <Argument: (\w+)", text)
+            if needed is not None:
+                flag = "--" + needed[1].strip("_").replace("_", "-")
+                raise Exit(f"error: {flag} needs a value.\nhint: e.g. {flag} 4", 2) from None
             unknown = re.match(r"No idea what '([^']+)' is!", text)
+            if unknown is not None and unknown[1].startswith("-"):
+                raise Exit(
+                    f"error: unknown option {unknown[1]} for the task before it.\nhint: "
+                    "`invoke --help TASK` lists a task's options",
+                    2,
+                ) from None
             if unknown is None:
                 raise Exit(
                     f"error: {text}\nhint: `invoke --help TASK` lists a task's options", 2

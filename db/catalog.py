@@ -469,8 +469,9 @@ def changes(before: Catalog, after: Catalog) -> list[str]:
         out += [f"+ {noun} {name}" for name in sorted(names_a - names_b)]
         out += [f"- {noun} {name}" for name in sorted(names_b - names_a)]
 
-    relations_b = {k: r for k, r in before.relations.items() if r.kind != "i"}
-    relations_a = {k: r for k, r in after.relations.items() if r.kind != "i"}
+    # Indexes and sequences have lines of their own, with their definitions (things).
+    relations_b = {k: r for k, r in before.relations.items() if r.kind not in ("i", "S")}
+    relations_a = {k: r for k, r in after.relations.items() if r.kind not in ("i", "S")}
     pairs, gone, new = _pair(relations_b, relations_a, lambda r: r.shown)
     whole_b = {r.oid for r in gone}  # tables that went or came whole: no detail
     whole_a = {r.oid for r in new}
@@ -593,7 +594,10 @@ def _thing_changes(
     for key in sorted(set(things_a) & set(things_b)):
         old, now = things_b[key], things_a[key]
         if old.definition != now.definition:
-            out.append(f"~ {now.kind} {now.name}{where(after, now)}: {_short(now)}")
+            change = _short(now)
+            if change != "definition changed":
+                change = f"{_short(old)} → {change}"
+            out.append(f"~ {now.kind} {now.name}{where(after, now)}: {change}")
     return out
 
 

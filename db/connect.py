@@ -78,6 +78,7 @@ def describe_failure(url: URL, error: BaseException) -> ConnectionFailed:
     # psycopg's "connection is bad: " says nothing the rest of the line does not.
     detail = " ".join(urls.redact_text(detail, url).split()).removeprefix("connection is bad: ")
     hint = next((h for pattern, h in _HINTS if re.search(pattern, detail)), _DEFAULT_HINT)
+    hint = hint.replace("DATABASE_URL", settings.url_source())
     return ConnectionFailed(f"could not connect to {urls.redact(url)}: {detail}", hint)
 
 

@@ -38,7 +38,7 @@ from db import (
     throwaway,
     urls,
 )
-from db.errors import RevisionError, UserError
+from db.errors import ConfigError, DatabaseRefused, RevisionError, UserError
 
 APPLICATION_NAME = f"{settings.APPLICATION_NAME} (drift)"
 
@@ -105,6 +105,9 @@ def _read_live(finding: Finding) -> None:
     """The target's revision and catalog, in a READ ONLY session; errors go in `finding`."""
     started = time.perf_counter()
     target = finding.target
+    if target.unset is not None:
+        finding.error = ConfigError(f"{target.unset} is not set")
+        return
     try:
         config = settings.load()
         url = target.url if target.url is not None else connect.target_url(config)
@@ -127,6 +130,16 @@ def _read_live(finding: Finding) -> None:
         finding.error = error
     except DBAPIError as error:
         finding.error = failures.describe(error)
+        if isinstance(finding.error, DatabaseRefused) and "permission" in finding.error.message:
+            finding.error.hint = (
+                "drift only reads: the role needs CONNECT, USAGE on the schemas and SELECT "
+                f"on {settings.BOOKKEEPING_SCHEMA}.alembic_version (pg_read_all_data is enough)"
+            )
+    if finding.error is not None and target.variable is not None:
+        # Threads read targets at once: name the variable here, not through os.environ.
+        finding.error.message = finding.error.message.replace("DATABASE_URL", target.variable)
+        if finding.error.hint:
+            finding.error.hint = finding.error.hint.replace("DATABASE_URL", target.variable)
     finding.seconds = time.perf_counter() - started
 
 

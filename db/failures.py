@@ -7,6 +7,7 @@ database refuses ends up here rather than in a traceback.
 
 from __future__ import annotations
 
+from db import settings
 from db.errors import ConfigError, ConnectionFailed, DatabaseRefused, UserError
 
 
@@ -17,6 +18,16 @@ def _first_line(error: BaseException) -> str:
 
 def describe(error: BaseException) -> UserError:
     """The UserError for a driver error (SQLAlchemy's DBAPIError or psycopg's own)."""
+    described = _describe(error)
+    source = settings.url_source()
+    if source != "DATABASE_URL":  # under --env: name the variable the URL came from
+        described.message = described.message.replace("DATABASE_URL", source)
+        if described.hint:
+            described.hint = described.hint.replace("DATABASE_URL", source)
+    return described
+
+
+def _describe(error: BaseException) -> UserError:
     orig = getattr(error, "orig", None) or error
     state = getattr(orig, "sqlstate", None) or ""
     text = _first_line(orig)

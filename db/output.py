@@ -147,10 +147,17 @@ def table(columns: list[str], rows: list[list[str]], title: str | None = None) -
     say("\n".join(lines), markup=False)
 
 
+_LIBPQ_PREAMBLE = re.compile(
+    r'connection to server (?:on socket "[^"]*"|at "[^"]*"(?: \([^)]*\))?, port \d+) failed: '
+)
+
+
 def brief(text: str, where: str = "", limit: int = 110) -> str:
     """An error shown in a table's cell: one line, without the database's name (the row
     has it), cut at `limit` characters."""
     text = " ".join(text.split())
     if where:
         text = text.replace(f"could not connect to {where}: ", "could not connect: ")
+    # libpq's preamble names the socket or host the row already names: keep the cause.
+    text = _LIBPQ_PREAMBLE.sub("", text)
     return text if len(text) <= limit else text[: limit - 1] + "…"

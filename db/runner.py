@@ -479,6 +479,12 @@ def _migration_failed(
         f"its transaction was rolled back, so the database is at {at}. Fix the "
         "migration (or the data it trips on) and run the command again"
     )
+    if getattr(failure.detail, "sqlstate", None) == "42501":
+        hint = (
+            f"its transaction was rolled back, so the database is at {at}. The role lacks a "
+            "privilege the migration needs (migrations run as the owner of the application "
+            "schemas): run it as that role, or ask the database's owner"
+        )
     if isinstance(failure.detail, NotImplementedError):
         hint = (
             f"the database is at {at}. Write the migration's {step.direction}grade(); if it "
@@ -592,4 +598,5 @@ def _record_failure(
             started_at = datetime.now(UTC) - timedelta(seconds=seconds)
             _record(connection, who, step, started_at, seconds, error)
     except Exception as exc:  # the connection itself may be what failed
-        log.warning("could not record the failure of %s in the history: %s", step.revision, exc)
+        cause = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+        log.warning("could not record the failure of %s in the history: %s", step.revision, cause)

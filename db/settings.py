@@ -188,3 +188,13 @@ def load(
             env.get("WORKTRACKER_LOCK_TIMEOUT") or section.get("lock_timeout", 60),
         ),
     )
+
+
+URL_SOURCE = "WORKTRACKER_URL_SOURCE"
+"""Set while a command runs on an environment's database: the variable its URL came from."""
+
+
+def url_source() -> str:
+    """The variable to name in an error about the target's URL: DATABASE_URL, or the
+    environment's own variable (STAGING_DATABASE_URL) under --env."""
+    return os.environ.get(URL_SOURCE) or "DATABASE_URL"

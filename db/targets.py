@@ -42,9 +42,16 @@ class Target:
     """None: DATABASE_URL or the embedded server, as without --env."""
     url: URL | None
     protected: bool = False
+    variable: str | None = None
+    """The environment variable its URL came from."""
+    unset: str | None = None
+    """The environment variable that is not set, when resolve() was lenient: a row that
+    says so rather than no rows at all (status and drift over --env all)."""
 
     @property
     def label(self) -> str:
+        if self.unset is not None:
+            return f"{self.environment}: ({self.unset} is not set)"
         where = urls.redact(self.url) if self.url is not None else "the default database"
         return f"{self.environment}: {where}" if self.environment else where
 
@@ -75,9 +82,12 @@ def environments() -> dict[str, Environment]:
     return found
 
 
-def resolve(env: str | None, environ: Mapping[str, str] | None = None) -> list[Target]:
+def resolve(
+    env: str | None, environ: Mapping[str, str] | None = None, *, lenient: bool = False
+) -> list[Target]:
     """The databases `--env` means: one per URL of the environment (every environment's
-    for "all"); the default target when env is None."""
+    for "all"); the default target when env is None. `lenient`: an environment whose
+    variable is not set is a Target with `unset` instead of an error (for reports)."""
     if env is None:
         return [Target(None, None)]
     known = environments()
@@ -101,14 +111,37 @@ def resolve(env: str | None, environ: Mapping[str, str] | None = None) -> list[T
     for environment in chosen:
         raw = values.get(environment.variable, "").strip()
         if not raw:
+            if lenient:
+                found.append(
+                    Target(
+                        environment.name, None, environment.protected, unset=environment.variable
+                    )
+                )
+                continue
+            state = "empty" if environment.variable in values else "not set"
             raise ConfigError(
-                f"environment {environment.name!r} reads {environment.variable}, which is not set.",
+                f"environment {environment.name!r} reads {environment.variable}, which is {state}.",
                 f"export {environment.variable}=postgresql://… (several URLs, separated by "
                 "spaces, for a fleet)",
             )
+        seen: dict[str, str] = {}
         for part in raw.split():
+            if part.count("://") > 1:
+                raise ConfigError(
+                    f"{environment.variable} holds URLs joined without a space: {part[:60]}….",
+                    "separate a fleet's URLs with spaces (or newlines), not commas",
+                )
             url = urls.parse(part, source=environment.variable)
-            found.append(Target(environment.name, url, environment.protected))
+            key = urls.libpq(url).render_as_string(hide_password=True)
+            if key in seen:
+                raise ConfigError(
+                    f"{environment.variable} lists the same database twice: {urls.redact(url)}.",
+                    "list each database once: a fleet run would migrate it twice",
+                )
+            seen[key] = part
+            found.append(
+                Target(environment.name, url, environment.protected, variable=environment.variable)
+            )
     return found
 
 
@@ -124,15 +157,27 @@ def selected_url() -> URL | None:
 @contextmanager
 def use(target: Target) -> Iterator[Target]:
     token = _SELECTED.set(target)
+    source = os.environ.get(settings.URL_SOURCE)
+    if target.variable is not None:  # errors about the URL name the variable it came from
+        os.environ[settings.URL_SOURCE] = target.variable
     try:
         yield target
     except Exception:
         _SELECTED.reset(token)
+        _restore(source)
         raise
     else:
         _SELECTED.reset(token)
+        _restore(source)
     # An interrupt (KeyboardInterrupt, SIGTERM) keeps the selection: the message that
     # follows reads where the selected database is.
+
+
+def _restore(source: str | None) -> None:
+    if source is None:
+        os.environ.pop(settings.URL_SOURCE, None)
+    else:
+        os.environ[settings.URL_SOURCE] = source
 
 
 def confirm(target: Target, action: str, yes: bool) -> None:

@@ -494,7 +494,7 @@ CASES: list[Case] = [
         ),
         Expect(True),
         guard=Expect(True),
-        plan=("+ sequence public.invoice_number_seq",),
+        plan=("+ sequence invoice_number_seq in public",),
     ),
     Case(
         "comment-change",

@@ -75,7 +75,7 @@ def test_env_picks_the_database_and_status_shows_them_all(
 
     status = _invoke(checkout, "migrate.status", "--env", "all", env=env)
     assert status.returncode == 0, status.stdout + status.stderr
-    assert "4 database(s), 1 unreachable" in status.stdout, status.stdout
+    assert "4 database(s), 1 could not be read" in status.stdout, status.stdout
     as_json = _invoke(checkout, "migrate.status", "--env", "all", "--json", env=env)
     rows = json.loads(as_json.stdout)
     assert [r["environment"] for r in rows] == ["staging", "production", "shards", "shards"]
@@ -109,7 +109,24 @@ def test_an_unset_variable_a_bad_url_and_a_fleet_are_clear_errors(checkout: Path
     garbled = _invoke(checkout, "migrate.up", "--env", "shards", env={"SHARD_DATABASE_URLS": "x"})
     assert garbled.returncode == 2, garbled.stdout + garbled.stderr
     assert "SHARD_DATABASE_URLS" in garbled.stderr
-    two = {"SHARD_DATABASE_URLS": f"{NOWHERE} {NOWHERE}"}
+    for joined, why in (
+        (f"{NOWHERE},{NOWHERE}", "joined without a space"),
+        (f"{NOWHERE} {NOWHERE}", "the same database twice"),
+    ):
+        refused = _invoke(
+            checkout, "migrate.up", "--env", "shards", env={"SHARD_DATABASE_URLS": joined}
+        )
+        assert refused.returncode == 2 and why in refused.stderr, refused.stdout + refused.stderr
+    # --env all on a laptop: unset environments are rows, the others still show.
+    laptop = _invoke(
+        checkout, "migrate.status", "--env", "all", env={"STAGING_DATABASE_URL": NOWHERE}
+    )
+    assert laptop.returncode == 0, laptop.stdout + laptop.stderr
+    assert "PRODUCTION_DATABASE_URL is not set" in laptop.stdout, laptop.stdout
+    assert "3 database(s), 3 could not be read" in laptop.stdout, laptop.stdout
+    word = _invoke(checkout, "migrate.up", "--env", "shards", "--parallel", "abc", env={})
+    assert word.returncode == 2 and "Traceback" not in word.stderr, word.stderr
+    two = {"SHARD_DATABASE_URLS": f"{NOWHERE} {NOWHERE.replace('nowhere', 'nowhere2')}"}
     fleet = _invoke(checkout, "migrate.history", "--env", "shards", env=two)
     assert fleet.returncode == 2, fleet.stdout + fleet.stderr
     assert "means 2 databases" in fleet.stderr and "migrate.up" in fleet.stderr, fleet.stderr

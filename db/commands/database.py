@@ -95,8 +95,7 @@ def psql_command(url: URL) -> tuple[list[str], dict[str, str]]:
 
 
 def db_shell() -> None:
-    current = settings.load()
-    argv, env = psql_command(connect.target_url(current))
+    argv, env = psql_command(connect.target_url(target_settings()))
     os.execvpe(argv[0], argv, env)
 
 

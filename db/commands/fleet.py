@@ -51,6 +51,8 @@ class Outcome:
     code: int | None = None
     detail: dict | None = None
     """The database's own JSON document, for commands that print one (plan --json)."""
+    report: str = ""
+    """What the command printed for this database."""
 
 
 def _flags(options: dict[str, object]) -> list[str]:
@@ -107,7 +109,9 @@ def _run_here(command: Callable[[], None]) -> int:
 class _Child:
     """One database's process: a fork running `command`, or `python -m invoke`."""
 
-    def __init__(self, url: str, command: Callable[[], None], argv: list[str]) -> None:
+    def __init__(
+        self, url: str, variable: str | None, command: Callable[[], None], argv: list[str]
+    ) -> None:
         # Closed in finished(), once the process is reaped.
         self.out = tempfile.TemporaryFile()  # noqa: SIM115
         self.err = tempfile.TemporaryFile()  # noqa: SIM115
@@ -115,6 +119,7 @@ class _Child:
         self.process: subprocess.Popen | None = None
         if not FORK:
             environ = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+            environ[settings.URL_SOURCE] = variable or "DATABASE_URL"
             self.process = subprocess.Popen(
                 argv,
                 cwd=settings.PROJECT_ROOT,
@@ -135,6 +140,7 @@ class _Child:
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             os.environ["DATABASE_URL"] = url
+            os.environ[settings.URL_SOURCE] = variable or "DATABASE_URL"
             devnull = os.open(os.devnull, os.O_RDONLY)
             os.dup2(devnull, 0)
             os.dup2(self.out.fileno(), 1)
@@ -177,6 +183,10 @@ def _interrupted(outcomes: list[Outcome], running: dict[int, tuple[int, _Child]]
     raise error
 
 
+REPORTS = {"migrate.plan"}
+"""Commands whose output for each database is the point (a plan's schema changes and
+data at risk): printed whole, database by database, after the summary."""
+
 FORK = sys.platform == "linux"
 """Fork per database on Linux; elsewhere (macOS frameworks and Windows do not take a fork
 of a running interpreter well) start `python -m invoke`."""
@@ -218,7 +228,8 @@ def run(
             index = waiting.pop(0)
             url = chosen[index].url
             assert url is not None
-            child = _Child(urls.libpq(url).render_as_string(False), command, argv)
+            libpq = urls.libpq(url).render_as_string(False)
+            child = _Child(libpq, chosen[index].variable, command, argv)
             running[child.pid] = (index, child)
         if not running:
             break
@@ -231,6 +242,7 @@ def run(
         index, child = running.pop(pid)
         outcome = outcomes[index]
         outcome.code, stdout, stderr = child.finished(status)
+        outcome.report = stdout
         outcome.seconds = time.perf_counter() - child.started
         _read(outcome.code, stdout, stderr, outcome)
         if outcome.code != 0 and not keep_going:
@@ -272,6 +284,11 @@ def run(
                 for o in outcomes
             ],
         )
+    if task in REPORTS and not as_json:
+        for outcome in outcomes:
+            if outcome.report.strip():
+                say(f"--- {outcome.target.label} ---", markup=False)
+                say(outcome.report.rstrip(), markup=False)
     failed = [o for o in outcomes if o.code not in (0, None)]
     skipped = [o for o in outcomes if o.code is None]
     if failed or skipped:
@@ -283,7 +300,7 @@ def run(
         error = FleetFailed(
             summary + ".",
             "fix what the failing databases say, then run again: databases already at the "
-            "goal say 'nothing to apply'; --keep-going runs them all",
+            "goal say 'nothing to apply'" + ("" if keep_going else "; --keep-going runs them all"),
         )
         error.exit_code = failed[0].code if failed and failed[0].code else 1
         raise error

@@ -20,7 +20,7 @@ from db import (
 from db.commands.target import (
     open_target,
 )
-from db.errors import CheckFailed, ChecksumMismatch, UserError
+from db.errors import CheckFailed, ChecksumMismatch, RevisionError, UserError
 from db.output import say
 
 
@@ -50,11 +50,20 @@ def _environment_row(target: targets.Target) -> dict[str, Any]:
         "drift": "not checked",
         "error": None,
     }
+    if target.unset is not None:
+        row["database"] = None
+        row["error"] = f"{target.unset} is not set"
+        return row
     try:
         with targets.use(target), open_target() as opened:
             current = runner.current_revision(opened.connection)
             script = revisions.script_directory()
             chain = [s.revision for s in revisions.chain(script)]
+            if current is not None and current not in chain:
+                raise RevisionError(
+                    f"at revision {current!r}, which this checkout does not have",
+                    "pull the latest main",
+                )
             applied = chain.index(current) + 1 if current in chain else 0
             steps = [
                 r
@@ -83,7 +92,9 @@ def _drift_word(finding: drift.Finding) -> str:
 
 
 def _status_of_environments(env: str, as_json: bool, check_drift: bool) -> None:
-    chosen = targets.resolve(env)
+    # --env all on a laptop: an environment whose variable is not set is a row, so the
+    # others still show.
+    chosen = targets.resolve(env, lenient=env == targets.ALL)
     rows = [_environment_row(target) for target in chosen]
     if check_drift:
         for row, finding in zip(rows, drift.check(chosen), strict=True):
@@ -96,9 +107,9 @@ def _status_of_environments(env: str, as_json: bool, check_drift: bool) -> None:
         [
             [
                 row["environment"],
-                row["database"],
+                row["database"] or "",
                 row["revision"]
-                or f"[red]unreachable[/red]: {output.brief(row['error'], row['database'])}",
+                or f"[red]{output.brief(row['error'], row['database'] or '')}[/red]",
                 "" if row["pending"] is None else str(row["pending"]),
                 f"{row['last_applied']:%Y-%m-%d %H:%M}" if row["last_applied"] else "",
                 row["applied_by"] or "",
@@ -108,9 +119,9 @@ def _status_of_environments(env: str, as_json: bool, check_drift: bool) -> None:
             for row in rows
         ],
     )
-    unreachable = sum(row["error"] is not None for row in rows)
+    unread = sum(row["error"] is not None for row in rows)
     say(
-        f"{len(rows)} database(s), {unreachable} unreachable."
+        f"{len(rows)} database(s), {unread} could not be read."
         + ("" if check_drift else " Drift not checked: add --drift (or run migrate.drift).")
     )
 
@@ -273,7 +284,7 @@ def _drift_summary(findings: list[drift.Finding]) -> None:
 
 
 def migrate_drift(env: str | None = None, parallel: int = 4, as_json: bool = False) -> None:
-    chosen = targets.resolve(env)
+    chosen = targets.resolve(env, lenient=env == targets.ALL)
     several = len(chosen) > 1
 
     def on_read(finding: drift.Finding) -> None:
