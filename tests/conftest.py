@@ -28,6 +28,7 @@ from sqlalchemy.pool import NullPool
 from db import revisions, runner
 from db.settings import PROJECT_ROOT
 from db.throwaway import Server, throwaway_server
+from tests import forked
 
 VERSIONS = PROJECT_ROOT / "db" / "migrations" / "versions"
 INITIAL = VERSIONS / "001_initial_schema.py"
@@ -196,13 +197,17 @@ def _environ(pgdata: Path, chain: Path, extra: dict[str, str] | None) -> dict[st
 
 @pytest.fixture
 def invoke(embedded_pgdata: Path, initial_chain: Path):
-    """Run `invoke ARGS…` as a user would, in a subprocess, with extra environment."""
+    """Run `invoke ARGS…` as a user would, in a process of its own (a fork of this
+    worker, see tests/forked.py, else a subprocess), with extra environment."""
 
     def run(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
+        environ = _environ(embedded_pgdata, initial_chain, env)
+        if forked.AVAILABLE:
+            return Result(*forked.run(args, environ, PROJECT_ROOT, timeout))
         done = subprocess.run(
             [sys.executable, "-m", "invoke", *args],
             cwd=PROJECT_ROOT,
-            env=_environ(embedded_pgdata, initial_chain, env),
+            env=environ,
             capture_output=True,
             text=True,
             timeout=timeout,

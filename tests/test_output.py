@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from db.settings import PROJECT_ROOT
+from tests.conftest import INITIAL
 from tests.helpers import as_env
 
 ESCAPE = "\x1b["
@@ -82,3 +83,27 @@ def test_numeric_options_read_as_numbers_and_s_means_steps(invoke) -> None:
     assert "-s INT, --steps=INT" in down.stdout, down.stdout
     roundtrip = invoke("--help", "migrate.roundtrip")
     assert "-s," not in roundtrip.stdout and "-s " not in roundtrip.stdout, roundtrip.stdout
+
+
+def test_a_piped_up_at_head_imports_only_what_it_uses(initial_db) -> None:
+    """A deploy's `migrate.up` should not pay for Rich, the catalog reader, the rehearsal,
+    the models or the embedded server: a fresh interpreter, as a deploy starts one."""
+    probe = (
+        "import atexit, sys\n"
+        "atexit.register(lambda: print(' '.join(sorted(sys.modules)), file=sys.stderr))\n"
+        "from invoke.main import program\n"
+        "program.run(['invoke', 'migrate.up'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=PROJECT_ROOT,
+        env={**os.environ, **as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(INITIAL.parent)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Nothing to apply" in done.stdout, done.stdout
+    loaded = set(done.stderr.split())
+    unwanted = {"rich", "db.catalog", "db.preview", "db.loss", "db.embedded", "db.models"}
+    assert not unwanted & loaded, f"imported without need: {sorted(unwanted & loaded)}"
