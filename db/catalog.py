@@ -135,6 +135,7 @@ class Catalog:
     extensions: list[str] = field(default_factory=list)
     _by_table: dict[int, list[Column]] | None = field(default=None, repr=False, compare=False)
     _lines: list[str] | None = field(default=None, repr=False, compare=False)
+    _by_name: dict[str, Relation] | None = field(default=None, repr=False, compare=False)
 
     def table_columns(self, oid: int) -> list[Column]:
         """The columns of table `oid`, in order."""
@@ -145,7 +146,9 @@ class Catalog:
         return self._by_table.get(oid, [])
 
     def relation_named(self, shown: str) -> Relation | None:
-        return next((r for r in self.relations.values() if r.shown == shown), None)
+        if self._by_name is None:  # asked once per table per revision: not a scan each time
+            self._by_name = {r.shown: r for r in self.relations.values()}
+        return self._by_name.get(shown)
 
     def _owner(self, oid: int | None) -> str:
         relation = self.relations.get(oid) if oid is not None else None
@@ -194,7 +197,7 @@ class Catalog:
 _RELATIONS = text(
     """
     SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relfilenode,
-           obj_description(c.oid, 'pg_class'),
+           ds.description,
            CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
            c.relispopulated,
            concat_ws(' ', CASE c.relpersistence WHEN 'u' THEN 'unlogged' END,
@@ -206,6 +209,9 @@ _RELATIONS = text(
                      CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
                      pg_get_expr(c.relpartbound, c.oid))
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      -- A join, not obj_description() per row: half the query's time at 200 tables.
+      LEFT JOIN pg_description ds ON ds.objoid = c.oid AND ds.classoid = 'pg_class'::regclass
+                                 AND ds.objsubid = 0
      WHERE n.nspname = ANY(:schemas)
        AND c.relkind <> 'c'  -- composite types are listed with the types
        AND NOT (c.relkind = 'S' AND EXISTS (  -- identity and serial sequences: with their column
@@ -216,7 +222,7 @@ _RELATIONS = text(
 _COLUMNS = text(
     """
     SELECT a.attrelid, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid,
-           a.attnotnull, pg_get_expr(d.adbin, d.adrelid), col_description(c.oid, a.attnum),
+           a.attnotnull, pg_get_expr(d.adbin, d.adrelid), ds.description,
            a.attidentity::text, a.attgenerated::text,
            CASE WHEN a.attcollation <> t.typcollation THEN a.attcollation::regcollation::text END
       FROM pg_attribute a
@@ -224,6 +230,8 @@ _COLUMNS = text(
       JOIN pg_class c ON c.oid = a.attrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
       LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+      LEFT JOIN pg_description ds ON ds.objoid = a.attrelid
+                                 AND ds.classoid = 'pg_class'::regclass AND ds.objsubid = a.attnum
      WHERE n.nspname = ANY(:schemas) AND a.attnum > 0 AND NOT a.attisdropped
        AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
     """
