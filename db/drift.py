@@ -137,9 +137,7 @@ def _read_live(finding: Finding) -> None:
             )
     if finding.error is not None and target.variable is not None:
         # Threads read targets at once: name the variable here, not through os.environ.
-        finding.error.message = finding.error.message.replace("DATABASE_URL", target.variable)
-        if finding.error.hint:
-            finding.error.hint = finding.error.hint.replace("DATABASE_URL", target.variable)
+        failures.naming(finding.error, target.variable)
     finding.seconds = time.perf_counter() - started
 
 

@@ -16,15 +16,19 @@ def _first_line(error: BaseException) -> str:
     return " ".join(text[0].split()) if text else type(error).__name__
 
 
+def naming(error: UserError, source: str) -> UserError:
+    """`error` naming `source` (STAGING_DATABASE_URL under --env) where it says
+    DATABASE_URL: the variable the URL really came from."""
+    if source != "DATABASE_URL":
+        error.message = error.message.replace("DATABASE_URL", source)
+        if error.hint:
+            error.hint = error.hint.replace("DATABASE_URL", source)
+    return error
+
+
 def describe(error: BaseException) -> UserError:
     """The UserError for a driver error (SQLAlchemy's DBAPIError or psycopg's own)."""
-    described = _describe(error)
-    source = settings.url_source()
-    if source != "DATABASE_URL":  # under --env: name the variable the URL came from
-        described.message = described.message.replace("DATABASE_URL", source)
-        if described.hint:
-            described.hint = described.hint.replace("DATABASE_URL", source)
-    return described
+    return naming(_describe(error), settings.url_source())
 
 
 def _describe(error: BaseException) -> UserError:

@@ -124,7 +124,7 @@ def resolve(
                 f"export {environment.variable}=postgresql://… (several URLs, separated by "
                 "spaces, for a fleet)",
             )
-        seen: dict[str, str] = {}
+        seen: set[str] = set()
         for part in raw.split():
             if part.count("://") > 1:
                 raise ConfigError(
@@ -138,7 +138,7 @@ def resolve(
                     f"{environment.variable} lists the same database twice: {urls.redact(url)}.",
                     "list each database once: a fleet run would migrate it twice",
                 )
-            seen[key] = part
+            seen.add(key)
             found.append(
                 Target(environment.name, url, environment.protected, variable=environment.variable)
             )
