@@ -11,11 +11,9 @@ import signal
 import sys
 from collections.abc import Callable
 
-import psycopg
 from invoke import Collection, Exit, task
 from invoke.exceptions import ParseError
 from invoke.program import Program
-from sqlalchemy.exc import DBAPIError
 
 from db import commands, failures
 from db.errors import ConfigError, UserError
@@ -54,12 +52,9 @@ def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
         raise _interrupted(action, "stopped by Ctrl-C (SIGINT)", 130) from None
     except Terminated:
         raise _interrupted(action, "stopped by SIGTERM", 143) from None
-    except UserError as error:
+    except (UserError, *failures.DRIVER_ERRORS) as error:
+        described = failures.user_error(error)
         sys.stdout.flush()  # what was said so far comes before the error
-        raise Exit(error.render(), error.exit_code) from None
-    except (DBAPIError, psycopg.Error) as error:
-        described = failures.describe(error)
-        sys.stdout.flush()
         raise Exit(described.render(), described.exit_code) from None
     except BrokenPipeError:
         # The reader went away (`| head`): stop quietly, as Unix tools do.

@@ -7,8 +7,19 @@ database refuses ends up here rather than in a traceback.
 
 from __future__ import annotations
 
+import psycopg
+from sqlalchemy.exc import DBAPIError
+
 from db import settings
 from db.errors import ConfigError, ConnectionFailed, DatabaseRefused, UserError
+
+DRIVER_ERRORS = (DBAPIError, psycopg.Error)
+"""What the database driver raises, through SQLAlchemy or directly."""
+
+
+def user_error(error: UserError | DBAPIError | psycopg.Error) -> UserError:
+    """What a command line says for an error: a UserError as it is, a driver's described."""
+    return error if isinstance(error, UserError) else describe(error)
 
 
 def _first_line(error: BaseException) -> str:

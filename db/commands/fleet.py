@@ -26,9 +26,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import psycopg
-from sqlalchemy.exc import DBAPIError
-
 from db import failures, output, settings, targets, urls
 from db.errors import ConfigError, UserError
 from db.output import say
@@ -92,10 +89,8 @@ def _run_here(command: Callable[[], None]) -> int:
     try:
         command()
         return 0
-    except UserError as error:
-        described = error
-    except (DBAPIError, psycopg.Error) as error:
-        described = failures.describe(error)
+    except (UserError, *failures.DRIVER_ERRORS) as error:
+        described = failures.user_error(error)
     except KeyboardInterrupt:
         described = UserError("interrupted by Ctrl-C; the step in progress was rolled back")
         described.exit_code = 130
