@@ -33,6 +33,18 @@ def current_revision(url: URL) -> str | None:
     return scalar(url, "SELECT version_num FROM migrations.alembic_version") if exists else None
 
 
+def running(url: URL, statement: str) -> int:
+    """How many other sessions run a statement that starts with `statement` (a migration
+    that reached its pg_sleep, say)."""
+    return int(
+        scalar(
+            url,
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE %s AND pid <> pg_backend_pid()",
+            statement + "%",
+        )
+    )
+
+
 def wait_until(condition: Callable[[], object], what: str, timeout: float = 20.0) -> object:
     """Poll `condition` until it is truthy and return its value; fail naming `what`.
     Tests wait for the event itself, never a fixed time (machines under load are slow)."""

@@ -10,7 +10,15 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests.conftest import finish
-from tests.helpers import add_migration, as_env, connect, current_revision, scalar, wait_until
+from tests.helpers import (
+    add_migration,
+    as_env,
+    connect,
+    current_revision,
+    running,
+    scalar,
+    wait_until,
+)
 
 
 def _clean(result) -> None:
@@ -123,14 +131,7 @@ def test_a_connection_lost_mid_step_is_reported_once(
     )
     env = {**as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
     process = spawn("migrate.up", env=env)
-    wait_until(
-        lambda: scalar(
-            initial_db,
-            "SELECT pid FROM pg_stat_activity WHERE query LIKE "
-            "'SELECT pg_sleep(20)%%' AND pid <> pg_backend_pid()",
-        ),
-        "the migration to start",
-    )
+    wait_until(lambda: running(initial_db, "SELECT pg_sleep(20)") > 0, "the migration to start")
     scalar(
         initial_db,
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE "

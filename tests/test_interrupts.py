@@ -14,12 +14,8 @@ from sqlalchemy.engine import URL
 
 from db.settings import PROJECT_ROOT
 from tests.conftest import _environ, finish
-from tests.helpers import add_migration, as_env, current_revision, scalar, wait_until
+from tests.helpers import add_migration, as_env, current_revision, running, scalar, wait_until
 
-SLEEPING = (
-    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%' "
-    "AND pid <> pg_backend_pid()"
-)
 OURS = (
     "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'worktracker-migrate%%' "
     "AND datname = current_database()"
@@ -44,7 +40,7 @@ def test_an_interrupted_run_says_where_the_database_is(
     )
     env = {**as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
     process = spawn("migrate.up", env=env)
-    _wait(initial_db, SLEEPING, 1)
+    wait_until(lambda: running(initial_db, "SELECT pg_sleep(30)") == 1, "002 to reach its sleep")
     process.send_signal(sig)
     result = finish(process, timeout=30)
     assert result.returncode == code, result.explain()

@@ -13,16 +13,12 @@ import psycopg
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.helpers import add_migration, as_env, connect, scalar, wait_until
+from tests.helpers import add_migration, as_env, connect, running, wait_until
 
 LOCKS_AND_SLEEPS = """
 op.execute("LOCK TABLE users IN ACCESS EXCLUSIVE MODE")
 op.execute("SELECT pg_sleep(30)")
 """
-SLEEPING = (
-    "SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%' "
-    "AND pid <> pg_backend_pid()"
-)
 
 
 @pytest.mark.parametrize("command", ["migrate.plan", "migrate.down"])
@@ -41,7 +37,9 @@ def test_a_killed_rehearsal_releases_its_locks_at_once(
     if command == "migrate.down":
         assert invoke("migrate.up", env=env).returncode == 0
     process = spawn(command, env=env)
-    wait_until(lambda: scalar(initial_db, SLEEPING) == 1, "the rehearsal to reach its sleep")
+    wait_until(
+        lambda: running(initial_db, "SELECT pg_sleep(30)") == 1, "the rehearsal to reach its sleep"
+    )
     os.kill(process.pid, signal.SIGKILL)
     process.wait(timeout=10)
     started = time.monotonic()
