@@ -3,6 +3,7 @@ in the bookkeeping schema, where app-schema comparisons and rollbacks never reac
 
 from __future__ import annotations
 
+import functools
 import getpass
 import hashlib
 import socket
@@ -12,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.engine import Connection
 
 from db.settings import BOOKKEEPING_SCHEMA as SCHEMA
@@ -98,8 +99,8 @@ def ensure_table(connection: Connection) -> None:
     with connection.begin():
         if connection.execute(_READY).scalar():
             return
-        for statement in DDL:
-            connection.execute(text(statement))
+        # One round trip: a statement without parameters may hold several.
+        connection.execute(text(";\n".join(DDL)))
 
 
 def exists(connection: Connection) -> bool:
@@ -139,16 +140,28 @@ class Who:
         return cls(user, socket.gethostname(), tool_version())
 
 
+_COLUMNS = (
+    "revision, from_revision, to_revision, direction, description, checksum, os_user, host, "
+    "tool_version, started_at, duration_ms, success, error, note"
+)
 _INSERT = text(
     f"""
-    INSERT INTO {TABLE} (revision, from_revision, to_revision, direction, description,
-                         checksum, os_user, host, tool_version, started_at, duration_ms,
-                         success, error, note)
+    INSERT INTO {TABLE} ({_COLUMNS})
     VALUES (:revision, :from_revision, :to_revision, :direction, :description,
             :checksum, :os_user, :host, :tool_version, :started_at, :duration_ms,
             :success, :error, :note)
     """
 )
+# INSERT ... SELECT leaves the types of the parameters to infer: they are spelled out.
+_INSERT_IF = f"""
+    INSERT INTO {TABLE} ({_COLUMNS})
+    SELECT CAST(:revision AS text), CAST(:from_revision AS text), CAST(:to_revision AS text),
+           CAST(:direction AS text), CAST(:description AS text), CAST(:checksum AS text),
+           CAST(:os_user AS text), CAST(:host AS text), CAST(:tool_version AS text),
+           CAST(:started_at AS timestamptz), CAST(:duration_ms AS double precision),
+           CAST(:success AS boolean), CAST(:error AS text), CAST(:note AS text)
+     WHERE {{condition}}
+"""
 
 
 def record(
@@ -166,27 +179,40 @@ def record(
     who: Who,
     error: str | None = None,
     note: str | None = None,
-) -> None:
-    """Insert one row on `connection`, inside whatever transaction the caller has open."""
-    connection.execute(
-        _INSERT,
-        {
-            "revision": revision,
-            "from_revision": from_revision,
-            "to_revision": to_revision,
-            "direction": direction,
-            "description": description,
-            "checksum": checksum,
-            "os_user": who.os_user,
-            "host": who.host,
-            "tool_version": who.tool_version,
-            "started_at": started_at,
-            "duration_ms": duration_ms,
-            "success": success,
-            "error": error,
-            "note": note,
-        },
-    )
+    provided: tuple[str, dict[str, Any]] | None = None,
+) -> bool:
+    """Insert one row on `connection`, inside whatever transaction the caller has open.
+
+    With `provided` (an SQL condition and its parameters), the row is inserted only if
+    the condition holds, in the same statement; returns whether it was inserted.
+    """
+    values = {
+        "revision": revision,
+        "from_revision": from_revision,
+        "to_revision": to_revision,
+        "direction": direction,
+        "description": description,
+        "checksum": checksum,
+        "os_user": who.os_user,
+        "host": who.host,
+        "tool_version": who.tool_version,
+        "started_at": started_at,
+        "duration_ms": duration_ms,
+        "success": success,
+        "error": error,
+        "note": note,
+    }
+    if provided is None:
+        connection.execute(_INSERT, values)
+        return True
+    condition, parameters = provided
+    inserted = connection.execute(_insert_if(condition), {**values, **parameters})
+    return inserted.rowcount == 1
+
+
+@functools.cache
+def _insert_if(condition: str) -> TextClause:
+    return text(_INSERT_IF.format(condition=condition))
 
 
 def rows(connection: Connection, limit: int | None = None) -> list[dict[str, Any]]:

@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection, Engine
 from db import connect
 from db.errors import LockLost, LockTimeout
 from db.output import waiting
+from db.settings import APPLICATION_NAME
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +30,7 @@ LOCK_NAME = "worktracker-schema/migrations"
 # Every copy of the tool derives the same 64-bit key from the same name.
 LOCK_KEY = int.from_bytes(hashlib.sha256(LOCK_NAME.encode()).digest()[:8], "big", signed=True)
 POLL_SECONDS = 0.2
+LOCK_SESSION_NAME = f"{APPLICATION_NAME} (lock)"
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ _HOLDER = text(
       FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
      WHERE l.locktype = 'advisory' AND l.granted
        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-       AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1
+       AND l.classid = :lock_hi AND l.objid = :lock_lo AND l.objsubid = 1
     """
 )
 
@@ -85,20 +87,21 @@ def _try(connection: Connection) -> bool:
     return bool(got)
 
 
-_HELD = text(
-    """
-    SELECT EXISTS (
+# True while the session `:lock_pid` holds the lock. Also the condition of the history
+# INSERT a step makes before it commits (history.record), saving a round trip per step.
+HELD_CONDITION = """
+    EXISTS (
         SELECT 1 FROM pg_locks
-         WHERE locktype = 'advisory' AND granted AND pid = :pid
+         WHERE locktype = 'advisory' AND granted AND pid = :lock_pid
            AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-           AND classid = :hi AND objid = :lo AND objsubid = 1)
-    """
-)
+           AND classid = :lock_hi AND objid = :lock_lo AND objsubid = 1)
+"""
+_HELD = text(f"SELECT {HELD_CONDITION}")
 
 
 def _key_parts() -> dict[str, int]:
     unsigned = LOCK_KEY & 0xFFFF_FFFF_FFFF_FFFF
-    return {"hi": unsigned >> 32, "lo": unsigned & 0xFFFF_FFFF}
+    return {"lock_hi": unsigned >> 32, "lock_lo": unsigned & 0xFFFF_FFFF}
 
 
 @dataclass(frozen=True)
@@ -107,48 +110,60 @@ class Held:
 
     pid: int
 
+    @property
+    def condition(self) -> tuple[str, dict[str, int]]:
+        """SQL that is true while the lock's session still holds it, and its parameters."""
+        return HELD_CONDITION, {"lock_pid": self.pid, **_key_parts()}
+
     def ensure(self, connection: Connection) -> None:
         """Raise LockLost unless the lock's session still holds it; `connection` is any
         other connection to the same database (the migrations' own, inside a step)."""
-        held = connection.execute(_HELD, {"pid": self.pid, **_key_parts()}).scalar()
-        if not held:
-            raise LockLost(
-                f"the migration lock was lost: its session (pid {self.pid}) ended or let go "
-                "while this run was migrating, so another run may be migrating too.",
-                "the step in progress was rolled back. Find out what ended the session "
-                "(idle_session_timeout, pg_terminate_backend, a restart), then run again",
-            )
+        if not connection.execute(_HELD, self.condition[1]).scalar():
+            raise self.lost()
+
+    def lost(self) -> LockLost:
+        return LockLost(
+            f"the migration lock was lost: its session (pid {self.pid}) ended or let go "
+            "while this run was migrating, so another run may be migrating too.",
+            "the step in progress was rolled back. Find out what ended the session "
+            "(idle_session_timeout, pg_terminate_backend, a restart), then run again",
+        )
 
 
 # The lock's session sits idle for the whole run: server-side idle timeouts (a common
-# hardening) would end it and release the lock under the run's feet.
-_LOCK_SESSION = [
-    "SET idle_in_transaction_session_timeout = 0",
-    "SET statement_timeout = 0",
-]
-_LOCK_SESSION_14 = ["SET idle_session_timeout = 0"]
+# hardening) would end it and release the lock under the run's feet. One statement sets
+# them, names the session, and tries the lock: a run's bookkeeping is a few round trips.
+_OPEN = """
+    SELECT set_config('application_name', :name, false),
+           set_config('idle_in_transaction_session_timeout', '0', false),
+           set_config('statement_timeout', '0', false),{since_14}
+           pg_backend_pid() AS pid, pg_try_advisory_lock(:k) AS got
+"""
+_SINCE_14 = "\n           set_config('idle_session_timeout', '0', false),"
 
 
 @contextmanager
 def migration_lock(
-    engine: Engine, timeout: float, say: Callable[[str], None] = print
+    engine: Engine,
+    timeout: float,
+    say: Callable[[str], None] = print,
+    name: str = LOCK_SESSION_NAME,
 ) -> Iterator[Held]:
     """Hold the migration lock for the duration of the block, waiting up to `timeout` s.
 
-    `engine` is used for one dedicated connection, never shared with the migrations.
+    `engine` is used for one dedicated connection, never shared with the migrations;
+    `name` is its application_name, which shows the holder in pg_stat_activity.
     """
     with connect.connect(engine) as connection:
-        statements = list(_LOCK_SESSION)
-        if connection.dialect.server_version_info >= (14,):
-            statements += _LOCK_SESSION_14
-        for statement in statements:
-            connection.execute(text(statement))
-        pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
+        since_14 = _SINCE_14 if connection.dialect.server_version_info >= (14,) else ""
+        opened = connection.execute(
+            text(_OPEN.format(since_14=since_14)), {"name": name, "k": LOCK_KEY}
+        ).one()
         connection.commit()
-        if not _try(connection):
+        if not opened.got:
             _wait(connection, timeout, say)
         try:
-            yield Held(pid)
+            yield Held(opened.pid)
         finally:
             # Closing the session would release it too; unlocking says so explicitly. A
             # session that died must not hide the error that ended the run.

@@ -33,6 +33,7 @@ from db.settings import BOOKKEEPING_SCHEMA, Timeouts
 
 if TYPE_CHECKING:
     from db import catalog
+    from db.lock import Held
 
 log = logging.getLogger(__name__)
 
@@ -196,6 +197,16 @@ def plan_downgrade(
     return [Step(s, "down") for s in reversed(scripts[end:start])]
 
 
+def _set(connection: Connection, values: dict[str, str], *, local: bool) -> None:
+    """SET each of `values` (SET LOCAL with `local`), in one round trip."""
+    scope = "true" if local else "false"
+    calls = ", ".join(f"set_config(:name{i}, :value{i}, {scope})" for i in range(len(values)))
+    parameters = {}
+    for i, (name, value) in enumerate(values.items()):
+        parameters[f"name{i}"], parameters[f"value{i}"] = name, value
+    connection.execute(text(f"SELECT {calls}"), parameters)
+
+
 def _where_it_failed(error: BaseException, step: Step) -> str:
     """file:line of the innermost frame inside the migration file, if any."""
     frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == str(step.path)]
@@ -209,8 +220,9 @@ def _record(
     started_at: datetime,
     seconds: float,
     error: str | None = None,
-) -> None:
-    history.record(
+    provided: tuple[str, dict] | None = None,
+) -> bool:
+    return history.record(
         connection,
         revision=step.revision,
         from_revision=step.from_revision,
@@ -223,6 +235,7 @@ def _record(
         success=error is None,
         error=error,
         who=who,
+        provided=provided,
     )
 
 
@@ -287,17 +300,17 @@ def _run_once(
     plan: list[Step],
     on_step: StepDone | None,
     who: history.Who | None,
-    before_commit: Callable[[Connection], None] | None = None,
+    lock: Held | None = None,
     **attributes,
 ) -> None:
-    from db import catalog  # only online steps read it: not worth its import otherwise
-
     done: list[Step] = []
     started_at = datetime.now(UTC)
     mark = time.perf_counter()
     rehearsal = bool(attributes.get("rehearsal"))
     before: catalog.Catalog | None = None
     if plan[0].online and not rehearsal:
+        from db import catalog  # only online steps read it: not worth its import otherwise
+
         before = catalog.read(connection)
         connection.commit()
 
@@ -307,20 +320,32 @@ def _run_once(
         finished = plan[len(done)]
         # Inside the step's last transaction: failing here keeps the revision where it
         # was, so `migrate.up` never reports success over an INVALID index.
-        if finished.online and not rehearsal and (bad := catalog.invalid_indexes(ctx.connection)):
-            raise InvalidIndexes(bad)
+        if finished.online and not rehearsal:
+            from db import catalog
+
+            if bad := catalog.invalid_indexes(ctx.connection):
+                raise InvalidIndexes(bad)
         if watch.ended_by is not None:
             raise TransactionEnded(watch.ended_by)
-        if before_commit is not None:
-            before_commit(ctx.connection)  # e.g. the run still holds the migration lock
+        # The run must still hold the migration lock when the step commits. With history,
+        # the row is written on that condition, in the same statement.
         if who is not None:
-            _record(ctx.connection, who, finished, started_at, seconds)
+            provided = lock.condition if lock is not None else None
+            if not _record(ctx.connection, who, finished, started_at, seconds, None, provided):
+                raise lock.lost() if lock is not None else RuntimeError("history row not written")
+        elif lock is not None:
+            lock.ensure(ctx.connection)
         done.append(finished)
         if on_step is not None:
             on_step(finished, seconds)
         following = plan[len(done)] if len(done) < len(plan) else None
         online_next = following is not None and following.online and not rehearsal
-        before = catalog.read(ctx.connection) if online_next else None
+        if online_next:
+            from db import catalog
+
+            before = catalog.read(ctx.connection)
+        else:
+            before = None
         started_at, mark = datetime.now(UTC), time.perf_counter()
 
     watch = _TransactionWatch(connection)
@@ -345,7 +370,7 @@ def run(
     who: history.Who | None = None,
     timeouts: Timeouts | None = None,
     say: Callable[[str], None] | None = None,
-    before_commit: Callable[[Connection], None] | None = None,
+    lock: Held | None = None,
 ) -> None:
     """Apply `plan` on `connection`, which must have no open transaction.
 
@@ -364,21 +389,20 @@ def run(
     if not plan:
         return
     timeouts = timeouts or settings.timeouts()
-    statements = timeouts.set_statements()
+    values = timeouts.session_settings()
     if connection.dialect.server_version_info >= (14,):
         # A backend notices within a second that its client died (kill -9, lost network)
         # and rolls back, instead of holding its locks until its statement ends.
-        statements.append("SET client_connection_check_interval = 1000")
+        values["client_connection_check_interval"] = "1000"
         # A hardened role's idle timeout must not end the run between two steps.
-        statements.append("SET idle_session_timeout = 0")
-    for statement in statements:
-        connection.execute(text(statement))
+        values["idle_session_timeout"] = "0"
+    _set(connection, values, local=False)
     connection.commit()
 
     remaining, attempt = plan, 1
     while True:
         try:
-            _run_once(connection, remaining, on_step, who, before_commit)
+            _run_once(connection, remaining, on_step, who, lock)
             return
         except _StepFailed as failure:
             retry = failure.lock_timed_out and attempt <= timeouts.retries
@@ -550,13 +574,12 @@ def rehearse(
     """
     if not connection.in_transaction():
         raise RuntimeError("rehearse() runs inside the caller's transaction; begin one first")
-    statements = (timeouts or settings.timeouts()).set_statements()
+    values = (timeouts or settings.timeouts()).session_settings()
     if connection.dialect.server_version_info >= (14,):
         # As in real runs: a killed plan's backend rolls back within a second instead of
         # holding the rehearsal's locks until its statement ends.
-        statements.append("SET client_connection_check_interval = 1000")
-    for statement in statements:
-        connection.execute(text(statement.replace("SET ", "SET LOCAL ", 1)))
+        values["client_connection_check_interval"] = "1000"
+    _set(connection, values, local=True)
     result = Rehearsal(steps=[])
     if not plan:
         return result

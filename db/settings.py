@@ -121,12 +121,13 @@ class Timeouts:
     retries: int
     backoff_seconds: float = 1.0
 
+    def session_settings(self) -> dict[str, str]:
+        """The session settings every migration connection runs with."""
+        return {"lock_timeout": f"{self.lock_ms}ms", "statement_timeout": f"{self.statement_ms}ms"}
+
     def set_statements(self) -> list[str]:
-        """The session settings every migration connection runs with (and dry runs show)."""
-        return [
-            f"SET lock_timeout = '{self.lock_ms}ms'",
-            f"SET statement_timeout = '{self.statement_ms}ms'",
-        ]
+        """session_settings() as SET statements, as dry runs show them."""
+        return [f"SET {name} = '{value}'" for name, value in self.session_settings().items()]
 
 
 def timeouts(environ: Mapping[str, str] | None = None) -> Timeouts:

@@ -128,10 +128,10 @@ def changing_target(
     have moved it while we waited.
     """
     with open_target(lock_timeout) as target:
-        lock_engine = connect.engine_for(
-            target.url, target.settings, f"{settings.APPLICATION_NAME} (lock)"
-        )
-        with lock.migration_lock(lock_engine, target.settings.lock_timeout, say) as held:
+        # The target's engine, whose dialect is set up already; the lock's session names
+        # itself (lock.LOCK_SESSION_NAME).
+        engine = target.connection.engine
+        with lock.migration_lock(engine, target.settings.lock_timeout, say) as held:
             target.lock = held
             if bookkeeping:
                 history.ensure_table(target.connection)
@@ -162,7 +162,7 @@ def apply_plan(target: Target, plan: list[runner.Step], verb: str) -> None:
         who=target.who,
         timeouts=settings.timeouts(),
         say=say,
-        before_commit=target.lock.ensure if target.lock is not None else None,
+        lock=target.lock,
     )
     elapsed = time.perf_counter() - started
     say(f"Done: at {end} ({len(plan)} migration{'s' if len(plan) != 1 else ''}, {elapsed:.2f} s).")
