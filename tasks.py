@@ -15,8 +15,12 @@ from invoke import Collection, Exit, task
 from invoke.exceptions import ParseError
 from invoke.program import Program
 
-from db import commands, failures
-from db.errors import ConfigError, UserError
+from db import process
+
+process.short_lived()  # before the imports below, which build most of the graph
+
+from db import commands, failures  # noqa: E402
+from db.errors import ConfigError, UserError  # noqa: E402
 
 
 class Terminated(BaseException):
