@@ -10,6 +10,7 @@ from db import revisions, runner
 from db.roundtrip import cycle
 from db.throwaway import Server
 from tests.conftest import make_engine
+from tests.helpers import as_env
 
 CHAIN = revisions.chain(revisions.script_directory())
 
@@ -53,17 +54,19 @@ def test_whole_chain_and_models_match_head(pg_server: Server) -> None:
     ]
 
 
-def test_the_roundtrip_prints_each_step_once_and_json_for_ci(invoke) -> None:
+def test_the_roundtrip_prints_each_step_once_and_json_for_ci(invoke, pg_server: Server) -> None:
     import json
     import re
 
-    piped = invoke("migrate.roundtrip", timeout=300)
+    # On the tests' server: starting a server of its own is what `nox -s roundtrip` does.
+    env = {"TEST_DATABASE_URL": as_env(pg_server.admin_url)["DATABASE_URL"]}
+    piped = invoke("migrate.roundtrip", env=env, timeout=300)
     assert piped.returncode == 0, piped.explain()
     lines = [line for line in piped.stdout.splitlines() if line.strip().startswith("001")]
     steps = [re.split(r"\s{2,}", line.strip())[1] for line in lines]
     assert "up again" in steps, piped.stdout
     assert len(steps) == len(set(steps)), piped.stdout
-    as_json = invoke("migrate.roundtrip", "--json", timeout=300)
+    as_json = invoke("migrate.roundtrip", "--json", env=env, timeout=300)
     assert as_json.returncode == 0, as_json.explain()
     document = json.loads(as_json.stdout)
     assert document["ok"] is True and document["results"], document
