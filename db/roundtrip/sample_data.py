@@ -22,7 +22,7 @@ import re._parser as sre_parse
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from sqlalchemy import text
+from sqlalchemy import TextClause, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
@@ -90,7 +90,14 @@ class Table:
         return max([ROWS_PER_ROUND, *lists])
 
 
-_COLUMNS = text(
+def _variants(query: str, only: str) -> dict[bool, TextClause]:
+    """`query` for every table (False) and for some (True, with the condition `only`): two
+    statements, not one with `:everything OR …`, whose generic plan (psycopg prepares a
+    statement run five times) would read every table's rows of the catalog each time."""
+    return {False: text(query.format(only="")), True: text(query.format(only=only))}
+
+
+_COLUMNS = _variants(
     """
     SELECT n.nspname, c.relname, a.attname, t.typname, format_type(a.atttypid, a.atttypmod),
            t.typtype = 'e', a.attnotnull, a.attidentity <> '' OR a.attgenerated <> '',
@@ -104,12 +111,13 @@ _COLUMNS = text(
       JOIN pg_namespace n ON n.oid = c.relnamespace
       JOIN pg_type t ON t.oid = a.atttypid
      WHERE n.nspname = ANY(:schemas) AND c.relkind IN ('r', 'p')
-       AND (:everything OR c.oid = ANY(:oids))
+       {only}
        AND a.attnum > 0 AND NOT a.attisdropped
      ORDER BY n.nspname, c.relname, a.attnum
-    """
+    """,
+    "AND c.oid = ANY(:oids)",
 )
-_REFERENCES = text(
+_REFERENCES = _variants(
     """
     SELECT n.nspname, c.relname, a.attname, format('%I.%I', rn.nspname, rc.relname),
            ra.attname
@@ -122,10 +130,11 @@ _REFERENCES = text(
       JOIN pg_attribute a ON a.attrelid = co.conrelid AND a.attnum = k.col
       JOIN pg_attribute ra ON ra.attrelid = co.confrelid AND ra.attnum = k.refcol
      WHERE co.contype = 'f' AND n.nspname = ANY(:schemas)
-       AND (:everything OR co.conrelid = ANY(:oids))
-    """
+       {only}
+    """,
+    "AND co.conrelid = ANY(:oids)",
 )
-_CHECKS = text(
+_CHECKS = _variants(
     """
     SELECT n.nspname, c.relname, co.conname, pg_get_constraintdef(co.oid),
            ARRAY(SELECT a.attname::text FROM pg_attribute a
@@ -134,17 +143,17 @@ _CHECKS = text(
       JOIN pg_class c ON c.oid = co.conrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE co.contype = 'c' AND n.nspname = ANY(:schemas)
-       AND (:everything OR co.conrelid = ANY(:oids))
-    """
+       {only}
+    """,
+    "AND co.conrelid = ANY(:oids)",
 )
 
 
 _WANTED = text(
     """
-    WITH named AS (
-        SELECT c.oid FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-         WHERE '"' || replace(n.nspname, '"', '""') || '"."'
-               || replace(c.relname, '"', '""') || '"' = ANY(:names))
+    WITH named AS (  -- looked up one by one, not by naming every relation there is
+        SELECT to_regclass(name)::oid AS oid FROM unnest(CAST(:names AS text[])) AS name
+         WHERE to_regclass(name) IS NOT NULL)
     SELECT oid FROM named
     UNION
     SELECT co.confrelid FROM pg_constraint co JOIN named ON named.oid = co.conrelid
@@ -160,10 +169,11 @@ def read_tables(
     tables and the ones their foreign keys refer to (a fill reads what it fills)."""
     schemas = catalog.app_schemas(connection) if schemas is None else schemas
     tables: dict[str, Table] = {}
-    params: dict = {"schemas": schemas, "everything": only is None, "oids": []}
+    params: dict = {"schemas": schemas}
+    some = only is not None
     if only is not None:
         params["oids"] = list(connection.execute(_WANTED, {"names": sorted(only)}).scalars())
-    for row in connection.execute(_COLUMNS, params):
+    for row in connection.execute(_COLUMNS[some], params):
         schema, name, column, type_name, sql_type, is_enum, not_null, skip, length, labels = row
         table = tables.setdefault(catalog.quoted(schema, name), Table(schema, name))
         table.columns.append(
@@ -171,7 +181,8 @@ def read_tables(
                 column, type_name, sql_type, is_enum, not_null, skip, length, tuple(labels or ())
             )
         )
-    for schema, name, column, referred, referred_column in connection.execute(_REFERENCES, params):
+    references = connection.execute(_REFERENCES[some], params)
+    for schema, name, column, referred, referred_column in references:
         referred_schema, _, referred_name = referred.partition(".")
         if catalog.quoted(schema, name) not in tables:
             continue
@@ -179,7 +190,7 @@ def read_tables(
             catalog.quoted(referred_schema.strip('"'), referred_name.strip('"')),
             referred_column,
         )
-    for schema, name, constraint, definition, columns in connection.execute(_CHECKS, params):
+    for schema, name, constraint, definition, columns in connection.execute(_CHECKS[some], params):
         table = tables[catalog.quoted(schema, name)]
         table.checks[constraint] = list(columns)
         if len(columns) == 1:
