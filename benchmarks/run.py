@@ -5,15 +5,17 @@
   head (nothing to do) against `alembic current`.
 - roundtrip: `invoke migrate.roundtrip` against pytest-alembic's test_up_down_consistency
   and test_downgrade_leaves_no_trace, on the same generated chain (benchmarks/chain.py)
-  and the same server, at each size; and the growth between the sizes.
+  and the same server, at each size; and the growth between the sizes. Our roundtrip
+  runs --roundtrip-runs times, the sizes in turn; pytest-alembic once a size.
 - fleet: `invoke migrate.up --env staging` over N databases (--fleet, default 50) from
   base to head with --parallel 1 and 4, then `invoke migrate.drift --env staging` over
   the same N; with the cost per database.
 
-Everything runs on one throwaway PostgreSQL (db/throwaway.py). Peak memory is the
+Everything runs on one throwaway PostgreSQL (db/throwaway.py; one we start does not wait
+for the disk, for both sides alike). Peak memory is the
 largest resident set among the process and its children, as the kernel accounts it.
 
-`python benchmarks/run.py [--sizes 50,200] [--runs 5] [--roundtrip-runs 1]
+`python benchmarks/run.py [--sizes 50,200] [--runs 5] [--roundtrip-runs 3]
 [--no-pytest-alembic] [--fleet 50] [--only apply|roundtrip|fleet]`
 """
 
@@ -159,46 +161,43 @@ class Bench:
             self.server.drop_database(name)
         return [empty, at_head]
 
-    def roundtrip(self, runs: int, pytest_alembic: bool) -> Row:
-        row = Row("migrate.roundtrip / pytest-alembic (up_down_consistency + no_trace)", [], [])
+    def roundtrip(self) -> tuple[float, float]:
+        """One `invoke migrate.roundtrip`: seconds and peak MiB."""
+        admin = urls.libpq(self.server.admin_url).render_as_string(hide_password=False)
+        return timed(
+            [sys.executable, "-m", "invoke", "migrate.roundtrip"],
+            self.copy,
+            environ(TEST_DATABASE_URL=admin),
+        )
+
+    def pytest_alembic(self) -> float:
+        """pytest-alembic's two tests on the same chain and server: seconds."""
         (self.copy / "bench_conftest").mkdir(exist_ok=True)
         (self.copy / "bench_conftest" / "conftest.py").write_text(PYTEST_ALEMBIC_CONFTEST)
-        admin = urls.libpq(self.server.admin_url).render_as_string(hide_password=False)
-        for _ in range(runs):
-            seconds, mib = timed(
-                [sys.executable, "-m", "invoke", "migrate.roundtrip"],
+        name, _, url = self.database()
+        try:
+            return timed(
+                [
+                    sys.executable,
+                    "-m",
+                    "pytest",
+                    "-q",
+                    "-p",
+                    "no:cacheprovider",
+                    "--test-alembic",
+                    "--alembic-tests-path",
+                    "bench_conftest/conftest.py",
+                    "-o",
+                    "pytest_alembic_include_experimental=downgrade_leaves_no_trace",
+                    "-k",
+                    "up_down_consistency or downgrade_leaves_no_trace",
+                    str(self.copy / "bench_conftest"),
+                ],
                 self.copy,
-                environ(TEST_DATABASE_URL=admin),
-            )
-            row.ours.append(seconds)
-            row.ours_mib = max(row.ours_mib, mib)
-            if not pytest_alembic:
-                continue
-            name, _, url = self.database()
-            row.theirs.append(
-                timed(
-                    [
-                        sys.executable,
-                        "-m",
-                        "pytest",
-                        "-q",
-                        "-p",
-                        "no:cacheprovider",
-                        "--test-alembic",
-                        "--alembic-tests-path",
-                        "bench_conftest/conftest.py",
-                        "-o",
-                        "pytest_alembic_include_experimental=downgrade_leaves_no_trace",
-                        "-k",
-                        "up_down_consistency or downgrade_leaves_no_trace",
-                        str(self.copy / "bench_conftest"),
-                    ],
-                    self.copy,
-                    environ(BENCH_DATABASE_URL=url, PYTHONPATH=str(self.copy)),
-                )[0]
-            )
+                environ(BENCH_DATABASE_URL=url, PYTHONPATH=str(self.copy)),
+            )[0]
+        finally:
             self.server.drop_database(name)
-        return row
 
 
 def fleet(server: Server, copy: Path, count: int) -> list[Row]:
@@ -238,7 +237,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="50,200")
     parser.add_argument("--runs", type=int, default=5, help="runs of each apply measurement")
-    parser.add_argument("--roundtrip-runs", type=int, default=1)
+    parser.add_argument(
+        "--roundtrip-runs", type=int, default=3, help="runs of our roundtrip at each size"
+    )
     parser.add_argument("--no-pytest-alembic", action="store_true")
     parser.add_argument("--fleet", type=int, default=50, help="databases in the fleet")
     parser.add_argument(
@@ -250,18 +251,31 @@ def main() -> None:
     roundtrips: dict[int, Row] = {}
     with throwaway_server() as server, tempfile.TemporaryDirectory() as tmp:
         print(f"server: {server.kind}, PostgreSQL {server.version}", flush=True)
+        benches = {}
         for size in sizes if args.only != "fleet" else []:
-            copy = generate(size, Path(tmp) / f"chain{size}")
-            bench = Bench(server, copy)
-            if size == sizes[0] and args.only in (None, "apply"):
-                rows += bench.apply(args.runs)
-            if args.only not in (None, "roundtrip"):
-                continue
-            row = bench.roundtrip(args.roundtrip_runs, not args.no_pytest_alembic)
-            row.what = f"{size} migrations: {row.what}"
-            roundtrips[size] = row
-            rows.append(row)
-            print(f"  measured {row.what}", flush=True)
+            benches[size] = Bench(server, generate(size, Path(tmp) / f"chain{size}"))
+        if benches and args.only in (None, "apply"):
+            rows += benches[sizes[0]].apply(args.runs)
+        if benches and args.only in (None, "roundtrip"):
+            for size in sizes:
+                roundtrips[size] = Row(
+                    f"{size} migrations: migrate.roundtrip / pytest-alembic "
+                    "(up_down_consistency + no_trace)",
+                    [],
+                    [],
+                )
+            # The sizes in turn, run after run: a drift of the machine's speed weighs on
+            # every size alike, not on the growth between them.
+            for _ in range(args.roundtrip_runs):
+                for size in sizes:
+                    seconds, mib = benches[size].roundtrip()
+                    roundtrips[size].ours.append(seconds)
+                    roundtrips[size].ours_mib = max(roundtrips[size].ours_mib, mib)
+            for size in sizes if not args.no_pytest_alembic else []:
+                # Once a size: the baseline is slow, and far from the ratio that matters.
+                roundtrips[size].theirs.append(benches[size].pytest_alembic())
+            rows += roundtrips.values()
+            print("  measured the roundtrips", flush=True)
         if args.only in (None, "fleet"):
             copy = generate(0, Path(tmp) / "fleet")
             compiled(copy)
