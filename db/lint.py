@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -76,7 +77,7 @@ HINTS = {
     "adding-required-field": "give it a default, or add it nullable and backfill first",
     "prefer-text-field": "use text with a CHECK on char_length() instead of varchar(n)",
     "prefer-identity": "use sa.Identity() (GENERATED … AS IDENTITY) instead of serial",
-    "prefer-bigint-over-int": "use bigint, or explain the bound in .squawk.toml",
+    "prefer-bigint-over-int": "use bigint, or declare squawk_ignore with the bound",
     "constraint-missing-not-valid": "add the constraint NOT VALID, then VALIDATE it in a "
     "separate migration",
     "adding-foreign-key-constraint": "add the foreign key NOT VALID, then VALIDATE it in a "
@@ -152,6 +153,14 @@ def _source_line(py_lines: list[str], statement: str) -> int | None:
     return None
 
 
+def _configured_exclusions(config: Path) -> list[str]:
+    """The rules .squawk.toml turns off for the whole project."""
+    try:
+        return list(tomllib.loads(config.read_text()).get("excluded_rules", []))
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+
+
 def lint_file(script, squawk: str, folder: Path) -> FileReport:
     step = runner.Step(script, "up")
     report = FileReport(script.revision, step.path.name, ignored=declared_ignores(step.path))
@@ -160,9 +169,12 @@ def lint_file(script, squawk: str, folder: Path) -> FileReport:
     sql = _VERSION_TABLE_DDL.sub("", sql)
     path = folder / f"{step.path.stem}.sql"
     path.write_text(sql)
-    argv = [squawk, "--config", str(settings.PROJECT_ROOT / ".squawk.toml"), "--reporter", "gcc"]
+    config = settings.PROJECT_ROOT / ".squawk.toml"
+    argv = [squawk, "--config", str(config), "--reporter", "gcc"]
     if report.ignored:
-        argv += ["--exclude", ",".join(report.ignored)]
+        # --exclude replaces the config's excluded_rules: name those too.
+        excluded = [*_configured_exclusions(config), *report.ignored]
+        argv += ["--exclude", ",".join(dict.fromkeys(excluded))]
     done = subprocess.run(
         [*argv, str(path)], capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}
     )

@@ -73,3 +73,31 @@ def test_concurrent_index_in_an_autocommit_block_passes(invoke, versions_copy: P
     add_migration(versions_copy, "002", "001", "due_date_index", CONCURRENT_INDEX, DROP_INDEX)
     result = invoke("migrate.lint", env={"WORKTRACKER_VERSIONS_DIR": str(versions_copy)})
     assert result.returncode == 0, result.explain()
+
+
+def test_an_exception_in_a_migration_keeps_the_projects_exclusions(
+    invoke, versions_copy: Path
+) -> None:
+    # An integer column (prefer-bigint-over-int, excluded in .squawk.toml) with a CHECK
+    # added in the same migration (constraint-missing-not-valid, ignored by the file).
+    upgrade = (
+        'op.add_column("tasks", sa.Column("estimate_minutes", sa.Integer()))\n'
+        'op.create_check_constraint("ck_tasks_estimate_minutes", "tasks", '
+        '"estimate_minutes >= 0")'
+    )
+    downgrade = 'op.drop_column("tasks", "estimate_minutes")'
+    path = add_migration(versions_copy, "002", "001", "task_estimates", upgrade, downgrade)
+    path.write_text(
+        path.read_text()
+        .replace("from alembic import op", "import sqlalchemy as sa\nfrom alembic import op")
+        .replace(
+            "depends_on = None",
+            'depends_on = None\nsquawk_ignore = {"constraint-missing-not-valid": '
+            '"the column is new: every row is NULL"}',
+        )
+    )
+    result = invoke("migrate.lint", env={"WORKTRACKER_VERSIONS_DIR": str(versions_copy)})
+    assert result.returncode == 0, result.explain()
+    assert "prefer-bigint-over-int" not in result.stdout, (
+        "a migration's squawk_ignore replaced the rules .squawk.toml excludes\n" + result.explain()
+    )
