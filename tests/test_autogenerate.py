@@ -69,3 +69,35 @@ def test_autogenerate_writes_a_migration_that_passes_lint_and_the_roundtrip(
         assert done.returncode == 0, done.stdout + done.stderr + source
     roundtrip = _run(copy, "invoke", "migrate.roundtrip", env=env)
     assert roundtrip.returncode == 0, roundtrip.stdout[-3000:] + roundtrip.stderr + source
+
+
+def test_a_generated_enum_label_migration_applies_without_the_models(
+    tmp_path: Path, pg_server
+) -> None:
+    copy = generate(0, tmp_path / "checkout")
+    model = copy / "db/models/work_items.py"
+    label = '    CANCELED = "canceled"\n'
+    model.write_text(model.read_text().replace(label, label + '    ARCHIVED = "archived"\n', 1))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKTRACKER_")}
+    env["WORKTRACKER_PGDATA"] = str(tmp_path / "never-started")
+    env["TEST_DATABASE_URL"] = pg_server.admin_url.render_as_string(hide_password=False)
+    made = _run(copy, "invoke", "migrate.new", "--autogenerate", "archived tasks", env=env)
+    assert made.returncode == 0, made.stdout + made.stderr
+    created = copy / "db/migrations/versions/002_archived_tasks.py"
+    source = created.read_text()
+    assert "op.add_enum_value(" in source, source
+    # A downgrade written by hand (the generated one cannot drop a label that a CHECK
+    # uses) no longer needs the plugin's TableReference.
+    source = source.replace("from alembic_postgresql_enum import TableReference\n", "")
+    source = source[: source.index("def downgrade()")] + (
+        'def downgrade() -> None:\n    raise NotImplementedError("rebuild the type")\n'
+    )
+    created.write_text(source)
+    # Applying never imports the models, which is where the plugin's op.* came from.
+    url = pg_server.create_database()
+    env["DATABASE_URL"] = url.render_as_string(hide_password=False).replace("+psycopg", "")
+    try:
+        applied = _run(copy, "invoke", "migrate.up", env=env)
+    finally:
+        pg_server.drop_database(url.database)
+    assert applied.returncode == 0, applied.stdout + applied.stderr + source

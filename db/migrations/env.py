@@ -130,6 +130,20 @@ def _numbered(migration_context, revision, directives) -> None:
             'name; e.g. alembic revision -m "add task reminders"'
         )
     script.message = slug
+    if _uses_enum_plugin(script.upgrade_ops_list + script.downgrade_ops_list):
+        # op.add_enum_value() and friends exist once the plugin is imported; applying a
+        # migration never imports the models (nor, through them, the plugin).
+        script.imports.add("import alembic_postgresql_enum  # noqa: F401 - registers its op.*")
+
+
+def _uses_enum_plugin(ops) -> bool:
+    """Whether any of `ops` (nested ones included) comes from alembic-postgresql-enum."""
+    for op in ops:
+        if type(op).__module__.startswith("alembic_postgresql_enum"):
+            return True
+        if _uses_enum_plugin(getattr(op, "ops", [])):
+            return True
+    return False
 
 
 def _new_revision_without_database() -> bool:
