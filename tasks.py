@@ -185,7 +185,9 @@ def down(
 ):
     """Roll back the newest migration, or --steps N of them, or down --to REV.
 
-    Refuses to drop tables or columns that hold rows unless --allow-data-loss.
+    Rehearses the rollback first, and refuses one that would destroy rows (a dropped table
+    or column that holds rows, rows a downgrade rewrites or deletes) unless
+    --allow-data-loss (--backup FILE keeps a copy first).
     """
     args = (_count(steps), to, lock_timeout, allow_changed, dry_run, from_, allow_data_loss)
     changes = None if dry_run else "migrate.down"
