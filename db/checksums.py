@@ -76,7 +76,8 @@ def verify(
             + ".",
             "released migrations are immutable: restore the file (git checkout -- FILE) and "
             "put the change in a new migration (invoke migrate.new). If the edit is harmless, "
-            "run again with --allow-changed to accept it; that is recorded in the history",
+            "run again with --allow-changed to accept it; that is recorded in the history. A "
+            "migration not yet shared: undo the edit, invoke migrate.down, edit it again, up",
         )
     who = who or history.Who.here()
     with connection.begin():
