@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -217,6 +218,13 @@ def invoke(embedded_pgdata: Path, initial_chain: Path):
     return run
 
 
+def _as_from_a_terminal() -> None:
+    """Ctrl-C as a terminal delivers it: a test run started in the background (`cmd &`
+    in a script, nohup) ignores SIGINT, and a child would inherit that, and rightly keep
+    ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture
 def spawn(embedded_pgdata: Path, initial_chain: Path) -> Iterator:
     """Start `invoke ARGS…` in the background; every process is killed after the test."""
@@ -230,6 +238,7 @@ def spawn(embedded_pgdata: Path, initial_chain: Path) -> Iterator:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            preexec_fn=_as_from_a_terminal,
         )
         started.append(process)
         return process
