@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 from benchmarks.chain import generate
+from db import revisions
+
+# The copies are of this repository: the next file follows its chain, however long.
+NEXT = revisions.next_revision_id(revisions.script_directory())
 
 CHANGES = {
     "nullable column": (
@@ -59,7 +63,7 @@ def test_autogenerate_writes_a_migration_that_passes_lint_and_the_roundtrip(
     env["TEST_DATABASE_URL"] = pg_server.admin_url.render_as_string(hide_password=False)
     made = _run(copy, "invoke", "migrate.new", "--autogenerate", "add the change", env=env)
     assert made.returncode == 0, made.stdout + made.stderr
-    created = copy / "db/migrations/versions/002_add_the_change.py"
+    created = copy / f"db/migrations/versions/{NEXT}_add_the_change.py"
     source = created.read_text()
     for fragment in expected:
         assert fragment in source, source
@@ -83,7 +87,7 @@ def test_a_generated_enum_label_migration_applies_without_the_models(
     env["TEST_DATABASE_URL"] = pg_server.admin_url.render_as_string(hide_password=False)
     made = _run(copy, "invoke", "migrate.new", "--autogenerate", "archived tasks", env=env)
     assert made.returncode == 0, made.stdout + made.stderr
-    created = copy / "db/migrations/versions/002_archived_tasks.py"
+    created = copy / f"db/migrations/versions/{NEXT}_archived_tasks.py"
     source = created.read_text()
     assert "op.add_enum_value(" in source, source
     # A downgrade written by hand (the generated one cannot drop a label that a CHECK

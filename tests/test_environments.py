@@ -17,7 +17,12 @@ import pytest
 from sqlalchemy.engine import URL
 
 from benchmarks.chain import generate
+from db import revisions
 from tests.helpers import as_env, current_revision
+
+# The checkouts are copies of this repository: its chain, whatever it has grown to.
+CHAIN = revisions.chain(revisions.script_directory())
+HEAD = CHAIN[-1].revision
 
 ENVIRONMENTS = """
 [tool.worktracker.environments]
@@ -71,7 +76,7 @@ def test_env_picks_the_database_and_status_shows_them_all(
     env = _urls(staging, production, shard)
     done = _invoke(checkout, "migrate.up", "--env", "staging", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert current_revision(staging) == "001" and current_revision(production) is None
+    assert current_revision(staging) == HEAD and current_revision(production) is None
 
     status = _invoke(checkout, "migrate.status", "--env", "all", env=env)
     assert status.returncode == 0, status.stdout + status.stderr
@@ -79,8 +84,8 @@ def test_env_picks_the_database_and_status_shows_them_all(
     as_json = _invoke(checkout, "migrate.status", "--env", "all", "--json", env=env)
     rows = json.loads(as_json.stdout)
     assert [r["environment"] for r in rows] == ["staging", "production", "shards", "shards"]
-    assert rows[0]["revision"] == "001" and rows[0]["pending"] == 0
-    assert rows[1]["revision"] == "base" and rows[1]["pending"] == 1
+    assert rows[0]["revision"] == HEAD and rows[0]["pending"] == 0
+    assert rows[1]["revision"] == "base" and rows[1]["pending"] == len(CHAIN)
     assert rows[3]["error"] and rows[3]["revision"] is None, rows[3]
     for url in (production, shard):
         pg_server.drop_database(url.database)
@@ -96,7 +101,7 @@ def test_a_protected_environment_needs_yes_and_is_never_reset(
     assert current_revision(empty_db) is None
     done = _invoke(checkout, "migrate.up", "--env", "production", "--yes", env=env)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert current_revision(empty_db) == "001"
+    assert current_revision(empty_db) == HEAD
     reset = _invoke(checkout, "db.reset", "--env", "production", env=env)
     assert reset.returncode == 5, reset.stdout + reset.stderr
     assert "never run on a protected environment" in reset.stderr
@@ -156,7 +161,7 @@ def test_a_fleet_runs_in_parallel_stops_or_keeps_going_and_resumes(
         kept = _invoke(checkout, "migrate.up", "--env", "shards", "--keep-going", env=env)
         assert kept.returncode == 4, kept.stdout + kept.stderr
         assert "1 of 10 databases failed" in kept.stderr and "not started" not in kept.stderr
-        assert [current_revision(url) for url in databases].count("001") == 9
+        assert [current_revision(url) for url in databases].count(HEAD) == 9
 
         with psycopg.connect(as_env(bad)["DATABASE_URL"], autocommit=True) as conn:
             conn.execute("DROP TABLE users")
@@ -165,7 +170,7 @@ def test_a_fleet_runs_in_parallel_stops_or_keeps_going_and_resumes(
         rows = json.loads(resumed.stdout)
         results = [row["result"] for row in rows]
         assert results.count("nothing to apply") == 9 and results.count("ok") == 1, rows
-        assert rows[7]["from"] == "base" and rows[7]["to"] == "001", rows[7]
+        assert rows[7]["from"] == "base" and rows[7]["to"] == HEAD, rows[7]
         verified = _invoke(checkout, "migrate.verify", "--env", "shards", env=env)
         assert verified.returncode == 0, verified.stdout + verified.stderr
     finally:
@@ -174,9 +179,9 @@ def test_a_fleet_runs_in_parallel_stops_or_keeps_going_and_resumes(
 
 
 def test_drift_and_plan_over_a_fleet_are_one_table_drift_exits_8_when_one_drifted(
-    checkout: Path, pg_server, initial_template: str
+    checkout: Path, pg_server, head_template: str
 ) -> None:
-    databases = [pg_server.create_database(template=initial_template) for _ in range(3)]
+    databases = [pg_server.create_database(template=head_template) for _ in range(3)]
     with psycopg.connect(as_env(databases[1])["DATABASE_URL"], autocommit=True) as conn:
         conn.execute("CREATE INDEX tasks_title_by_hand ON tasks (title)")
     env = {
@@ -194,7 +199,7 @@ def test_drift_and_plan_over_a_fleet_are_one_table_drift_exits_8_when_one_drifte
         assert plan.returncode == 0, plan.stdout + plan.stderr
         plans = json.loads(plan.stdout)
         assert [r["result"] for r in plans] == ["nothing to apply"] * 3, plans
-        assert plans[0]["detail"]["to"] == "001" and plans[0]["detail"]["ok"], plans[0]
+        assert plans[0]["detail"]["to"] == HEAD and plans[0]["detail"]["ok"], plans[0]
 
         env["SHARD_DATABASE_URLS"] += f" {NOWHERE}"
         as_json = _invoke(checkout, "migrate.drift", "--env", "shards", "--json", env=env)

@@ -12,7 +12,6 @@ import pytest
 from sqlalchemy.engine import URL
 
 from db.settings import PROJECT_ROOT
-from tests.conftest import INITIAL
 from tests.helpers import as_env
 
 ESCAPE = "\x1b["
@@ -85,7 +84,7 @@ def test_numeric_options_read_as_numbers_and_s_means_steps(invoke) -> None:
     assert "-s," not in roundtrip.stdout and "-s " not in roundtrip.stdout, roundtrip.stdout
 
 
-def test_a_piped_up_at_head_imports_only_what_it_uses(initial_db) -> None:
+def test_a_piped_up_at_head_imports_only_what_it_uses(initial_db, initial_chain) -> None:
     """A deploy's `migrate.up` should not pay for Rich, the catalog reader, the rehearsal,
     the models or the embedded server: a fresh interpreter, as a deploy starts one."""
     probe = (
@@ -97,7 +96,7 @@ def test_a_piped_up_at_head_imports_only_what_it_uses(initial_db) -> None:
     done = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=PROJECT_ROOT,
-        env={**os.environ, **as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(INITIAL.parent)},
+        env={**os.environ, **as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(initial_chain)},
         capture_output=True,
         text=True,
         timeout=120,

@@ -9,7 +9,7 @@ from alembic.script import Script
 from db import revisions, runner
 from db.roundtrip import cycle
 from db.throwaway import Server
-from tests.conftest import make_engine
+from tests.conftest import VERSIONS, make_engine
 from tests.helpers import as_env
 
 CHAIN = revisions.chain(revisions.script_directory())
@@ -59,7 +59,11 @@ def test_the_roundtrip_prints_each_step_once_and_json_for_ci(invoke, pg_server: 
     import re
 
     # On the tests' server: starting a server of its own is what `nox -s roundtrip` does.
-    env = {"TEST_DATABASE_URL": as_env(pg_server.admin_url)["DATABASE_URL"]}
+    # The real chain: "models vs head" compares the models with its head.
+    env = {
+        "TEST_DATABASE_URL": as_env(pg_server.admin_url)["DATABASE_URL"],
+        "WORKTRACKER_VERSIONS_DIR": str(VERSIONS),
+    }
     piped = invoke("migrate.roundtrip", env=env, timeout=300)
     assert piped.returncode == 0, piped.explain()
     lines = [line for line in piped.stdout.splitlines() if line.strip().startswith("001")]
