@@ -147,17 +147,16 @@ def migration_lock(
     engine: Engine,
     timeout: float,
     say: Callable[[str], None] = print,
-    name: str = LOCK_SESSION_NAME,
 ) -> Iterator[Held]:
     """Hold the migration lock for the duration of the block, waiting up to `timeout` s.
 
-    `engine` is used for one dedicated connection, never shared with the migrations;
-    `name` is its application_name, which shows the holder in pg_stat_activity.
+    `engine` is used for one dedicated connection, never shared with the migrations,
+    named LOCK_SESSION_NAME in pg_stat_activity.
     """
     with connect.connect(engine) as connection:
         since_14 = _SINCE_14 if connection.dialect.server_version_info >= (14,) else ""
         opened = connection.execute(
-            text(_OPEN.format(since_14=since_14)), {"name": name, "k": LOCK_KEY}
+            text(_OPEN.format(since_14=since_14)), {"name": LOCK_SESSION_NAME, "k": LOCK_KEY}
         ).one()
         connection.commit()
         if not opened.got:

@@ -307,10 +307,10 @@ def _run_once(
     started_at = datetime.now(UTC)
     mark = time.perf_counter()
     rehearsal = bool(attributes.get("rehearsal"))
+    if any(step.online for step in plan) and not rehearsal:
+        from db import catalog  # only online steps read it: not worth its import otherwise
     before: catalog.Catalog | None = None
     if plan[0].online and not rehearsal:
-        from db import catalog  # only online steps read it: not worth its import otherwise
-
         before = catalog.read(connection)
         connection.commit()
 
@@ -320,19 +320,18 @@ def _run_once(
         finished = plan[len(done)]
         # Inside the step's last transaction: failing here keeps the revision where it
         # was, so `migrate.up` never reports success over an INVALID index.
-        if finished.online and not rehearsal:
-            from db import catalog
-
-            if bad := catalog.invalid_indexes(ctx.connection):
-                raise InvalidIndexes(bad)
+        if finished.online and not rehearsal and (bad := catalog.invalid_indexes(ctx.connection)):
+            raise InvalidIndexes(bad)
         if watch.ended_by is not None:
             raise TransactionEnded(watch.ended_by)
         # The run must still hold the migration lock when the step commits. With history,
-        # the row is written on that condition, in the same statement.
+        # the row is written on that condition, in the same statement (only that condition
+        # can keep it from being written).
         if who is not None:
             provided = lock.condition if lock is not None else None
             if not _record(ctx.connection, who, finished, started_at, seconds, None, provided):
-                raise lock.lost() if lock is not None else RuntimeError("history row not written")
+                assert lock is not None
+                raise lock.lost()
         elif lock is not None:
             lock.ensure(ctx.connection)
         done.append(finished)
@@ -340,12 +339,7 @@ def _run_once(
             on_step(finished, seconds)
         following = plan[len(done)] if len(done) < len(plan) else None
         online_next = following is not None and following.online and not rehearsal
-        if online_next:
-            from db import catalog
-
-            before = catalog.read(ctx.connection)
-        else:
-            before = None
+        before = catalog.read(ctx.connection) if online_next else None
         started_at, mark = datetime.now(UTC), time.perf_counter()
 
     watch = _TransactionWatch(connection)
