@@ -49,6 +49,20 @@ def _run(copy: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedPro
     )
 
 
+def _autogenerate(
+    copy: Path, tmp_path: Path, pg_server, message: str
+) -> tuple[dict[str, str], Path]:
+    """`invoke migrate.new --autogenerate MESSAGE` in `copy`, away from any developer's
+    database; the environment it ran with, and the file it wrote."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKTRACKER_")}
+    env.pop("DATABASE_URL", None)
+    env["WORKTRACKER_PGDATA"] = str(tmp_path / "never-started")
+    env["TEST_DATABASE_URL"] = pg_server.admin_url.render_as_string(hide_password=False)
+    made = _run(copy, "invoke", "migrate.new", "--autogenerate", message, env=env)
+    assert made.returncode == 0, made.stdout + made.stderr
+    return env, copy / f"db/migrations/versions/{NEXT}_{message.replace(' ', '_')}.py"
+
+
 @pytest.mark.parametrize("change", CHANGES)
 def test_autogenerate_writes_a_migration_that_passes_lint_and_the_roundtrip(
     tmp_path: Path, pg_server, change: str
@@ -57,13 +71,7 @@ def test_autogenerate_writes_a_migration_that_passes_lint_and_the_roundtrip(
     path, anchor, replacement, expected = CHANGES[change]
     model = copy / path
     model.write_text(model.read_text().replace(anchor, replacement, 1))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKTRACKER_")}
-    env.pop("DATABASE_URL", None)
-    env["WORKTRACKER_PGDATA"] = str(tmp_path / "never-started")
-    env["TEST_DATABASE_URL"] = pg_server.admin_url.render_as_string(hide_password=False)
-    made = _run(copy, "invoke", "migrate.new", "--autogenerate", "add the change", env=env)
-    assert made.returncode == 0, made.stdout + made.stderr
-    created = copy / f"db/migrations/versions/{NEXT}_add_the_change.py"
+    env, created = _autogenerate(copy, tmp_path, pg_server, "add the change")
     source = created.read_text()
     for fragment in expected:
         assert fragment in source, source
@@ -82,12 +90,7 @@ def test_a_generated_enum_label_migration_applies_without_the_models(
     model = copy / "db/models/work_items.py"
     label = '    CANCELED = "canceled"\n'
     model.write_text(model.read_text().replace(label, label + '    ARCHIVED = "archived"\n', 1))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKTRACKER_")}
-    env["WORKTRACKER_PGDATA"] = str(tmp_path / "never-started")
-    env["TEST_DATABASE_URL"] = pg_server.admin_url.render_as_string(hide_password=False)
-    made = _run(copy, "invoke", "migrate.new", "--autogenerate", "archived tasks", env=env)
-    assert made.returncode == 0, made.stdout + made.stderr
-    created = copy / f"db/migrations/versions/{NEXT}_archived_tasks.py"
+    env, created = _autogenerate(copy, tmp_path, pg_server, "archived tasks")
     source = created.read_text()
     assert "op.add_enum_value(" in source, source
     # A downgrade written by hand (the generated one cannot drop a label that a CHECK
