@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from sqlalchemy import text
@@ -61,6 +62,9 @@ class Relation:
     definition: str | None  # views and materialized views
     populated: bool
     options: str  # persistence, storage options, RLS, replica identity, partitioning
+    owner: int
+    """The table an index belongs to; the relation itself for any other kind. Its lines
+    are grouped under it, and read again with it."""
 
     @property
     def shown(self) -> str:
@@ -135,6 +139,7 @@ class Catalog:
     extensions: list[str] = field(default_factory=list)
     _by_table: dict[int, list[Column]] | None = field(default=None, repr=False, compare=False)
     _lines: list[str] | None = field(default=None, repr=False, compare=False)
+    _groups: dict[int | None, list[str]] | None = field(default=None, repr=False, compare=False)
     _by_name: dict[str, Relation] | None = field(default=None, repr=False, compare=False)
 
     def table_columns(self, oid: int) -> list[Column]:
@@ -150,6 +155,20 @@ class Catalog:
             self._by_name = {r.shown: r for r in self.relations.values()}
         return self._by_name.get(shown)
 
+    def differences(self, other: Catalog) -> list[str]:
+        """The parts in which two reads differ, identities and file nodes included: none
+        for two reads of one database in one state."""
+        parts = {
+            "lines": (self.lines(), other.lines()),
+            "relations": (self.relations, other.relations),
+            "columns": (self.columns, other.columns),
+            "things": (Counter(self.things), Counter(other.things)),
+            "enums": (self.enums, other.enums),
+            "schemas": (self.schemas, other.schemas),
+            "extensions": (self.extensions, other.extensions),
+        }
+        return [name for name, (mine, theirs) in parts.items() if mine != theirs]
+
     def _owner(self, oid: int | None) -> str:
         relation = self.relations.get(oid) if oid is not None else None
         return relation.shown if relation else ""
@@ -158,13 +177,36 @@ class Catalog:
         """One line per object, by name: equal lines mean the same schema. Computed once:
         a catalog is not changed after it was read (the stairway compares each twice)."""
         if self._lines is None:
-            self._lines = self._render_lines()
+            self._lines = sorted(itertools.chain.from_iterable(self._line_groups().values()))
         return self._lines
 
-    def _render_lines(self) -> list[str]:
-        out = [f"schema {n}" + (f" comment {c}" if c else "") for n, c in self.schemas.items()]
-        out += [f"extension {e}" for e in self.extensions]
-        for relation in self.relations.values():
+    def _line_groups(self) -> dict[int | None, list[str]]:
+        """The lines by the table they belong to (None: schemas, enums, functions...), so
+        that a catalog read again for a few tables renders only theirs."""
+        if self._groups is None:
+            self._groups = self._render(
+                self.relations.values(), self.columns.values(), self.things, schema_level=True
+            )
+        return self._groups
+
+    def _render(
+        self,
+        relations: Iterable[Relation],
+        columns: Iterable[Column],
+        things: Iterable[Thing],
+        *,
+        schema_level: bool,
+    ) -> dict[int | None, list[str]]:
+        groups: dict[int | None, list[str]] = {}
+        if schema_level:
+            top = groups.setdefault(None, [])
+            top += [f"schema {n}" + (f" comment {c}" if c else "") for n, c in self.schemas.items()]
+            top += [f"extension {e}" for e in self.extensions]
+            for enum in self.enums.values():
+                labels = ", ".join(label for _, label in enum.labels)
+                comment = f" comment {enum.comment}" if enum.comment else ""
+                top.append(f"enum {enum.shown} ({labels}){comment}")
+        for relation in relations:
             if relation.kind == "i" and not relation.comment:
                 continue  # in its index line
             line = f"relation {relation.kind} {relation.shown}"
@@ -174,28 +216,25 @@ class Catalog:
                 line += f" comment {relation.comment}"
             if relation.definition:
                 line += f" as {relation.definition}"
-            out.append(line)
+            groups.setdefault(relation.owner, []).append(line)
         position: dict[int, int] = {}
-        for column in sorted(self.columns.values(), key=lambda c: (c.table, c.attnum)):
+        for column in sorted(columns, key=lambda c: (c.table, c.attnum)):
             # The order of columns is part of the schema (pg_dump shows it), attnums are not.
             position[column.table] = position.get(column.table, 0) + 1
-            out.append(
+            groups.setdefault(column.table, []).append(
                 f"column {self._owner(column.table)}.{column.name} #{position[column.table]} "
                 f"{column.described()}" + (f" comment {column.comment}" if column.comment else "")
             )
-        for enum in self.enums.values():
-            labels = ", ".join(label for _, label in enum.labels)
-            comment = f" comment {enum.comment}" if enum.comment else ""
-            out.append(f"enum {enum.shown} ({labels}){comment}")
-        for thing in self.things:
+        for thing in things:
             owner = self._owner(thing.table)
             where = f"{owner}." if owner else f"{thing.schema}."
-            out.append(f"{thing.kind} {where}{thing.name} {thing.definition}")
-        return sorted(out)
+            groups.setdefault(thing.table, []).append(
+                f"{thing.kind} {where}{thing.name} {thing.definition}"
+            )
+        return groups
 
 
-_RELATIONS = text(
-    """
+_RELATIONS = """
     SELECT c.oid, n.nspname, c.relname, c.relkind::text, c.relfilenode,
            ds.description,
            CASE WHEN c.relkind IN ('v', 'm') THEN pg_get_viewdef(c.oid) END,
@@ -207,8 +246,10 @@ _RELATIONS = text(
                      CASE WHEN c.relkind IN ('r', 'p', 'm') AND c.relreplident <> 'd'
                           THEN 'replica-identity-' || c.relreplident::text END,
                      CASE WHEN c.relkind = 'p' THEN pg_get_partkeydef(c.oid) END,
-                     pg_get_expr(c.relpartbound, c.oid))
+                     pg_get_expr(c.relpartbound, c.oid)),
+           coalesce(x.indrelid, c.oid)
       FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+      LEFT JOIN pg_index x ON x.indexrelid = c.oid
       -- A join, not obj_description() per row: half the query's time at 200 tables.
       LEFT JOIN pg_description ds ON ds.objoid = c.oid AND ds.classoid = 'pg_class'::regclass
                                  AND ds.objsubid = 0
@@ -217,10 +258,9 @@ _RELATIONS = text(
        AND NOT (c.relkind = 'S' AND EXISTS (  -- identity and serial sequences: with their column
             SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                AND d.objid = c.oid AND d.deptype IN ('a', 'i')))
+       {only}
     """
-)
-_COLUMNS = text(
-    """
+_COLUMNS = """
     SELECT a.attrelid, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid,
            a.attnotnull, pg_get_expr(d.adbin, d.adrelid), ds.description,
            a.attidentity::text, a.attgenerated::text,
@@ -233,9 +273,8 @@ _COLUMNS = text(
       LEFT JOIN pg_description ds ON ds.objoid = a.attrelid
                                  AND ds.classoid = 'pg_class'::regclass AND ds.objsubid = a.attnum
      WHERE n.nspname = ANY(:schemas) AND a.attnum > 0 AND NOT a.attisdropped
-       AND c.relkind IN ('r', 'p', 'v', 'm', 'f')
+       AND c.relkind IN ('r', 'p', 'v', 'm', 'f') {only}
     """
-)
 _ENUMS = text(
     """
     SELECT t.oid, n.nspname, t.typname, obj_description(t.oid, 'pg_type'),
@@ -249,38 +288,62 @@ _ENUMS = text(
      GROUP BY t.oid, n.nspname, t.typname
     """
 )
-_THINGS = text(
-    """
+# Each part, with the column naming the table its objects belong to (None: schema-level).
+_THING_PARTS: list[tuple[str | None, str]] = [
+    (
+        "i.indrelid",
+        """
     SELECT 'index', n.nspname, i.indrelid, c.relname,
            pg_get_indexdef(i.indexrelid) || CASE WHEN i.indisvalid THEN '' ELSE ' INVALID' END
       FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname = ANY(:schemas)
        AND NOT EXISTS (SELECT 1 FROM pg_constraint k WHERE k.conindid = i.indexrelid
-                          AND k.contype IN ('p', 'u', 'x'))
-    UNION ALL
+                          AND k.contype IN ('p', 'u', 'x')) {only}
+    """,
+    ),
+    (
+        "co.conrelid",
+        """
     SELECT 'constraint', n.nspname, nullif(co.conrelid, 0), co.conname,
            pg_get_constraintdef(co.oid)
            || CASE WHEN co.contypid <> 0 THEN ' on domain ' || co.contypid::regtype::text
                    ELSE '' END
       FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
-     WHERE n.nspname = ANY(:schemas) AND co.contype <> 'n'  -- NOT NULL: on the column
-    UNION ALL
+     WHERE n.nspname = ANY(:schemas)
+       AND co.contype <> 'n' {only}  -- NOT NULL: on the column
+    """,
+    ),
+    (
+        "tg.tgrelid",
+        """
     SELECT 'trigger', n.nspname, tg.tgrelid, tg.tgname, pg_get_triggerdef(tg.oid)
       FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = ANY(:schemas) AND NOT tg.tgisinternal
-    UNION ALL
+     WHERE n.nspname = ANY(:schemas) AND NOT tg.tgisinternal {only}
+    """,
+    ),
+    (
+        None,
+        """
     SELECT 'function', n.nspname, NULL, p.oid::regprocedure::text,
            md5(pg_get_functiondef(p.oid)) || coalesce(' comment ' || obj_description(p.oid,
            'pg_proc'), '')
       FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
      WHERE n.nspname = ANY(:schemas) AND p.prokind IN ('f', 'p', 'w')
-    UNION ALL
+    """,
+    ),
+    (
+        None,
+        """
     SELECT 'aggregate', n.nspname, NULL, p.oid::regprocedure::text, ''
       FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
      WHERE n.nspname = ANY(:schemas) AND p.prokind = 'a'
-    UNION ALL
+    """,
+    ),
+    (
+        None,
+        """
     SELECT 'type', n.nspname, NULL, t.typname,
            CASE t.typtype WHEN 'd' THEN 'domain over ' || format_type(t.typbasetype, t.typtypmod)
                           WHEN 'c' THEN 'composite' WHEN 'r' THEN 'range' ELSE t.typtype::text
@@ -289,7 +352,11 @@ _THINGS = text(
       LEFT JOIN pg_class c ON c.oid = t.typrelid
      WHERE n.nspname = ANY(:schemas) AND t.typtype IN ('d', 'c', 'r', 'b')
        AND (t.typrelid = 0 OR c.relkind = 'c') AND t.typelem = 0
-    UNION ALL
+    """,
+    ),
+    (
+        None,
+        """
     SELECT 'sequence', n.nspname, NULL, c.relname,
            format('start %s increment %s min %s max %s cache %s%s', s.seqstart, s.seqincrement,
                   s.seqmin, s.seqmax, s.seqcache, CASE WHEN s.seqcycle THEN ' cycle' ELSE '' END)
@@ -298,19 +365,30 @@ _THINGS = text(
      WHERE n.nspname = ANY(:schemas)
        AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.classid = 'pg_class'::regclass
                           AND d.objid = c.oid AND d.deptype IN ('a', 'i'))
-    UNION ALL
+    """,
+    ),
+    (
+        "pol.polrelid",
+        """
     SELECT 'policy', n.nspname, pol.polrelid, pol.polname,
            pol.polcmd::text || ' ' || coalesce(pg_get_expr(pol.polqual, pol.polrelid), '')
       FROM pg_policy pol JOIN pg_class c ON c.oid = pol.polrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = ANY(:schemas)
-    UNION ALL
+     WHERE n.nspname = ANY(:schemas) {only}
+    """,
+    ),
+    (
+        "r.ev_class",
+        """
     SELECT 'rule', n.nspname, r.ev_class, r.rulename, pg_get_ruledef(r.oid)
       FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class
       JOIN pg_namespace n ON n.oid = c.relnamespace
-     WHERE n.nspname = ANY(:schemas) AND r.rulename <> '_RETURN'
-    """
-)
+     WHERE n.nspname = ANY(:schemas) AND r.rulename <> '_RETURN' {only}
+    """,
+    ),
+]
+
+
 _INVALID = text(
     """
     SELECT format('%I.%I', n.nspname, c.relname)
@@ -326,6 +404,43 @@ _EXTENSIONS = text(
 )
 
 
+_TABLES = "ANY(CAST(:tables AS oid[]))"
+_FULL = (
+    text(_RELATIONS.format(only="")),
+    text(_COLUMNS.format(only="")),
+    text("UNION ALL".join(part.format(only="") for _, part in _THING_PARTS)),
+)
+# Only what belongs to some tables: their own rows, indexes, columns and table-level things.
+_SOME = (
+    text(
+        _RELATIONS.format(
+            only="AND c.oid = ANY(CAST(:tables AS oid[]) || ARRAY(SELECT indexrelid FROM pg_index "
+            f"WHERE indrelid = {_TABLES}))"
+        )
+    ),
+    text(_COLUMNS.format(only=f"AND a.attrelid = {_TABLES}")),
+    text(
+        "UNION ALL".join(
+            part.format(only=f"AND {owner} = {_TABLES}")
+            for owner, part in _THING_PARTS
+            if owner is not None
+        )
+    ),
+)
+_INHERITANCE = text(
+    f"SELECT EXISTS (SELECT 1 FROM pg_inherits WHERE inhparent = {_TABLES} OR inhrelid = {_TABLES})"
+)
+
+
+def _fill(found: Catalog, connection: Connection, queries: tuple, params: dict) -> None:
+    relations, columns, things = queries
+    for row in connection.execute(relations, params):
+        found.relations[row[0]] = Relation(*row)
+    for row in connection.execute(columns, params):
+        found.columns[(row[0], row[1])] = Column(*row)
+    found.things += [Thing(*row) for row in connection.execute(things, params)]
+
+
 def read(connection: Connection, schemas: list[str] | None = None) -> Catalog:
     """Everything in the app schemas, inside the caller's transaction (left open)."""
     schemas = app_schemas(connection) if schemas is None else schemas
@@ -339,16 +454,61 @@ def read(connection: Connection, schemas: list[str] | None = None) -> Catalog:
         params,
     )
     found.schemas = dict(sorted((n, c) for n, c in comments))
-    for row in connection.execute(_RELATIONS, params):
-        found.relations[row[0]] = Relation(*row)
-    for row in connection.execute(_COLUMNS, params):
-        found.columns[(row[0], row[1])] = Column(*row)
+    _fill(found, connection, _FULL, params)
     for oid, schema, name, comment, label_oids, labels in connection.execute(_ENUMS, params):
         found.enums[oid] = Enum(
             oid, schema, name, tuple(zip(label_oids, labels, strict=True)), comment
         )
-    found.things = [Thing(*row) for row in connection.execute(_THINGS, params)]
     found.extensions = list(connection.execute(_EXTENSIONS, params).scalars())
+    return found
+
+
+def reread(connection: Connection, previous: Catalog, tables: set[int]) -> Catalog | None:
+    """`previous` with only `tables` read again: their rows in pg_class, their indexes,
+    columns, constraints, triggers, policies and rules. For a change that touched nothing
+    else, the result equals a full read() (the roundtrip's tests check that it does).
+
+    None when a full read is needed instead: a table or column of `tables` was renamed,
+    or one is part of an inheritance or partition tree. Either changes lines of other
+    tables too (a foreign key or view that names it; columns that ALTER TABLE passes on).
+    Inside the caller's transaction (left open).
+    """
+    if not tables:
+        return previous
+    ids = sorted(tables)
+    if any(previous.relations[o].kind == "p" for o in ids if o in previous.relations):
+        return None
+    params = {"schemas": list(previous.schemas), "tables": ids}
+    if connection.execute(_INHERITANCE, params).scalar():
+        return None
+    fresh = Catalog(schemas=previous.schemas)
+    _fill(fresh, connection, _SOME, params)
+    for oid, relation in fresh.relations.items():
+        old = previous.relations.get(oid)
+        if relation.kind == "p":
+            return None
+        if old is not None and old.shown != relation.shown and relation.kind != "i":
+            return None  # an index's name shows on its own table's lines only
+    for key, column in fresh.columns.items():
+        old_column = previous.columns.get(key)
+        if old_column is not None and old_column.name != column.name:
+            return None
+    found = Catalog(
+        schemas=previous.schemas,
+        enums=previous.enums,
+        extensions=previous.extensions,
+    )
+    found.relations = {
+        o: r for o, r in previous.relations.items() if r.owner not in tables
+    } | fresh.relations
+    found.columns = {k: c for k, c in previous.columns.items() if k[0] not in tables}
+    found.columns |= fresh.columns
+    found.things = [t for t in previous.things if t.table not in tables] + fresh.things
+    groups = {k: v for k, v in previous._line_groups().items() if k not in tables}
+    groups |= found._render(
+        fresh.relations.values(), fresh.columns.values(), fresh.things, schema_level=False
+    )
+    found._groups = groups
     return found
 
 
@@ -431,7 +591,10 @@ def as_in(other: Catalog, reference: Catalog) -> Catalog:
         for r in other.relations.values()
     }
     out = Catalog(schemas=dict(other.schemas), extensions=list(other.extensions))
-    out.relations = {oids[r.oid]: replace(r, oid=oids[r.oid]) for r in other.relations.values()}
+    out.relations = {
+        oids[r.oid]: replace(r, oid=oids[r.oid], owner=oids.get(r.owner, r.owner))
+        for r in other.relations.values()
+    }
     attnums = {(c.table, c.name): c.attnum for c in reference.columns.values()}
     spare = itertools.count(max((c.attnum for c in reference.columns.values()), default=0) + 1)
     for column in sorted(other.columns.values(), key=lambda c: (c.table, c.attnum)):

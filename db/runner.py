@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import psycopg
 from alembic.migration import MigrationContext
 from alembic.runtime.environment import EnvironmentContext
+from alembic.runtime.migration import MigrationStep
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError
 from sqlalchemy import event, text
@@ -272,8 +273,18 @@ class _StepFailed(Exception):
         return f"{type(self.detail).__name__}: {text}" if text else type(self.detail).__name__
 
 
+def _heads(revision: str | tuple[str, ...] | None) -> set[str]:
+    if revision is None:
+        return set()
+    return {revision} if isinstance(revision, str) else set(revision)
+
+
 def _alembic(
-    connection: Connection, plan: list[Step], after_step: Callable[..., None], **attributes
+    connection: Connection,
+    plan: list[Step],
+    after_step: Callable[..., None],
+    scripts: ScriptDirectory | None = None,
+    **attributes,
 ) -> None:
     config = revisions.alembic_config()
     config.attributes.update(connection=connection, models=False, **attributes)
@@ -281,15 +292,17 @@ def _alembic(
     target = plan[-1].to_revision or revisions.BASE
     # What alembic.command.upgrade/downgrade do, on the chain already loaded (they would
     # load every migration file again).
-    script = revisions.script_directory()
-    if plan[0].direction == "up":
+    script = scripts or revisions.script_directory()
+    up = plan[0].direction == "up"
 
-        def steps(rev, context):
-            return script._upgrade_revs(target, rev)
-    else:
-
-        def steps(rev, context):
-            return script._downgrade_revs(target, rev)
+    def steps(rev, context):
+        if set(rev) == _heads(plan[0].from_revision):
+            # The plan's own steps: Alembic would walk the whole chain to find them again,
+            # at every run (the roundtrip runs one step at a time, N times over).
+            make = MigrationStep.upgrade_from_script if up else MigrationStep.downgrade_from_script
+            return [make(script.revision_map, step.script) for step in plan]
+        # Not where the plan starts: Alembic's own walk, and its own error.
+        return (script._upgrade_revs if up else script._downgrade_revs)(target, rev)
 
     with EnvironmentContext(config, script, fn=steps, destination_rev=target):
         script.run_env()
@@ -301,6 +314,7 @@ def _run_once(
     on_step: StepDone | None,
     who: history.Who | None,
     lock: Held | None = None,
+    scripts: ScriptDirectory | None = None,
     **attributes,
 ) -> None:
     done: list[Step] = []
@@ -345,7 +359,7 @@ def _run_once(
     watch = _TransactionWatch(connection)
     try:
         with watch:
-            _alembic(connection, plan, after_step, **attributes)
+            _alembic(connection, plan, after_step, scripts, **attributes)
     except CommandError as exc:
         raise RevisionError(str(exc)) from None
     except (Exception, SystemExit) as exc:
@@ -365,8 +379,11 @@ def run(
     timeouts: Timeouts | None = None,
     say: Callable[[str], None] | None = None,
     lock: Held | None = None,
+    scripts: ScriptDirectory | None = None,
 ) -> None:
     """Apply `plan` on `connection`, which must have no open transaction.
+
+    `scripts`: the chain `plan` comes from, when the caller has it loaded already.
 
     Each step runs in its own transaction under `timeouts` (lock_timeout and
     statement_timeout). A step that gives up on lock_timeout is retried, with the
@@ -396,7 +413,7 @@ def run(
     remaining, attempt = plan, 1
     while True:
         try:
-            _run_once(connection, remaining, on_step, who, lock)
+            _run_once(connection, remaining, on_step, who, lock, scripts)
             return
         except _StepFailed as failure:
             retry = failure.lock_timed_out and attempt <= timeouts.retries

@@ -27,9 +27,14 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import NullPool
 
 from db import revisions, runner
+from db.roundtrip.cycle import CHECK_READS
 from db.settings import PROJECT_ROOT
 from db.throwaway import Server, throwaway_server
 from tests import forked
+
+# Every roundtrip the tests run, in process or spawned, checks each catalog read it makes
+# for a few tables against a full read: the corpus is what proves the DDL log complete.
+os.environ[CHECK_READS] = "1"
 
 VERSIONS = PROJECT_ROOT / "db" / "migrations" / "versions"
 INITIAL = VERSIONS / "001_initial_schema.py"

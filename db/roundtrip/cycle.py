@@ -22,6 +22,7 @@ under db/models/ must be imported.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections import Counter
@@ -29,14 +30,14 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from alembic.script import Script
+from alembic.script import Script, ScriptDirectory
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
 from db import catalog, loss, revisions, runner
 from db.errors import UserError
-from db.roundtrip import sample_data, snapshot, static
+from db.roundtrip import ddl_log, sample_data, snapshot, static
 from db.throwaway import Server
 
 OK, FAIL, DECLARED, SKIPPED = "ok", "FAIL", "declared", "skipped"
@@ -103,13 +104,20 @@ _TOUCHED = text(
     "WHERE pg_stat_get_xact_tuples_inserted(oid) + pg_stat_get_xact_tuples_updated(oid) "
     "+ pg_stat_get_xact_tuples_deleted(oid) > 0"
 )
+CHECK_READS = "WORKTRACKER_ROUNDTRIP_CHECK_READS"
+"""Set to 1 (the tests do), every partial catalog read is compared with a full one."""
 
 
-def _changed_tables(before: catalog.Catalog, after: catalog.Catalog) -> set[int]:
+def _changed_tables(
+    before: catalog.Catalog, after: catalog.Catalog, among: set[int] | None = None
+) -> set[int]:
     """Tables of `after` whose rows may read differently than in `before`: new ones,
-    rewritten ones, and those whose columns changed (added, dropped, retyped, renamed)."""
+    rewritten ones, and those whose columns changed (added, dropped, retyped, renamed).
+    `among`: the only tables that can have changed, when the step's DDL log says so."""
     changed = set()
-    for oid, relation in after.relations.items():
+    candidates = after.relations if among is None else among & after.relations.keys()
+    for oid in candidates:
+        relation = after.relations[oid]
         if relation.kind not in ("r", "p"):
             continue
         old = before.relations.get(oid)
@@ -126,11 +134,31 @@ def _changed_tables(before: catalog.Catalog, after: catalog.Catalog) -> set[int]
 def _tables_of_changed_types(before: catalog.Catalog, after: catalog.Catalog) -> set[int]:
     """Tables with a column of an enum whose labels changed: they get rows with the new
     labels."""
+    if after.enums is before.enums:  # read again for some tables only: no enum changed
+        return set()
     labels_b = {e.shown: [lb for _, lb in e.labels] for e in before.enums.values()}
     changed = {
         oid for oid, e in after.enums.items() if labels_b.get(e.shown) != [lb for _, lb in e.labels]
     }
+    if not changed:
+        return set()
     return {c.table for c in after.columns.values() if c.type_oid in changed}
+
+
+def _same_as_full_read(partial: catalog.Catalog, full: catalog.Catalog, tables: set[int]) -> None:
+    """WORKTRACKER_ROUNDTRIP_CHECK_READS: a partial read must equal a full one, or the
+    DDL log missed something; a loud error, since the verdicts would rest on it."""
+    if differ := partial.differences(full):
+        raise RuntimeError(
+            f"a catalog read again for tables {sorted(tables)} differs from a full read "
+            f"in {', '.join(differ)}: the DDL log missed a change.\n"
+            + snapshot.diff(
+                "\n".join(full.lines()) + "\n",
+                "\n".join(partial.lines()) + "\n",
+                "full read",
+                "partial read",
+            )
+        )
 
 
 class Stairway:
@@ -140,19 +168,43 @@ class Stairway:
     go only into the tables a revision creates or changes, and the rows of a table are
     read again only after a step touched it (pg_stat_xact_user_tables inside the step's
     transaction, or a change of the table in the catalog). Schemas are compared with the
-    in-process catalog; the whole chain compares pg_dump snapshots once.
+    in-process catalog, read again after a step only for the tables its DDL touched
+    (ddl_log); the whole chain compares pg_dump snapshots once.
     """
 
-    def __init__(self, server: Server, database: str, connection: Connection) -> None:
+    def __init__(
+        self,
+        server: Server,
+        database: str,
+        connection: Connection,
+        scripts: ScriptDirectory | None = None,
+    ) -> None:
         self.server, self.database, self.connection = server, database, connection
+        self.scripts = scripts or revisions.script_directory()
         self.filler = sample_data.Filler()
         self.catalog: catalog.Catalog | None = None
         self.rows: dict[int, list[tuple]] = {}
         """The rows of every table now, by table identity, each value as text."""
+        self.logged = ddl_log.install(connection)
+        self.check_reads = os.environ.get(CHECK_READS) == "1"
+        self.reads: Counter[str] = Counter()
+        """How many catalog reads were full, and how many partial."""
 
     def _read(self) -> catalog.Catalog:
+        self.reads["full"] += 1
         found = catalog.read(self.connection)
         self.connection.rollback()
+        return found
+
+    def _read_after(self, before: catalog.Catalog, tables: set[int] | None) -> catalog.Catalog:
+        """The catalog after a step that changed only `tables` (None: anything)."""
+        found = None if tables is None else catalog.reread(self.connection, before, tables)
+        if found is None:
+            return self._read()
+        self.reads["partial"] += 1
+        self.connection.rollback()
+        if self.check_reads:
+            _same_as_full_read(found, self._read(), tables)
         return found
 
     def _refresh(self, cat: catalog.Catalog, oids: set[int]) -> None:
@@ -165,21 +217,30 @@ class Stairway:
             del self.rows[oid]
         self.connection.rollback()
 
-    def _step(self, script: Script, direction: str, cat: catalog.Catalog) -> tuple[float, set]:
-        """One step; the seconds it took and the tables whose rows it wrote."""
+    def _step(
+        self, script: Script, direction: str, cat: catalog.Catalog
+    ) -> tuple[float, set[int], catalog.Catalog, set[int]]:
+        """One step: the seconds it took, the tables whose rows it wrote, the catalog
+        after it, and the tables whose rows may now read differently (_changed_tables)."""
         step = runner.Step(script, direction)
         touched: set[int] = set()
         oids = [o for o, r in cat.relations.items() if r.kind in ("r", "p")]
+        logged: list[set[int] | None] = [None]
 
         def inside(step: runner.Step, seconds: float) -> None:
             # Still inside the step's transaction: its own row counts are visible here.
             touched.update(self.connection.execute(_TOUCHED, {"oids": oids}).scalars())
+            if self.logged:
+                logged[0] = ddl_log.take(self.connection, cat)
 
         started = time.perf_counter()
-        runner.run(self.connection, [step], on_step=inside)
-        if step.online:  # statements committed on their own: not counted
+        runner.run(self.connection, [step], on_step=inside, scripts=self.scripts)
+        seconds = time.perf_counter() - started
+        if step.online:  # statements committed on their own: not counted, nor logged
             touched.update(oids)
-        return time.perf_counter() - started, touched
+            logged[0] = None
+        after = self._read_after(cat, logged[0])
+        return seconds, touched, after, _changed_tables(cat, after, among=logged[0])
 
     def _fill(self, rev: str, cat: catalog.Catalog, oids: set[int]) -> Result | None:
         names = {cat.relations[o].sql for o in oids if o in cat.relations}
@@ -205,12 +266,11 @@ class Stairway:
         cat_before = self.catalog
         rows_before = dict(self.rows)
         try:
-            seconds, touched_up = self._step(script, "up", cat_before)
+            seconds, touched_up, cat_after, changed_up = self._step(script, "up", cat_before)
         except UserError as error:
             return [Result(rev, "up", FAIL, detail=_failure_detail(script, error, "up"))]
         results = [Result(rev, "up", OK, seconds)]
-        cat_after = self.catalog = self._read()
-        changed_up = _changed_tables(cat_before, cat_after)
+        self.catalog = cat_after
         self._refresh(cat_after, touched_up | changed_up)
         lines_before, lines_after = cat_before.lines(), cat_after.lines()
         data_only = lines_after == lines_before
@@ -227,15 +287,14 @@ class Stairway:
         counts_at_rev = {oid: len(self.rows.get(oid, [])) for oid in rows_before}
 
         try:
-            seconds, touched_down = self._step(script, "down", cat_after)
+            seconds, touched_down, cat_down, changed_down = self._step(script, "down", cat_after)
         except UserError as error:
             return [
                 *results,
                 Result(rev, "down", FAIL, detail=_failure_detail(script, error, "down")),
                 Result(rev, "up again", SKIPPED, note="the down step failed"),
             ]
-        cat_down = self.catalog = self._read()
-        changed_down = _changed_tables(cat_after, cat_down)
+        self.catalog = cat_down
         self._refresh(cat_down, touched_down | changed_down)
         if cat_down.lines() != lines_before:
             return [
@@ -266,15 +325,14 @@ class Stairway:
             )
         )
         try:
-            seconds, touched_again = self._step(script, "up", cat_down)
+            seconds, touched_again, cat_again, changed_again = self._step(script, "up", cat_down)
         except UserError as error:
             detail = (
                 f"{rev} went up, down and then failed to go up again, with rows present.\n"
                 + _failure_detail(script, error, "up")
             )
             return [*results, Result(rev, "up again", FAIL, detail=detail)]
-        cat_again = self.catalog = self._read()
-        changed_again = _changed_tables(cat_down, cat_again)
+        self.catalog = cat_again
         self._refresh(cat_again, touched_again | changed_again)
         detail = ""
         if cat_again.lines() != lines_after:
@@ -415,7 +473,7 @@ def whole_chain(server: Server, on_result: OnResult | None = None) -> list[Resul
             bottom = snapshot.take(server, url.database) if floor is None else None
             label = "base" if floor is None else floor
             if floor is not None:
-                runner.run(connection, runner.plan_upgrade(script, None, floor))
+                runner.run(connection, runner.plan_upgrade(script, None, floor), scripts=script)
                 bottom = snapshot.take(server, url.database)
             first_head: str | None = None
             steps = [
@@ -435,7 +493,7 @@ def whole_chain(server: Server, on_result: OnResult | None = None) -> list[Resul
                     continue
                 started = time.perf_counter()
                 try:
-                    runner.run(connection, plan)
+                    runner.run(connection, plan, scripts=script)
                 except UserError as error:
                     _timed(results, on_result, Result("chain", step, FAIL, detail=error.render()))
                     break
@@ -467,6 +525,7 @@ def whole_chain(server: Server, on_result: OnResult | None = None) -> list[Resul
                 runner.run(
                     connection,
                     runner.plan_upgrade(script, runner.current_revision(connection), "head"),
+                    scripts=script,
                 )
             _timed(results, on_result, models_match(connection))
     finally:
@@ -585,8 +644,9 @@ def run(server: Server, on_result: OnResult | None = None) -> Report:
     stopped = None
     try:
         with engine.connect() as connection:
-            stairway = Stairway(server, url.database, connection)
-            for script in revisions.chain(revisions.script_directory()):
+            scripts = revisions.script_directory()
+            stairway = Stairway(server, url.database, connection, scripts)
+            for script in revisions.chain(scripts):
                 if stopped is not None:
                     _timed(
                         report.results,

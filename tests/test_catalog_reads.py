@@ -1,0 +1,210 @@
+"""The stairway reads the catalog again only for the tables a step's DDL touched
+(db/roundtrip/ddl_log.py, catalog.reread): that read must equal a full read, for every
+kind of change, or the change must ask for a full read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import URL, Connection
+
+from db import catalog
+from db.roundtrip import cycle, ddl_log
+from db.throwaway import Server
+from tests.conftest import make_engine
+
+SETUP = """
+CREATE TABLE parent (id int PRIMARY KEY, name text);
+CREATE TABLE child (
+    id serial PRIMARY KEY, parent_id int REFERENCES parent (id), note text, amount int
+);
+CREATE INDEX ix_child_parent ON child (parent_id);
+CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TYPE mood AS ENUM ('ok', 'bad');
+CREATE SEQUENCE loose;
+CREATE TABLE base (a int);
+CREATE TABLE derived (b int) INHERITS (base);
+CREATE TABLE measures (k int) PARTITION BY RANGE (k);
+CREATE TABLE measures_low (k int);
+INSERT INTO parent VALUES (1, 'a');
+INSERT INTO child (parent_id, note, amount) VALUES (1, 'x', 2);
+DO $$ BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'catalog_reads_owner') THEN
+        CREATE ROLE catalog_reads_owner NOLOGIN;
+    END IF;
+END $$;
+GRANT CREATE, USAGE ON SCHEMA public TO catalog_reads_owner;
+"""
+
+PARTIAL, FULL = "partial", "full"
+
+# (what, DDL, which read it gets). "full" is where a partial read could not be right:
+# something outside the touched tables changed, or a name other tables show.
+CHANGES = [
+    ("add a column", "ALTER TABLE child ADD COLUMN extra int DEFAULT 3", PARTIAL),
+    ("drop a column", "ALTER TABLE child DROP COLUMN note", PARTIAL),
+    ("retype a column", "ALTER TABLE child ALTER COLUMN amount TYPE bigint", PARTIAL),
+    ("set not null", "ALTER TABLE child ALTER COLUMN amount SET NOT NULL", PARTIAL),
+    (
+        "a new table with identity and a foreign key",
+        "CREATE TABLE other (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        "parent_id int REFERENCES parent (id) ON DELETE CASCADE, CHECK (parent_id > 0))",
+        PARTIAL,
+    ),
+    ("a serial column on a new table", "CREATE TABLE counters (n serial)", PARTIAL),
+    ("drop a table with a serial column", "DROP TABLE child", PARTIAL),
+    ("drop the referenced table (cascade)", "DROP TABLE parent CASCADE", PARTIAL),
+    ("drop a foreign key", "ALTER TABLE child DROP CONSTRAINT child_parent_id_fkey", PARTIAL),
+    ("a unique constraint", "ALTER TABLE child ADD CONSTRAINT uq_note UNIQUE (note)", PARTIAL),
+    ("drop a primary key", "ALTER TABLE parent DROP CONSTRAINT parent_pkey CASCADE", PARTIAL),
+    ("an index", "CREATE INDEX ix_child_note ON child (lower(note))", PARTIAL),
+    ("drop an index", "DROP INDEX ix_child_parent", PARTIAL),
+    ("rename an index", "ALTER INDEX ix_child_parent RENAME TO ix_child_parent_id", PARTIAL),
+    ("comment on a column", "COMMENT ON COLUMN child.note IS 'why'", PARTIAL),
+    ("comment on an index", "COMMENT ON INDEX ix_child_parent IS 'why'", PARTIAL),
+    ("comment on a table", "COMMENT ON TABLE child IS 'why'", PARTIAL),
+    (
+        "a trigger",
+        "CREATE TRIGGER child_touch BEFORE UPDATE ON child FOR EACH ROW EXECUTE FUNCTION touch()",
+        PARTIAL,
+    ),
+    ("a rule", "CREATE RULE keep AS ON DELETE TO child DO INSTEAD NOTHING", PARTIAL),
+    (
+        "row security and a policy",
+        "ALTER TABLE child ENABLE ROW LEVEL SECURITY; "
+        "CREATE POLICY positive ON child USING (amount > 0)",
+        PARTIAL,
+    ),
+    (
+        "a view, then a column dropped from under it",
+        "CREATE VIEW notes AS SELECT id, note FROM child; "
+        "ALTER TABLE child DROP COLUMN note CASCADE",
+        PARTIAL,
+    ),
+    ("a materialized view", "CREATE MATERIALIZED VIEW totals AS SELECT 1 AS one", PARTIAL),
+    ("truncate (no DDL: a new file)", "TRUNCATE child", PARTIAL),
+    (
+        "DDL as a role without rights on the log",
+        "SET ROLE catalog_reads_owner; CREATE TABLE owned (id int); RESET ROLE",
+        PARTIAL,
+    ),
+    (
+        "DDL with replication triggers off",
+        "SET session_replication_role = replica; ALTER TABLE child ADD COLUMN r int; "
+        "RESET session_replication_role",
+        PARTIAL,
+    ),
+    (
+        "DDL in a DO block",
+        "DO $$ BEGIN EXECUTE 'ALTER TABLE child ADD COLUMN dynamic int'; END $$",
+        PARTIAL,
+    ),
+    ("rename a table", "ALTER TABLE parent RENAME TO parents", FULL),
+    ("rename a referenced column", "ALTER TABLE parent RENAME COLUMN id TO key", FULL),
+    ("a column passed on to an inheriting table", "ALTER TABLE base ADD COLUMN c int", FULL),
+    (
+        "attach a partition",
+        "ALTER TABLE measures ATTACH PARTITION measures_low FOR VALUES FROM (0) TO (10)",
+        FULL,
+    ),
+    ("an enum label", "ALTER TYPE mood ADD VALUE 'meh'", FULL),
+    ("a function", "CREATE FUNCTION answer() RETURNS int LANGUAGE sql AS 'SELECT 42'", FULL),
+    ("a sequence of its own", "CREATE SEQUENCE spare", FULL),
+    ("a loose sequence given an owner", "ALTER SEQUENCE loose OWNED BY child.amount", FULL),
+    ("a schema", "CREATE SCHEMA reporting", FULL),
+    ("a grant", "GRANT SELECT ON child TO PUBLIC", FULL),
+]
+
+
+@pytest.fixture
+def logged(empty_db: URL) -> Iterator[Connection]:
+    engine = make_engine(empty_db)
+    with engine.connect() as connection:
+        with connection.begin():
+            connection.execute(text(SETUP))
+        assert ddl_log.install(connection), "the tests' server has a superuser"
+        yield connection
+    engine.dispose()
+
+
+@pytest.mark.parametrize(("what", "ddl", "expected"), CHANGES, ids=[c[0] for c in CHANGES])
+def test_a_partial_read_equals_a_full_read(
+    logged: Connection, what: str, ddl: str, expected: str
+) -> None:
+    before = catalog.read(logged)
+    logged.rollback()
+    with logged.begin():
+        logged.execute(text(ddl))
+        tables = ddl_log.take(logged, before)
+    partial = None if tables is None else catalog.reread(logged, before, tables)
+    full = catalog.read(logged)
+    logged.rollback()
+    assert full.lines() != before.lines() or what.startswith(("truncate", "a grant")), (
+        f"{what}: the change should show in the catalog, or the test proves nothing"
+    )
+    got = FULL if partial is None else PARTIAL
+    assert got == expected, f"{what}: expected a {expected} read, got a {got} read ({tables=})"
+    if partial is not None:
+        differ = partial.differences(full)
+        assert not differ, (
+            f"{what}: the read of tables {sorted(tables or ())} differs from a full read in "
+            f"{', '.join(differ)}. Likely cause: ddl_log places an object under the wrong "
+            "table, or misses one.\n" + "\n".join(catalog.changes(full, partial))
+        )
+
+
+def test_the_log_is_emptied_by_each_take(logged: Connection) -> None:
+    before = catalog.read(logged)
+    logged.rollback()
+    with logged.begin():
+        logged.execute(text("ALTER TABLE child ADD COLUMN extra int"))
+        assert ddl_log.take(logged, before)
+    after = catalog.read(logged)
+    logged.rollback()
+    with logged.begin():
+        assert ddl_log.take(logged, after) == set()
+
+
+def test_without_the_right_to_create_event_triggers_nothing_is_installed(
+    empty_db: URL,
+) -> None:
+    engine = make_engine(empty_db)
+    with engine.connect() as connection:
+        with connection.begin():
+            connection.execute(text(SETUP))
+            connection.execute(
+                text(f"GRANT CREATE ON DATABASE {empty_db.database} TO catalog_reads_owner")
+            )
+        connection.execute(text("SET ROLE catalog_reads_owner"))
+        connection.commit()
+        assert ddl_log.install(connection) is False
+        connection.execute(text("RESET ROLE"))
+        found = connection.execute(
+            text("SELECT count(*) FROM pg_event_trigger WHERE evtname LIKE 'worktracker%'")
+        ).scalar()
+        assert found == 0
+    engine.dispose()
+
+
+def test_the_stairway_reads_only_what_a_new_table_touched(
+    pg_server: Server, initial_template: str, tmp_path, monkeypatch
+) -> None:
+    """Guards the speed-up itself: a chain of plain table migrations gets partial reads
+    (without the log, every read would be a full one, and the roundtrip N² again)."""
+    from tests.corpus import BY_NAME
+    from tests.corpus_run import database_at_001, use_chain
+
+    use_chain(BY_NAME["new-table-with-checks"], tmp_path / "versions", monkeypatch)
+    with database_at_001(pg_server, initial_template) as url:
+        engine = make_engine(url)
+        with engine.connect() as connection:
+            stairway = cycle.Stairway(pg_server, url.database, connection)
+            from db import revisions
+
+            for script in revisions.chain(revisions.script_directory())[1:]:
+                assert all(r.status != cycle.FAIL for r in stairway.revision(script))
+        engine.dispose()
+    assert stairway.logged
+    assert stairway.reads["partial"] == 3, stairway.reads  # up, down, up again
