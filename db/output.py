@@ -65,6 +65,11 @@ def plain_text(markup: str) -> str:
     return _TAG.sub(one, markup)
 
 
+def escaped(text: str) -> str:
+    """`text` with its brackets kept literal by Rich and by plain_text()."""
+    return _TAG.sub(lambda m: m[1] * 2 + "\\" + f"[{m[2]}]", text)
+
+
 def __getattr__(name: str):
     """`console`, Rich's Console, made on first use."""
     if name != "console":

@@ -70,6 +70,10 @@ def test_the_roundtrip_prints_each_step_once_and_json_for_ci(invoke, pg_server: 
     steps = [re.split(r"\s{2,}", line.strip())[1] for line in lines]
     assert "up again" in steps, piped.stdout
     assert len(steps) == len(set(steps)), piped.stdout
+    data = next(line for line in lines if re.split(r"\s{2,}", line.strip())[1] == "data")
+    assert "drops what 001 created" in data or "no rows lost" in data, (
+        "the notes of steps that passed show in a CI log too:\n" + data
+    )
     as_json = invoke("migrate.roundtrip", "--json", env=env, timeout=300)
     assert as_json.returncode == 0, as_json.explain()
     document = json.loads(as_json.stdout)

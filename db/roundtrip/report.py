@@ -18,7 +18,8 @@ _STYLE = {OK: "green", FAIL: "bold red", DECLARED: "yellow"}
 
 def _line(result: Result) -> str:
     style = _STYLE.get(result.status, "dim")
-    note = f"  {result.note}" if result.note and result.status != OK else ""
+    # OK notes too: "drops what 005 created: table x (3 rows)" belongs in a CI log as well.
+    note = f"  {output.escaped(result.note)}" if result.note else ""
     return (
         f"  {result.revision:<6} {result.step:<20} [{style}]{result.status}[/{style}]"
         f"  [dim]{result.seconds:.2f} s[/dim]{note}"
