@@ -432,13 +432,24 @@ _INHERITANCE = text(
 )
 
 
+# Definitions name what is not on the search_path with its schema: a read must not depend
+# on a path a migration set for its session, nor on a temporary table that shadows one.
+_PIN_PATH = text(
+    "SELECT current_setting('search_path'), "
+    "set_config('search_path', 'pg_catalog, public, pg_temp', true)"
+)
+_RESTORE_PATH = text("SELECT set_config('search_path', :path, true)")
+
+
 def _fill(found: Catalog, connection: Connection, queries: tuple, params: dict) -> None:
     relations, columns, things = queries
+    path = connection.execute(_PIN_PATH).scalar()
     for row in connection.execute(relations, params):
         found.relations[row[0]] = Relation(*row)
     for row in connection.execute(columns, params):
         found.columns[(row[0], row[1])] = Column(*row)
     found.things += [Thing(*row) for row in connection.execute(things, params)]
+    connection.execute(_RESTORE_PATH, {"path": path})
 
 
 def read(connection: Connection, schemas: list[str] | None = None) -> Catalog:

@@ -33,23 +33,54 @@ _TABLE_KINDS = "('table', 'view', 'materialized view', 'foreign table')"
 # that turns foreign keys off for a backfill) would otherwise hide its DDL from the log.
 _INSTALL = f"""
 CREATE TABLE {LOG} (
-    classid oid, objid oid, object_type text, owner oid, dropped boolean NOT NULL
+    classid oid, objid oid, schema_name text, owner oid, dropped boolean NOT NULL
 );
+-- The tables whose lines show relation `rel` by name: their foreign keys, views,
+-- defaults, triggers and policies that use it, and columns of its row type. NULL for a
+-- dependent that belongs to no table.
+CREATE FUNCTION {SCHEMA}.roundtrip_ddl_dependents(rel oid) RETURNS SETOF oid
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE d.classid
+        WHEN 'pg_constraint'::regclass THEN
+            (SELECT nullif(k.conrelid, 0) FROM pg_constraint k WHERE k.oid = d.objid)
+        WHEN 'pg_rewrite'::regclass THEN
+            (SELECT r.ev_class FROM pg_rewrite r WHERE r.oid = d.objid)
+        WHEN 'pg_attrdef'::regclass THEN
+            (SELECT a.adrelid FROM pg_attrdef a WHERE a.oid = d.objid)
+        WHEN 'pg_trigger'::regclass THEN
+            (SELECT t.tgrelid FROM pg_trigger t WHERE t.oid = d.objid)
+        WHEN 'pg_policy'::regclass THEN
+            (SELECT p.polrelid FROM pg_policy p WHERE p.oid = d.objid)
+        WHEN 'pg_class'::regclass THEN d.objid
+    END
+    FROM pg_depend d
+    WHERE d.deptype = 'n'
+      AND ((d.refclassid = 'pg_class'::regclass AND d.refobjid = rel)
+           OR (d.refclassid = 'pg_type'::regclass
+               AND d.refobjid = (SELECT c.reltype FROM pg_class c WHERE c.oid = rel)))
+$$;
 CREATE FUNCTION {SCHEMA}.roundtrip_ddl_end() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO {LOG}
-    SELECT d.classid, d.objid, d.object_type, CASE d.classid
+    SELECT d.classid, d.objid, d.schema_name, CASE d.classid
         WHEN 'pg_class'::regclass::oid THEN (
             SELECT CASE
+                -- In an inheritance or partition tree, even for a moment: ALTER TABLE
+                -- passes columns and indexes on to tables it does not report.
+                WHEN EXISTS (SELECT 1 FROM pg_inherits h
+                              WHERE h.inhparent = c.oid OR h.inhrelid = c.oid) THEN NULL
                 WHEN c.relkind IN ('r', 'p', 'v', 'm', 'f') THEN c.oid
                 WHEN c.relkind IN ('i', 'I') THEN
                     (SELECT x.indrelid FROM pg_index x WHERE x.indexrelid = c.oid)
-                WHEN c.relkind = 'S' THEN  -- a serial or identity column's: its table
-                    (SELECT p.refobjid FROM pg_depend p
-                      WHERE p.classid = 'pg_class'::regclass AND p.objid = c.oid
-                        AND p.refclassid = 'pg_class'::regclass AND p.deptype IN ('a', 'i')
-                      LIMIT 1)
+                WHEN c.relkind = 'S' THEN (  -- a serial or identity column's: its table,
+                    SELECT o.refobjid FROM pg_depend o  -- if no other table names it
+                     WHERE o.classid = 'pg_class'::regclass AND o.objid = c.oid
+                       AND o.refclassid = 'pg_class'::regclass AND o.deptype IN ('a', 'i')
+                       AND NOT EXISTS (
+                           SELECT 1 FROM {SCHEMA}.roundtrip_ddl_dependents(c.oid) AS t
+                            WHERE t IS DISTINCT FROM o.refobjid)
+                     LIMIT 1)
             END FROM pg_class c WHERE c.oid = d.objid)
         WHEN 'pg_constraint'::regclass::oid THEN
             (SELECT nullif(k.conrelid, 0) FROM pg_constraint k WHERE k.oid = d.objid)
@@ -64,15 +95,14 @@ BEGIN
         WHEN 'pg_statistic_ext'::regclass::oid THEN
             (SELECT s.stxrelid FROM pg_statistic_ext s WHERE s.oid = d.objid)
     END, false
-    FROM pg_event_trigger_ddl_commands() d
-    WHERE d.schema_name IS DISTINCT FROM '{SCHEMA}';
+    FROM pg_event_trigger_ddl_commands() d;
 END $$;
 CREATE FUNCTION {SCHEMA}.roundtrip_ddl_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- Gone from the catalog by now: placed by what was dropped with them, or by name.
     INSERT INTO {LOG}
-    SELECT d.classid, d.objid, d.object_type, CASE
+    SELECT d.classid, d.objid, d.schema_name, CASE
         WHEN d.classid = 'pg_class'::regclass::oid
              AND (d.objsubid <> 0 OR d.object_type IN {_TABLE_KINDS}) THEN d.objid
         WHEN d.classid = 'pg_type'::regclass::oid THEN  -- a dropped table's row type
@@ -90,8 +120,7 @@ BEGIN
                     = format('%I.%I', d.address_names[1], d.address_names[2])))
     END, true
     FROM pg_event_trigger_dropped_objects() d
-    WHERE d.schema_name IS DISTINCT FROM '{SCHEMA}'
-      AND d.schema_name IS DISTINCT FROM 'pg_toast' AND NOT d.is_temporary;
+    WHERE d.schema_name IS DISTINCT FROM 'pg_toast';  -- gone with its table, logged too
 END $$;
 CREATE EVENT TRIGGER worktracker_roundtrip_ddl_end ON ddl_command_end
     EXECUTE FUNCTION {SCHEMA}.roundtrip_ddl_end();
@@ -108,8 +137,24 @@ _NEW_FILES = text(
     "LEFT JOIN pg_class c ON c.oid = k.oid WHERE c.relfilenode IS DISTINCT FROM k.node"
 )
 _TAKE = text(
-    f"WITH taken AS (DELETE FROM {LOG} RETURNING classid, objid, owner, dropped) "
-    "SELECT classid = 'pg_class'::regclass, objid, owner, dropped FROM taken"
+    f"WITH taken AS (DELETE FROM {LOG} RETURNING classid, objid, schema_name, owner, dropped) "
+    "SELECT classid = 'pg_class'::regclass, objid, schema_name, owner, dropped FROM taken"
+)
+# The log sees everything only while both triggers fire always and event triggers are on
+# (PostgreSQL 17's event_triggers setting). A step that turns them off and on again
+# within itself is not seen: that is no migration's business.
+_ARMED = text(
+    "SELECT count(*) FILTER (WHERE evtenabled = 'A') = 2 "
+    "AND current_setting('event_triggers', true) IS DISTINCT FROM 'off' "
+    "FROM pg_event_trigger WHERE evtname IN ('worktracker_roundtrip_ddl_end', "
+    "'worktracker_roundtrip_ddl_drop')"
+)
+# A table new to the application schemas that other tables already name: moved in from
+# another schema (SET SCHEMA), so their lines changed with it.
+_NAMED_ELSEWHERE = text(
+    f"SELECT EXISTS (SELECT 1 FROM unnest(CAST(:new AS oid[])) AS n, "
+    f"LATERAL {SCHEMA}.roundtrip_ddl_dependents(n) AS t "
+    "WHERE t IS NULL OR t <> ALL(CAST(:tables AS oid[])))"
 )
 
 
@@ -133,13 +178,20 @@ def take(connection: Connection, before: Catalog) -> set[int] | None:
 
     Inside the caller's transaction: called inside a step's, it takes what the step logged.
     """
+    logged = connection.execute(_TAKE).all()
+    if not connection.execute(_ARMED).scalar():
+        return None
     holding = [r for r in before.relations.values() if r.holds_rows]
     params = {"oids": [r.oid for r in holding], "nodes": [r.filenode for r in holding]}
     tables = set(connection.execute(_NEW_FILES, params).scalars())
     needs_full_read = False
-    for is_class, objid, owner, dropped in connection.execute(_TAKE):
+    for is_class, objid, schema, owner, dropped in logged:
         shown = before.relations.get(objid) if is_class else None
-        if shown is not None and shown.kind == "S":
+        if schema is not None and schema not in before.schemas:
+            # Outside the application schemas (temporary, bookkeeping, another schema):
+            # a move out of them, or a table there that application objects may name.
+            needs_full_read = True
+        elif shown is not None and shown.kind == "S":
             needs_full_read = True  # a sequence of its own: schema-level lines
         elif owner is not None:
             tables.add(owner)
@@ -151,4 +203,12 @@ def take(connection: Connection, before: Catalog) -> set[int] | None:
                 tables.add(shown.owner)
         else:
             needs_full_read = True
-    return None if needs_full_read else tables
+    if needs_full_read:
+        return None
+    new = sorted(t for t in tables if t not in before.relations)
+    if (
+        new
+        and connection.execute(_NAMED_ELSEWHERE, {"new": new, "tables": sorted(tables)}).scalar()
+    ):
+        return None
+    return tables
