@@ -4,6 +4,7 @@ kind of change, or the change must ask for a full read."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 
 import pytest
@@ -255,6 +256,18 @@ def test_the_log_is_emptied_by_each_take(logged: Connection) -> None:
         assert ddl_log.take(logged, after) == set()
 
 
+def test_an_index_given_a_new_file_without_ddl_is_read_again(logged: Connection) -> None:
+    """REINDEX is DDL to event triggers only from PostgreSQL 17 on: before, an index's
+    new file is found by its file node, and its table is read again."""
+    before = catalog.read(logged)
+    logged.rollback()
+    index = next(r for r in before.relations.values() if r.name == "ix_child_parent")
+    stale = dataclasses.replace(index, filenode=index.filenode + 1)
+    before = dataclasses.replace(before, relations={**before.relations, index.oid: stale})
+    with logged.begin():
+        assert ddl_log.take(logged, before) == {index.owner}
+
+
 def test_without_the_right_to_create_event_triggers_nothing_is_installed(
     empty_db: URL,
 ) -> None:
@@ -296,3 +309,26 @@ def test_the_stairway_reads_only_what_a_new_table_touched(
         engine.dispose()
     assert stairway.logged
     assert stairway.reads["partial"] == 3, stairway.reads  # up, down, up again
+
+
+def test_a_change_the_log_missed_fails_the_step_under_check_reads(
+    pg_server: Server, initial_template: str, tmp_path, monkeypatch
+) -> None:
+    """The safety net the tests rely on: with WORKTRACKER_ROUNDTRIP_CHECK_READS=1 (set
+    by conftest), a log that misses a change fails the step, with a message, instead of
+    letting a stale catalog decide the verdict."""
+    from db import revisions
+    from tests.corpus import BY_NAME
+    from tests.corpus_run import database_at_001, use_chain
+
+    monkeypatch.setattr(ddl_log, "take", lambda connection, before: set())
+    use_chain(BY_NAME["new-table-with-checks"], tmp_path / "versions", monkeypatch)
+    with database_at_001(pg_server, initial_template) as url:
+        engine = make_engine(url)
+        with engine.connect() as connection:
+            stairway = cycle.Stairway(pg_server, url.database, connection)
+            script = revisions.chain(revisions.script_directory())[1]
+            results = stairway.revision(script)
+        engine.dispose()
+    assert results[0].step == "up" and results[0].status == cycle.FAIL, results
+    assert "its DDL log missed a change" in results[0].detail, results[0].detail

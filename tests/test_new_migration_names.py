@@ -49,6 +49,14 @@ def test_a_description_with_nothing_usable_is_refused(invoke, versions_copy: Pat
     assert sorted(p.name for p in versions_copy.glob("*.py")) == ["001_initial_schema.py"]
 
 
+def test_help_after_the_task_name_creates_nothing(invoke, versions_copy: Path) -> None:
+    """`invoke migrate.new --help` hands "--help" over as the description."""
+    result = invoke("migrate.new", "--help", env={"WORKTRACKER_VERSIONS_DIR": str(versions_copy)})
+    assert result.returncode == 2, result.explain()
+    assert "invoke --help migrate.new" in result.stderr, result.explain()
+    assert sorted(p.name for p in versions_copy.glob("*.py")) == ["001_initial_schema.py"]
+
+
 def test_a_filled_in_migration_passes_lint(invoke, versions_copy: Path, tmp_path: Path) -> None:
     message = "add an estimate column to tasks so that planners can size the work"
     assert (

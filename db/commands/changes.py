@@ -257,6 +257,12 @@ def _refuse_empty(context, revision, directives) -> None:
 
 def migrate_new(message: str, autogenerate: bool = False) -> None:
     message = " ".join(message.split())
+    if message.startswith("-"):  # `invoke migrate.new --help` hands "--help" over as one
+        raise ConfigError(
+            f"{message!r} looks like an option, not a description; nothing was created.",
+            "the options: invoke --help migrate.new; a migration: "
+            'invoke migrate.new "add task reminders"',
+        )
     slug = revisions.slug_words(message)
     if not slug:
         raise ConfigError(

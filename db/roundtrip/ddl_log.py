@@ -131,7 +131,8 @@ ALTER EVENT TRIGGER worktracker_roundtrip_ddl_drop ENABLE ALWAYS;
 """
 
 # TRUNCATE is no DDL to event triggers; it gives the table a new file, as do VACUUM FULL
-# and CLUSTER. The catalog keeps file nodes (the stairway re-reads rewritten tables' rows).
+# and CLUSTER, and REINDEX before PostgreSQL 17 (to an index). The catalog keeps file
+# nodes (the stairway re-reads rewritten tables' rows).
 _NEW_FILES = text(
     "SELECT k.oid FROM unnest(CAST(:oids AS oid[]), CAST(:nodes AS oid[])) AS k(oid, node) "
     "LEFT JOIN pg_class c ON c.oid = k.oid WHERE c.relfilenode IS DISTINCT FROM k.node"
@@ -181,9 +182,9 @@ def take(connection: Connection, before: Catalog) -> set[int] | None:
     logged = connection.execute(_TAKE).all()
     if not connection.execute(_ARMED).scalar():
         return None
-    holding = [r for r in before.relations.values() if r.holds_rows]
-    params = {"oids": [r.oid for r in holding], "nodes": [r.filenode for r in holding]}
-    tables = set(connection.execute(_NEW_FILES, params).scalars())
+    stored = [r for r in before.relations.values() if r.filenode]
+    params = {"oids": [r.oid for r in stored], "nodes": [r.filenode for r in stored]}
+    tables = {before.relations[o].owner for o in connection.execute(_NEW_FILES, params).scalars()}
     needs_full_read = False
     for is_class, objid, schema, owner, dropped in logged:
         shown = before.relations.get(objid) if is_class else None
