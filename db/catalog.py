@@ -92,6 +92,9 @@ class Column:
     identity: str
     generated: str
     collation: str | None
+    options: str
+    """Storage, compression and statistics target where not the default; the sequence of
+    an identity or serial column, with its options."""
 
     def described(self) -> str:
         text_ = self.type + (f" collate {self.collation}" if self.collation else "")
@@ -102,6 +105,8 @@ class Column:
             text_ += " identity"
         if self.generated:
             text_ += " generated"
+        if self.options:
+            text_ += f" ({self.options})"
         return text_
 
 
@@ -264,7 +269,27 @@ _COLUMNS = """
     SELECT a.attrelid, a.attnum, a.attname, format_type(a.atttypid, a.atttypmod), a.atttypid,
            a.attnotnull, pg_get_expr(d.adbin, d.adrelid), ds.description,
            a.attidentity::text, a.attgenerated::text,
-           CASE WHEN a.attcollation <> t.typcollation THEN a.attcollation::regcollation::text END
+           CASE WHEN a.attcollation <> t.typcollation THEN a.attcollation::regcollation::text END,
+           concat_ws(', ',
+               CASE WHEN a.attstorage <> t.typstorage THEN 'storage ' || CASE a.attstorage
+                   WHEN 'p' THEN 'plain' WHEN 'e' THEN 'external' WHEN 'm' THEN 'main'
+                   ELSE 'extended' END END,
+               CASE a.attcompression WHEN 'p' THEN 'compression pglz'
+                                     WHEN 'l' THEN 'compression lz4' END,
+               CASE WHEN coalesce(a.attstattarget, -1) <> -1
+                    THEN 'statistics ' || a.attstattarget END,
+               -- An identity or serial column's sequence: its name and options.
+               CASE WHEN a.attidentity <> '' OR d.adbin IS NOT NULL THEN (
+                   SELECT format('sequence %s start %s increment %s min %s max %s cache %s%s',
+                                 sc.oid::regclass, q.seqstart, q.seqincrement, q.seqmin,
+                                 q.seqmax, q.seqcache,
+                                 CASE WHEN q.seqcycle THEN ' cycle' ELSE '' END)
+                     FROM pg_depend dp JOIN pg_sequence q ON q.seqrelid = dp.objid
+                     JOIN pg_class sc ON sc.oid = dp.objid
+                    WHERE dp.classid = 'pg_class'::regclass
+                      AND dp.refclassid = 'pg_class'::regclass AND dp.refobjid = a.attrelid
+                      AND dp.refobjsubid = a.attnum AND dp.deptype IN ('a', 'i')
+                    LIMIT 1) END)
       FROM pg_attribute a
       JOIN pg_type t ON t.oid = a.atttypid
       JOIN pg_class c ON c.oid = a.attrelid
@@ -309,7 +334,10 @@ _THING_PARTS: list[tuple[str | None, str]] = [
            pg_get_constraintdef(co.oid)
            || CASE WHEN co.contypid <> 0 THEN ' on domain ' || co.contypid::regtype::text
                    ELSE '' END
+           || coalesce(' comment ' || ds.description, '')
       FROM pg_constraint co JOIN pg_namespace n ON n.oid = co.connamespace
+      LEFT JOIN pg_description ds ON ds.objoid = co.oid
+                                 AND ds.classoid = 'pg_constraint'::regclass
      WHERE n.nspname = ANY(:schemas)
        AND co.contype <> 'n' {only}  -- NOT NULL: on the column
     """,
@@ -317,8 +345,11 @@ _THING_PARTS: list[tuple[str | None, str]] = [
     (
         "tg.tgrelid",
         """
-    SELECT 'trigger', n.nspname, tg.tgrelid, tg.tgname, pg_get_triggerdef(tg.oid)
+    SELECT 'trigger', n.nspname, tg.tgrelid, tg.tgname,
+           pg_get_triggerdef(tg.oid) || coalesce(' comment ' || ds.description, '')
       FROM pg_trigger tg JOIN pg_class c ON c.oid = tg.tgrelid
+      LEFT JOIN pg_description ds ON ds.objoid = tg.oid
+                                 AND ds.classoid = 'pg_trigger'::regclass
       JOIN pg_namespace n ON n.oid = c.relnamespace
      WHERE n.nspname = ANY(:schemas) AND NOT tg.tgisinternal {only}
     """,
@@ -372,8 +403,21 @@ _THING_PARTS: list[tuple[str | None, str]] = [
         """
     SELECT 'policy', n.nspname, pol.polrelid, pol.polname,
            pol.polcmd::text || ' ' || coalesce(pg_get_expr(pol.polqual, pol.polrelid), '')
+           || coalesce(' check ' || pg_get_expr(pol.polwithcheck, pol.polrelid), '')
+           || CASE WHEN pol.polpermissive THEN '' ELSE ' restrictive' END
+           || ' to ' || array_to_string(ARRAY(
+                  SELECT CASE WHEN r = 0 THEN 'public' ELSE r::regrole::text END
+                    FROM unnest(pol.polroles) AS r ORDER BY 1), ',')
       FROM pg_policy pol JOIN pg_class c ON c.oid = pol.polrelid
       JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE n.nspname = ANY(:schemas) {only}
+    """,
+    ),
+    (
+        "st.stxrelid",
+        """
+    SELECT 'statistics', n.nspname, st.stxrelid, st.stxname, pg_get_statisticsobjdef(st.oid)
+      FROM pg_statistic_ext st JOIN pg_namespace n ON n.oid = st.stxnamespace
      WHERE n.nspname = ANY(:schemas) {only}
     """,
     ),
@@ -708,6 +752,11 @@ def _column_changes(before: Catalog, after: Catalog, table_pairs: dict[int, int]
                 out.append(f"~ column {where} identity/generated changed")
             if old.comment != now.comment:
                 out.append(f"~ comment on column {where}: {old.comment!r} → {now.comment!r}")
+            if old.options != now.options:
+                out.append(
+                    f"~ column {where} {old.options or 'default options'} → "
+                    f"{now.options or 'default options'}"
+                )
     return out
 
 

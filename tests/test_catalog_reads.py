@@ -23,6 +23,7 @@ CREATE TABLE child (
 );
 CREATE INDEX ix_child_parent ON child (parent_id);
 CREATE FUNCTION touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+CREATE TRIGGER child_audit AFTER INSERT ON child FOR EACH ROW EXECUTE FUNCTION touch();
 CREATE TYPE mood AS ENUM ('ok', 'bad');
 CREATE SEQUENCE loose;
 CREATE TABLE base (a int);
@@ -66,6 +67,34 @@ CHANGES = [
     ("comment on a column", "COMMENT ON COLUMN child.note IS 'why'", PARTIAL),
     ("comment on an index", "COMMENT ON INDEX ix_child_parent IS 'why'", PARTIAL),
     ("comment on a table", "COMMENT ON TABLE child IS 'why'", PARTIAL),
+    ("comment on a constraint", "COMMENT ON CONSTRAINT child_pkey ON child IS 'why'", PARTIAL),
+    ("comment on a trigger", "COMMENT ON TRIGGER child_audit ON child IS 'why'", PARTIAL),
+    ("extended statistics", "CREATE STATISTICS st_child ON parent_id, amount FROM child", PARTIAL),
+    (
+        "drop extended statistics",
+        "DROP STATISTICS st_parent",
+        FULL,
+        "CREATE STATISTICS st_parent ON id, name FROM parent",
+    ),
+    ("column storage", "ALTER TABLE child ALTER COLUMN note SET STORAGE EXTERNAL", PARTIAL),
+    (
+        "column statistics target",
+        "ALTER TABLE child ALTER COLUMN amount SET STATISTICS 500",
+        PARTIAL,
+    ),
+    ("a serial's sequence options", "ALTER SEQUENCE child_id_seq INCREMENT BY 5", PARTIAL),
+    (
+        "identity options",
+        "ALTER TABLE counted ALTER COLUMN id SET INCREMENT BY 5",
+        PARTIAL,
+        "CREATE TABLE counted (id int GENERATED ALWAYS AS IDENTITY)",
+    ),
+    (
+        "a policy's check and roles",
+        "ALTER POLICY visible ON child TO catalog_reads_owner WITH CHECK (amount < 10)",
+        PARTIAL,
+        "CREATE POLICY visible ON child USING (amount > 0)",
+    ),
     (
         "a trigger",
         "CREATE TRIGGER child_touch BEFORE UPDATE ON child FOR EACH ROW EXECUTE FUNCTION touch()",

@@ -40,6 +40,24 @@ BROKEN = {
         "down",
         "~ column public.tasks.description default None → ''::text",
     ),
+    "forgets-a-constraint-comment": (
+        "op.execute(\"COMMENT ON CONSTRAINT pk_users ON users IS 'the id'\")",
+        'op.execute("SELECT 1")  # forgets the comment',
+        "down",
+        "comment the id",
+    ),
+    "forgets-extended-statistics": (
+        'op.execute("CREATE STATISTICS st_tasks_project_status ON project_id, status FROM tasks")',
+        'op.execute("SELECT 1")  # forgets the statistics object',
+        "down",
+        "statistics st_tasks_project_status",
+    ),
+    "forgets-a-storage-setting": (
+        'op.execute("ALTER TABLE tasks ALTER COLUMN description SET STORAGE EXTERNAL")',
+        'op.execute("SELECT 1")  # forgets the storage',
+        "down",
+        "storage external",
+    ),
     "deletes-rows-it-does-not-own": (
         'op.add_column("comments", sa.Column("pinned", sa.Boolean(), nullable=True))',
         'op.drop_column("comments", "pinned")\nop.execute("DELETE FROM comments")',
