@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from db import output
+from db.catalog import counted
 from db.output import say
 from db.roundtrip.cycle import DECLARED, FAIL, OK, Report, Result
 
@@ -66,7 +67,8 @@ def summary(report: Report) -> None:
         else:  # no box-drawing characters in logs
             say(f"--- {result.revision}: {result.step} ---", markup=False)
         say(result.detail, markup=False)
-    verdict = "[green]passed[/green]" if report.ok else f"[red]{len(report.failures)} failed[/red]"
+    problems = counted(len(report.failures), "problem")
+    verdict = "[green]passed[/green]" if report.ok else f"[red]failed[/red] ({problems})"
     say(f"Roundtrip {verdict} in {report.seconds:.1f} s on {report.server}.")
 
 
