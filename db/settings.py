@@ -52,6 +52,18 @@ def pyproject_section() -> Mapping[str, Any]:
         return tomllib.load(f).get("tool", {}).get("worktracker", {})
 
 
+def in_app_schemas(name: str | None, type_: str, parent_names: object = None) -> bool:
+    """Alembic's `include_name` for autogenerate and the models check: models may live in
+    any application schema (None: the connection's default one); the bookkeeping schema
+    and PostgreSQL's own are never compared."""
+    if type_ != "schema" or name is None:
+        return True
+    listed = app_schemas()
+    if listed is not None:
+        return name in listed
+    return name not in (BOOKKEEPING_SCHEMA, "information_schema") and not name.startswith("pg_")
+
+
 def app_schemas() -> tuple[str, ...] | None:
     """`[tool.worktracker] app_schemas`: the schemas the application owns, when listed.
 

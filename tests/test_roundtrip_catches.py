@@ -147,3 +147,39 @@ def test_models_that_disagree_show_the_rendered_ops(
     models = next(r for r in report.results if r.step == "models vs head")
     assert models.status == cycle.FAIL, models
     assert "op.drop_column('tasks', 'estimate')" in models.detail, models.detail
+
+
+def test_models_in_another_schema_match_their_migration(
+    pg_server: Server, versions_copy: Path, monkeypatch
+) -> None:
+    """Models may live in any application schema: models vs head compares them there."""
+    import sqlalchemy as sa
+
+    from db.models import metadata
+
+    table = sa.Table(
+        "forecasts",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True),
+        sa.Column("note", sa.Text, nullable=True),
+        schema="planning",
+    )
+    try:
+        report = _run_with_002(
+            pg_server,
+            versions_copy,
+            monkeypatch,
+            'op.execute("CREATE SCHEMA planning")\n'
+            'op.create_table("forecasts", sa.Column("id", sa.Integer(), primary_key=True), '
+            'sa.Column("note", sa.Text(), nullable=True), schema="planning")',
+            'op.drop_table("forecasts", schema="planning")\nop.execute("DROP SCHEMA planning")',
+        )
+        models = next(r for r in report.results if r.step == "models vs head")
+        assert models.status == cycle.OK, models.detail
+        table.append_column(sa.Column("extra", sa.Integer, nullable=True))
+        report = cycle.run(pg_server)  # the same chain, the model one column ahead
+        models = next(r for r in report.results if r.step == "models vs head")
+        assert models.status == cycle.FAIL, "a column only the model has must be seen"
+        assert "planning" in models.detail and "extra" in models.detail, models.detail
+    finally:
+        metadata.remove(table)

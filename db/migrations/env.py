@@ -38,8 +38,9 @@ COMMON_OPTIONS = {
     # leaves the database at the previous revision, never between two.
     "transaction_per_migration": True,
     "version_table_schema": settings.BOOKKEEPING_SCHEMA,
-    # The bookkeeping schema is the tool's, not the application's.
-    "include_schemas": False,
+    # Models may live in any application schema; the bookkeeping one is the tool's.
+    "include_schemas": True,
+    "include_name": settings.in_app_schemas,
     "compare_type": True,
     "compare_server_default": True,
 }

@@ -35,7 +35,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import NullPool
 
-from db import catalog, loss, revisions, runner
+from db import catalog, loss, revisions, runner, settings
 from db.errors import CheckFailed, UserError
 from db.roundtrip import ddl_log, sample_data, snapshot, static
 from db.throwaway import Server
@@ -596,7 +596,12 @@ def models_match(connection: Connection) -> Result:
             "Their tables are in no metadata, so no migration is checked against them. "
             "Import them in db/models/__init__.py."
         )
-    options = {"compare_type": True, "compare_server_default": True}
+    options = {
+        "compare_type": True,
+        "compare_server_default": True,
+        "include_schemas": True,  # as env.py: models in any application schema
+        "include_name": settings.in_app_schemas,
+    }
     context = MigrationContext.configure(connection, opts=options)
     diff = compare_metadata(context, metadata)
     if diff:
