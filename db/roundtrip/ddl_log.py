@@ -13,6 +13,9 @@ with WORKTRACKER_ROUNDTRIP_CHECK_READS=1, which compares each partial read with 
 
 Creating event triggers takes a superuser: our throwaway servers have one. Elsewhere
 `install` says no and every read is a full one.
+
+Not seen: a step that turns event triggers off and on again within itself, and catalog
+changes made without DDL (a superuser's UPDATE of pg_catalog). No migration should.
 """
 
 from __future__ import annotations
