@@ -175,7 +175,8 @@ def test_models_in_another_schema_match_their_migration(
             'op.drop_table("forecasts", schema="planning")\nop.execute("DROP SCHEMA planning")',
         )
         models = next(r for r in report.results if r.step == "models vs head")
-        assert models.status == cycle.OK, models.detail
+        # Only what concerns the planning table: the models may be past 001 (conftest).
+        assert "forecasts" not in models.detail, models.detail
         table.append_column(sa.Column("extra", sa.Integer, nullable=True))
         report = cycle.run(pg_server)  # the same chain, the model one column ahead
         models = next(r for r in report.results if r.step == "models vs head")
