@@ -23,7 +23,7 @@ from alembic.migration import MigrationContext
 from alembic.runtime.environment import EnvironmentContext
 from alembic.runtime.migration import MigrationStep
 from alembic.script import Script, ScriptDirectory
-from alembic.util import CommandError
+from alembic.util import CommandError, to_tuple
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -273,12 +273,6 @@ class _StepFailed(Exception):
         return f"{type(self.detail).__name__}: {text}" if text else type(self.detail).__name__
 
 
-def _heads(revision: str | tuple[str, ...] | None) -> set[str]:
-    if revision is None:
-        return set()
-    return {revision} if isinstance(revision, str) else set(revision)
-
-
 def _alembic(
     connection: Connection,
     plan: list[Step],
@@ -296,7 +290,7 @@ def _alembic(
     up = plan[0].direction == "up"
 
     def steps(rev, context):
-        if set(rev) == _heads(plan[0].from_revision):
+        if set(rev) == set(to_tuple(plan[0].from_revision, default=())):
             # The plan's own steps: Alembic would walk the whole chain to find them again,
             # at every run (the roundtrip runs one step at a time, N times over).
             make = MigrationStep.upgrade_from_script if up else MigrationStep.downgrade_from_script

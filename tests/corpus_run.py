@@ -65,21 +65,31 @@ def upgrade_and_fill(url: URL, to: str = "head", rounds: int = 2) -> None:
     engine.dispose()
 
 
-def stairway_from_001(server: Server, url: URL) -> list[cycle.Result]:
-    """The stairway over the case's migrations (001 is proven elsewhere), stopping where
-    the roundtrip would."""
+@contextmanager
+def stairway_on(server: Server, url: URL) -> Iterator[cycle.Stairway]:
+    """A stairway on the database at `url`, which must be at 001."""
     engine = make_engine(url)
-    results: list[cycle.Result] = []
     try:
         with engine.connect() as connection:
-            stairway = cycle.Stairway(server, url.database, connection)
-            for script in revisions.chain(revisions.script_directory())[1:]:
-                found = stairway.revision(script)
-                results += found
-                if any(r.status == cycle.FAIL for r in found):
-                    break
+            yield cycle.Stairway(server, url.database, connection)
     finally:
         engine.dispose()
+
+
+def case_scripts() -> list:
+    """The case's migrations: the chain after 001 (which is proven elsewhere)."""
+    return revisions.chain(revisions.script_directory())[1:]
+
+
+def stairway_from_001(server: Server, url: URL) -> list[cycle.Result]:
+    """The stairway over the case's migrations, stopping where the roundtrip would."""
+    results: list[cycle.Result] = []
+    with stairway_on(server, url) as stairway:
+        for script in case_scripts():
+            found = stairway.revision(script)
+            results += found
+            if any(r.status == cycle.FAIL for r in found):
+                break
     return results
 
 

@@ -324,18 +324,15 @@ def test_the_stairway_reads_only_what_a_new_table_touched(
     """Guards the speed-up itself: a chain of plain table migrations gets partial reads
     (without the log, every read would be a full one, and the roundtrip N² again)."""
     from tests.corpus import BY_NAME
-    from tests.corpus_run import database_at_001, use_chain
+    from tests.corpus_run import case_scripts, database_at_001, stairway_on, use_chain
 
     use_chain(BY_NAME["new-table-with-checks"], tmp_path / "versions", monkeypatch)
-    with database_at_001(pg_server, initial_template) as url:
-        engine = make_engine(url)
-        with engine.connect() as connection:
-            stairway = cycle.Stairway(pg_server, url.database, connection)
-            from db import revisions
-
-            for script in revisions.chain(revisions.script_directory())[1:]:
-                assert all(r.status != cycle.FAIL for r in stairway.revision(script))
-        engine.dispose()
+    with (
+        database_at_001(pg_server, initial_template) as url,
+        stairway_on(pg_server, url) as stairway,
+    ):
+        for script in case_scripts():
+            assert all(r.status != cycle.FAIL for r in stairway.revision(script))
     assert stairway.logged
     assert stairway.reads["partial"] == 3, stairway.reads  # up, down, up again
 
@@ -346,18 +343,15 @@ def test_a_change_the_log_missed_fails_the_step_under_check_reads(
     """The safety net the tests rely on: with WORKTRACKER_ROUNDTRIP_CHECK_READS=1 (set
     by conftest), a log that misses a change fails the step, with a message, instead of
     letting a stale catalog decide the verdict."""
-    from db import revisions
     from tests.corpus import BY_NAME
-    from tests.corpus_run import database_at_001, use_chain
+    from tests.corpus_run import case_scripts, database_at_001, stairway_on, use_chain
 
     monkeypatch.setattr(ddl_log, "take", lambda connection, before: set())
     use_chain(BY_NAME["new-table-with-checks"], tmp_path / "versions", monkeypatch)
-    with database_at_001(pg_server, initial_template) as url:
-        engine = make_engine(url)
-        with engine.connect() as connection:
-            stairway = cycle.Stairway(pg_server, url.database, connection)
-            script = revisions.chain(revisions.script_directory())[1]
-            results = stairway.revision(script)
-        engine.dispose()
+    with (
+        database_at_001(pg_server, initial_template) as url,
+        stairway_on(pg_server, url) as stairway,
+    ):
+        results = stairway.revision(case_scripts()[0])
     assert results[0].step == "up" and results[0].status == cycle.FAIL, results
     assert "its DDL log missed a change" in results[0].detail, results[0].detail

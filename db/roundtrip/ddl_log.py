@@ -34,28 +34,35 @@ _TABLE_KINDS = "('table', 'view', 'materialized view', 'foreign table')"
 # SECURITY DEFINER: a migration that SET ROLEs to a role without rights on the log must
 # not fail because of it. ENABLE ALWAYS: session_replication_role = replica (a migration
 # that turns foreign keys off for a backfill) would otherwise hide its DDL from the log.
-_INSTALL = f"""
+_INSTALL = rf"""
 CREATE TABLE {LOG} (
     classid oid, objid oid, schema_name text, owner oid, dropped boolean NOT NULL
 );
+-- The table an object of one of these catalogs belongs to; NULL for any other catalog.
+CREATE FUNCTION {SCHEMA}.roundtrip_ddl_table_of(classid oid, objid oid) RETURNS oid
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE classid
+        WHEN 'pg_constraint'::regclass THEN
+            (SELECT nullif(k.conrelid, 0) FROM pg_constraint k WHERE k.oid = objid)
+        WHEN 'pg_trigger'::regclass THEN
+            (SELECT t.tgrelid FROM pg_trigger t WHERE t.oid = objid)
+        WHEN 'pg_policy'::regclass THEN
+            (SELECT p.polrelid FROM pg_policy p WHERE p.oid = objid)
+        WHEN 'pg_rewrite'::regclass THEN
+            (SELECT r.ev_class FROM pg_rewrite r WHERE r.oid = objid)
+        WHEN 'pg_attrdef'::regclass THEN
+            (SELECT a.adrelid FROM pg_attrdef a WHERE a.oid = objid)
+        WHEN 'pg_statistic_ext'::regclass THEN
+            (SELECT s.stxrelid FROM pg_statistic_ext s WHERE s.oid = objid)
+    END
+$$;
 -- The tables whose lines show relation `rel` by name: their foreign keys, views,
 -- defaults, triggers and policies that use it, and columns of its row type. NULL for a
 -- dependent that belongs to no table.
 CREATE FUNCTION {SCHEMA}.roundtrip_ddl_dependents(rel oid) RETURNS SETOF oid
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE d.classid
-        WHEN 'pg_constraint'::regclass THEN
-            (SELECT nullif(k.conrelid, 0) FROM pg_constraint k WHERE k.oid = d.objid)
-        WHEN 'pg_rewrite'::regclass THEN
-            (SELECT r.ev_class FROM pg_rewrite r WHERE r.oid = d.objid)
-        WHEN 'pg_attrdef'::regclass THEN
-            (SELECT a.adrelid FROM pg_attrdef a WHERE a.oid = d.objid)
-        WHEN 'pg_trigger'::regclass THEN
-            (SELECT t.tgrelid FROM pg_trigger t WHERE t.oid = d.objid)
-        WHEN 'pg_policy'::regclass THEN
-            (SELECT p.polrelid FROM pg_policy p WHERE p.oid = d.objid)
-        WHEN 'pg_class'::regclass THEN d.objid
-    END
+    SELECT CASE WHEN d.classid = 'pg_class'::regclass THEN d.objid
+                ELSE {SCHEMA}.roundtrip_ddl_table_of(d.classid, d.objid) END
     FROM pg_depend d
     WHERE d.deptype = 'n'
       AND ((d.refclassid = 'pg_class'::regclass AND d.refobjid = rel)
@@ -66,8 +73,8 @@ CREATE FUNCTION {SCHEMA}.roundtrip_ddl_end() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     INSERT INTO {LOG}
-    SELECT d.classid, d.objid, d.schema_name, CASE d.classid
-        WHEN 'pg_class'::regclass::oid THEN (
+    SELECT d.classid, d.objid, d.schema_name, CASE
+        WHEN d.classid = 'pg_class'::regclass THEN (
             SELECT CASE
                 -- In an inheritance or partition tree, even for a moment: ALTER TABLE
                 -- passes columns and indexes on to tables it does not report.
@@ -85,18 +92,7 @@ BEGIN
                             WHERE t IS DISTINCT FROM o.refobjid)
                      LIMIT 1)
             END FROM pg_class c WHERE c.oid = d.objid)
-        WHEN 'pg_constraint'::regclass::oid THEN
-            (SELECT nullif(k.conrelid, 0) FROM pg_constraint k WHERE k.oid = d.objid)
-        WHEN 'pg_trigger'::regclass::oid THEN
-            (SELECT t.tgrelid FROM pg_trigger t WHERE t.oid = d.objid)
-        WHEN 'pg_policy'::regclass::oid THEN
-            (SELECT p.polrelid FROM pg_policy p WHERE p.oid = d.objid)
-        WHEN 'pg_rewrite'::regclass::oid THEN
-            (SELECT r.ev_class FROM pg_rewrite r WHERE r.oid = d.objid)
-        WHEN 'pg_attrdef'::regclass::oid THEN
-            (SELECT a.adrelid FROM pg_attrdef a WHERE a.oid = d.objid)
-        WHEN 'pg_statistic_ext'::regclass::oid THEN
-            (SELECT s.stxrelid FROM pg_statistic_ext s WHERE s.oid = d.objid)
+        ELSE {SCHEMA}.roundtrip_ddl_table_of(d.classid, d.objid)
     END, false
     FROM pg_event_trigger_ddl_commands() d;
 END $$;
@@ -104,25 +100,25 @@ CREATE FUNCTION {SCHEMA}.roundtrip_ddl_drop() RETURNS event_trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     -- Gone from the catalog by now: placed by what was dropped with them, or by name.
+    WITH dropped AS (SELECT * FROM pg_event_trigger_dropped_objects()),
+         tables AS (SELECT objid, object_identity FROM dropped
+                     WHERE classid = 'pg_class'::regclass AND objsubid = 0
+                       AND object_type IN {_TABLE_KINDS})
     INSERT INTO {LOG}
     SELECT d.classid, d.objid, d.schema_name, CASE
-        WHEN d.classid = 'pg_class'::regclass::oid
+        WHEN d.classid = 'pg_class'::regclass
              AND (d.objsubid <> 0 OR d.object_type IN {_TABLE_KINDS}) THEN d.objid
-        WHEN d.classid = 'pg_type'::regclass::oid THEN  -- a dropped table's row type
-            (SELECT t.objid FROM pg_event_trigger_dropped_objects() t
-              WHERE t.classid = 'pg_class'::regclass AND t.objsubid = 0
-                AND t.object_type IN {_TABLE_KINDS}
-                AND t.object_identity = regexp_replace(d.object_identity, '\\[\\]$', ''))
+        WHEN d.classid = 'pg_type'::regclass THEN  -- a dropped table's row type
+            (SELECT t.objid FROM tables t
+              WHERE t.object_identity = regexp_replace(d.object_identity, '\[\]$', ''))
         WHEN d.object_type IN ('table constraint', 'trigger', 'policy', 'rule',
                                'default value') THEN coalesce(
             to_regclass(format('%I.%I', d.address_names[1], d.address_names[2]))::oid,
-            (SELECT t.objid FROM pg_event_trigger_dropped_objects() t
-              WHERE t.classid = 'pg_class'::regclass AND t.objsubid = 0
-                AND t.object_type IN {_TABLE_KINDS}
-                AND t.object_identity
+            (SELECT t.objid FROM tables t
+              WHERE t.object_identity
                     = format('%I.%I', d.address_names[1], d.address_names[2])))
     END, true
-    FROM pg_event_trigger_dropped_objects() d
+    FROM dropped d
     WHERE d.schema_name IS DISTINCT FROM 'pg_toast';  -- gone with its table, logged too
 END $$;
 CREATE EVENT TRIGGER worktracker_roundtrip_ddl_end ON ddl_command_end
