@@ -734,6 +734,16 @@ def _column_changes(before: Catalog, after: Catalog, table_pairs: dict[int, int]
             cols_b = {c.name: c for c in cols_b.values()}
             cols_a = {c.name: c for c in cols_a.values()}
         pairs, gone, new = _pair(cols_b, cols_a, lambda c: c.name)
+        # Lines number columns by position: a column dropped and added again at the end
+        # differs in them only, and pairs by name with nothing else to say.
+        renamed = {old.name: now.name for old, now in pairs}
+        order_b = [renamed[c.name] for c in before.table_columns(old_oid) if c.name in renamed]
+        order_a = [c.name for c in after.table_columns(new_oid) if c.name in renamed.values()]
+        if order_b != order_a:
+            out.append(
+                f"~ table {table}: column order differs: ({', '.join(order_b)}) → "
+                f"({', '.join(order_a)})"
+            )
         for column in new:
             out.append(f"+ column {table}.{column.name} {column.described()}")
         for column in gone:

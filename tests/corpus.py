@@ -616,6 +616,29 @@ CASES: list[Case] = [
         Expect(False, "static checks", ("2 heads", "002", "003")),
         whole_chain=True,
     ),
+    # --- one run, every defect (stairway): rows after irreversible, column order -----
+    Case(
+        "down-re-adds-a-column-at-the-end",
+        (
+            Migration(
+                "add_widgets",
+                'op.create_table("widgets", sa.Column("a", sa.Integer()), '
+                'sa.Column("b", sa.Integer()), sa.Column("c", sa.Integer()))',
+                'op.drop_table("widgets")',
+            ),
+            Migration(
+                "drop_widgets_b",
+                'op.drop_column("widgets", "b")',
+                'op.add_column("widgets", sa.Column("b", sa.Integer()))',
+                {"downgrade_loses_data": "b is gone"},
+            ),
+        ),
+        Expect(
+            False,
+            "down",
+            ("~ table public.widgets: column order differs: (a, b, c) → (a, c, b)",),
+        ),
+    ),
 ]
 
 BY_NAME = {case.name: case for case in CASES}
