@@ -618,6 +618,25 @@ CASES: list[Case] = [
     ),
     # --- one run, every defect (stairway): rows after irreversible, column order -----
     Case(
+        "irreversible-then-a-down-that-deletes-its-rows",
+        (
+            Migration(
+                "add_archive",
+                'op.create_table("archive", sa.Column("id", sa.Integer(), sa.Identity(), '
+                'primary_key=True), sa.Column("note", sa.Text(), nullable=False))',
+                'raise NotImplementedError("the archive stays")',
+                {"irreversible": "the archive stays"},
+            ),
+            Migration(
+                "index_archive_note",
+                'op.create_index("ix_archive_note", "archive", ["note"])',
+                'op.drop_index("ix_archive_note", table_name="archive")\n'
+                'op.execute("DELETE FROM archive")',
+            ),
+        ),
+        Expect(False, "data", ("public.archive", "existed before up")),
+    ),
+    Case(
         "down-re-adds-a-column-at-the-end",
         (
             Migration(

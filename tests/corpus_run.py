@@ -71,7 +71,11 @@ def stairway_on(server: Server, url: URL) -> Iterator[cycle.Stairway]:
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            yield cycle.Stairway(server, url.database, connection)
+            stairway = cycle.Stairway(server, url.database, connection)
+            try:
+                yield stairway
+            finally:
+                stairway.close()
     finally:
         engine.dispose()
 
