@@ -63,7 +63,18 @@ SEVERAL_DEFECTS = Case(
             "op.execute(\"COMMENT ON TABLE labels IS 'labels'\")",
             'op.execute("SELECT * FROM no_such_table")',
         ),
-        Migration(  # 009: a broken upgrade: nothing after it can run
+        Migration(  # 009: a table no sample row can satisfy
+            "add_odd",
+            'op.execute("CREATE TABLE odd (a int NOT NULL, CONSTRAINT ck_odd_never '
+            'CHECK (a > 10 AND a < 5))")',
+            'op.drop_table("odd")',
+        ),
+        Migration(  # 010: changes it again: the same table is not a second defect
+            "add_odd_b",
+            'op.add_column("odd", sa.Column("b", sa.Integer()))',
+            'op.drop_column("odd", "b")',
+        ),
+        Migration(  # 011: a broken upgrade: nothing after it can run
             "broken",
             'op.execute("ALTER TABLE no_such_table ADD COLUMN x int")',
             'op.execute("SELECT 1")',
@@ -93,7 +104,8 @@ def test_one_run_lists_every_defect_once_without_cascade(
         ("005", "data"),
         ("007", "data"),
         ("008", "down"),
-        ("009", "up"),
+        ("009", "sample rows"),
+        ("011", "up"),
     }, shown
     assert len(report.failures) == len(failures), f"each defect once:\n{shown}"
     steps = {(r.revision, r.step): r for r in results}
@@ -104,11 +116,13 @@ def test_one_run_lists_every_defect_once_without_cascade(
     assert "public.notes" in steps[("005", "data")].detail
     assert "public.archive" in steps[("007", "data")].detail, "006 left rows in its table"
     assert ("008", "rebuilt") not in steps, "a down rolled back leaves 008's state as it was"
-    skipped = steps[("010-011", "stairway")]
-    assert skipped.status == cycle.SKIPPED and "009's upgrade fails" in skipped.note, shown
-    assert not [r for r in results if r.revision in ("010", "011")], shown
+    assert "public.odd (see 009)" in steps[("010", "sample rows")].note, shown
+    assert steps[("010", "data")].status == cycle.OK, "the other tables' rows are compared"
+    skipped = steps[("012-013", "stairway")]
+    assert skipped.status == cycle.SKIPPED and "011's upgrade fails" in skipped.note, shown
+    assert not [r for r in results if r.revision in ("012", "013")], shown
     chain = steps[("chain", "whole chain")]
-    assert chain.status == cycle.SKIPPED and "009's upgrade fails" in chain.note, shown
+    assert chain.status == cycle.SKIPPED and "011's upgrade fails" in chain.note, shown
 
 
 def test_a_schema_failure_at_down_still_reports_the_data_it_loses(

@@ -26,6 +26,7 @@ under db/models/ must be imported.
 from __future__ import annotations
 
 import os
+import re
 import time
 import traceback
 from collections import Counter
@@ -107,6 +108,8 @@ _TOUCHED = text(
     "WHERE pg_stat_get_xact_tuples_inserted(oid) + pg_stat_get_xact_tuples_updated(oid) "
     "+ pg_stat_get_xact_tuples_deleted(oid) > 0"
 )
+# The filler's messages start with the table they are about.
+_UNFILLABLE = re.compile(r"cannot fill (\S+?)(?::| with )")
 CHECK_READS = "WORKTRACKER_ROUNDTRIP_CHECK_READS"
 """Set to 1 (the tests do), every partial catalog read is compared with a full one."""
 
@@ -211,6 +214,8 @@ class Stairway:
         """How many catalog reads were full, and how many partial."""
         self.blocked: str | None = None
         self.needs_rebuild: str | None = None
+        self.unfillable: dict[str, str] = {}
+        """Tables that could not be filled, and the revision that first said so."""
         self._owned: Engine | None = None
         """The engine of a database that a rebuild created, which close() drops."""
 
@@ -266,17 +271,48 @@ class Stairway:
         after = self._read_after(cat, logged[0])
         return seconds, touched, after, _changed_tables(cat, after, among=logged[0])
 
-    def _fill(self, rev: str, cat: catalog.Catalog, oids: set[int]) -> Result | None:
+    def _fill(
+        self, rev: str, cat: catalog.Catalog, oids: set[int], *, first_time: bool = True
+    ) -> Result | None:
+        """A round of rows in tables `oids`. A table that cannot be filled is left out and
+        the others are filled still: the steps after it compare rows wherever there are
+        some. A table is reported the first time it fails; afterwards it is only named,
+        or every later revision that touches it would fail again for the same reason.
+        `first_time=False` (a rebuild): report nothing, remember nothing."""
         names = {cat.relations[o].sql for o in oids if o in cat.relations}
-        if not names:
-            return None
-        try:
-            self.filler.fill(self.connection, only=names)
-        except UserError as error:
-            if self.connection.in_transaction():
-                self.connection.rollback()
-            return Result(rev, "sample rows", FAIL, detail=error.render(), note=error.message)
+        new: list[UserError] = []
+        again: list[str] = []
+        while names:
+            try:
+                self.filler.fill(self.connection, only=names)
+                break
+            except UserError as error:
+                if self.connection.in_transaction():
+                    self.connection.rollback()
+                match = _UNFILLABLE.match(error.message)
+                table = cat.relation_named(match.group(1)) if match else None
+                if table is None or table.sql not in names:
+                    new.append(error)  # not narrowed to one table: nothing is filled
+                    break
+                names.discard(table.sql)
+                if table.shown in self.unfillable:
+                    again.append(f"{table.shown} (see {self.unfillable[table.shown]})")
+                    continue
+                new.append(error)
+                if first_time:
+                    self.unfillable[table.shown] = rev
         self._refresh(cat, oids)
+        if new:
+            detail = "\n".join(e.render() for e in new)
+            if len(new) > 1 or again:
+                also = [e.message for e in new[1:]] + again
+                detail += "\nAlso left without rows (may follow from the first):\n  " + (
+                    "\n  ".join(also)
+                )
+            return Result(rev, "sample rows", FAIL, detail=detail, note=new[0].message)
+        if again:
+            note = f"left without rows, as before: {', '.join(again)}"
+            return Result(rev, "sample rows", SKIPPED, note=note)
         return None
 
     def revision(self, script: Script) -> list[Result]:
@@ -326,8 +362,7 @@ class Stairway:
         if failed := self._fill(
             rev, after, steps.changed_up | _tables_of_changed_types(before, after)
         ):
-            steps.results.append(failed)
-            return False
+            steps.results.append(failed)  # the other tables have rows: the cycle goes on
         if reason := declared(steps.script, "irreversible"):
             steps.results.append(Result(rev, "down", SKIPPED, note=f"irreversible: {reason}"))
             return False
@@ -429,9 +464,9 @@ class Stairway:
         self.rows = {}
         self.catalog = self._read()
         note = f"base → {rev} in a new database, rows in every table"
-        if failed := self._fill(rev, self.catalog, set(self.catalog.relations)):
-            note += f"; no sample rows: {failed.note}"
-        self._refresh(self.catalog, set(self.catalog.relations))
+        everything = set(self.catalog.relations)
+        if failed := self._fill(rev, self.catalog, everything, first_time=False):
+            note += f" but: {failed.note}"
         return Result(rev, "rebuilt", OK, time.perf_counter() - started, note=note)
 
     def close(self) -> None:
