@@ -152,3 +152,35 @@ def test_a_schema_failure_at_down_still_reports_the_data_it_loses(
     assert steps[("chain", "base → head")].status == cycle.OK, shown
     way_down = steps[("chain", "head → base")]
     assert way_down.status == cycle.SKIPPED and "down of 002" in way_down.note, shown
+
+
+def test_a_failed_second_up_is_rebuilt_and_the_next_revision_still_runs(
+    pg_server: Server, tmp_path: Path, monkeypatch
+) -> None:
+    case = Case(
+        "down-leaves-duplicates",
+        (
+            Migration("add_t", 'op.execute("CREATE TABLE t (a int)")', 'op.drop_table("t")'),
+            Migration(  # its down leaves rows that its unique index refuses
+                "unique_a",
+                'op.execute("CREATE UNIQUE INDEX ux_t_a ON t (a)")',
+                'op.execute("DROP INDEX ux_t_a")\nop.execute("INSERT INTO t SELECT a FROM t")',
+            ),
+            Migration(
+                "add_b",
+                'op.add_column("t", sa.Column("b", sa.Integer()))',
+                'op.drop_column("t", "b")',
+            ),
+        ),
+        Expect(False),
+        whole_chain=True,
+    )
+    use_chain(case, tmp_path / "versions", monkeypatch)
+    report = cycle.run(pg_server)
+    shown = _shown(report.results)
+    failures = [(r.revision, r.step) for r in report.failures if r.step != "models vs head"]
+    assert failures == [("003", "up again")], shown
+    steps = {(r.revision, r.step): r for r in report.results}
+    assert "it failed to go up again" in steps[("003", "rebuilt")].note, shown
+    assert steps[("004", "up again")].status == cycle.OK, shown
+    assert steps[("chain", "head → base")].status == cycle.OK, "a failed second up does not skip it"
