@@ -69,10 +69,10 @@ SEVERAL_DEFECTS = Case(
             'CHECK (a > 10 AND a < 5))")',
             'op.drop_table("odd")',
         ),
-        Migration(  # 010: changes it again: the same table is not a second defect
-            "add_odd_b",
+        Migration(  # 010: changes it again (not a second sample rows defect); its down
+            "add_odd_b",  # forgets the column: a second rebuild, from the first one's copy
             'op.add_column("odd", sa.Column("b", sa.Integer()))',
-            'op.drop_column("odd", "b")',
+            'op.execute("SELECT 1")',
         ),
         Migration(  # 011: a broken upgrade: nothing after it can run
             "broken",
@@ -105,6 +105,7 @@ def test_one_run_lists_every_defect_once_without_cascade(
         ("007", "data"),
         ("008", "down"),
         ("009", "sample rows"),
+        ("010", "down"),
         ("011", "up"),
     }, shown
     assert len(report.failures) == len(failures), f"each defect once:\n{shown}"
@@ -118,6 +119,7 @@ def test_one_run_lists_every_defect_once_without_cascade(
     assert ("008", "rebuilt") not in steps, "a down rolled back leaves 008's state as it was"
     assert "public.odd (see 009)" in steps[("010", "sample rows")].note, shown
     assert steps[("010", "data")].status == cycle.OK, "the other tables' rows are compared"
+    assert steps[("010", "rebuilt")].note.startswith("the schema after its down differs: 003 → 010")
     skipped = steps[("012-013", "stairway")]
     assert skipped.status == cycle.SKIPPED and "011's upgrade fails" in skipped.note, shown
     assert not [r for r in results if r.revision in ("012", "013")], shown
