@@ -118,6 +118,7 @@ def test_one_run_lists_every_defect_once_without_cascade(
     assert "public.archive" in steps[("007", "data")].detail, "006 left rows in its table"
     assert ("008", "rebuilt") not in steps, "a down rolled back leaves 008's state as it was"
     assert "public.odd (see 009)" in steps[("010", "sample rows")].note, shown
+    assert [r.step for r in results if r.revision == "009"].count("sample rows") == 1, shown
     assert steps[("010", "data")].status == cycle.OK, "the other tables' rows are compared"
     assert steps[("010", "rebuilt")].note.startswith("the schema after its down differs: 003 → 010")
     skipped = steps[("012-013", "stairway")]

@@ -298,7 +298,8 @@ class Stairway:
                     break
                 names.discard(table.sql)
                 if table.shown in self.unfillable:
-                    again.append(f"{table.shown} (see {self.unfillable[table.shown]})")
+                    if self.unfillable[table.shown] != rev:  # said at this revision already
+                        again.append(f"{table.shown} (see {self.unfillable[table.shown]})")
                     continue
                 new.append(error)
                 if first_time:
