@@ -37,7 +37,7 @@ from sqlalchemy.pool import NullPool
 
 from db import catalog, loss, revisions, runner, settings
 from db.errors import CheckFailed, UserError
-from db.roundtrip import ddl_log, sample_data, snapshot, static
+from db.roundtrip import ddl_log, relaxed, sample_data, snapshot, static
 from db.throwaway import Server
 
 OK, FAIL, DECLARED, SKIPPED = "ok", "FAIL", "declared", "skipped"
@@ -239,12 +239,21 @@ class Stairway:
         after = self._read_after(cat, logged[0])
         return seconds, touched, after, _changed_tables(cat, after, among=logged[0])
 
-    def _fill(self, rev: str, cat: catalog.Catalog, oids: set[int]) -> Result | None:
+    def _fill(
+        self,
+        rev: str,
+        cat: catalog.Catalog,
+        oids: set[int],
+        allowed: dict[int, list[relaxed.Allowed]] | None = None,
+    ) -> Result | None:
+        """Rows in `oids`; with `allowed`, rows that use what the revision newly allows."""
+        oids = oids | set(allowed or {})
         names = {cat.relations[o].sql for o in oids if o in cat.relations}
         if not names:
             return None
+        uses = {cat.relations[o].sql: things for o, things in (allowed or {}).items()}
         try:
-            self.filler.fill(self.connection, only=names)
+            self.filler.fill(self.connection, only=names, allowed=uses)
         except UserError as error:
             if self.connection.in_transaction():
                 self.connection.rollback()
@@ -274,9 +283,13 @@ class Stairway:
 
         if reason := declared(script, "irreversible"):
             return [*results, Result(rev, "down", SKIPPED, note=f"irreversible: {reason}")]
-        # Rows at R, in what R created or changed: new labels, new columns, new tables.
+        # Rows at R, in what R created or changed: new labels, new columns, new tables,
+        # and rows that use what R newly allows (NULLs, orphans, duplicates, wider CHECKs).
         if failed := self._fill(
-            rev, cat_after, changed_up | _tables_of_changed_types(cat_before, cat_after)
+            rev,
+            cat_after,
+            changed_up | _tables_of_changed_types(cat_before, cat_after),
+            relaxed.newly_allowed(cat_before, cat_after),
         ):
             return [*results, failed]
         created = loss.dropped(self.connection, cat_after, cat_before)
