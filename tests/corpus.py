@@ -777,6 +777,64 @@ CASES: list[Case] = [
         ),
         Expect(True, "data", ("drops what 002 created", "table public.task_links")),
     ),
+    Case(
+        "set-not-null-with-backfill",
+        (
+            Migration(
+                "require_description",
+                "op.execute(\"UPDATE tasks SET description = '' WHERE description IS NULL\")\n"
+                'op.alter_column("tasks", "description", nullable=False)',
+                'op.alter_column("tasks", "description", nullable=True)',
+            ),
+        ),
+        # The NULLs the upgrade filled in do not come back: a loss, unless declared.
+        Expect(False, "data", ("public.tasks", "gone or changed")),
+    ),
+    Case(
+        "set-not-null-with-backfill-declared",
+        (
+            Migration(
+                "require_description",
+                "op.execute(\"UPDATE tasks SET description = '' WHERE description IS NULL\")\n"
+                'op.alter_column("tasks", "description", nullable=False)',
+                'op.alter_column("tasks", "description", nullable=True)',
+                {"downgrade_loses_data": "missing descriptions become empty ones"},
+            ),
+        ),
+        Expect(True, "declared", ("missing descriptions become empty ones",)),
+    ),
+    Case(
+        "relaxed-foreign-key-downgrade-clears-orphans-first",
+        (
+            Migration(
+                "drop_assignee_key",
+                'op.drop_constraint("fk_tasks_assignee_id_users", "tasks", type_="foreignkey")',
+                'op.execute("UPDATE tasks SET assignee_id = NULL '
+                'WHERE assignee_id NOT IN (SELECT id FROM users)")\n'
+                'op.create_foreign_key("fk_tasks_assignee_id_users", "tasks", "users", '
+                '["assignee_id"], ["id"], ondelete="SET NULL")',
+            ),
+        ),
+        Expect(True, "data", ("no rows lost",)),
+    ),
+    Case(
+        "relaxed-in-list-downgrade-moves-rows-first",
+        (
+            Migration(
+                "add_startup_plan",
+                'op.drop_constraint("ck_organizations_plan_valid", "organizations", '
+                'type_="check")\n'
+                'op.create_check_constraint("ck_organizations_plan_valid", "organizations", '
+                "\"plan IN ('free', 'startup', 'team', 'enterprise')\")",
+                "op.execute(\"UPDATE organizations SET plan = 'team' WHERE plan = 'startup'\")\n"
+                'op.drop_constraint("ck_organizations_plan_valid", "organizations", '
+                'type_="check")\n'
+                'op.create_check_constraint("ck_organizations_plan_valid", "organizations", '
+                "\"plan IN ('free', 'team', 'enterprise')\")",
+            ),
+        ),
+        Expect(True, "data", ("no rows lost",)),
+    ),
 ]
 
 BY_NAME = {case.name: case for case in CASES}
