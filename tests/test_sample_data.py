@@ -178,6 +178,17 @@ def test_a_nullable_listed_column_keeps_every_value_besides_its_null(
     assert _values(db_at_001, "SELECT size FROM sizes") == {"s", "m", "l", "xl", None}
 
 
+def test_the_null_row_keeps_its_nulls_when_a_unique_key_makes_it_retry(
+    db_at_001: Connection,
+) -> None:
+    _ddl(
+        db_at_001, "CREATE TABLE slots (a int NOT NULL UNIQUE CHECK (a BETWEEN 1 AND 4), note text)"
+    )
+    _ddl(db_at_001, "INSERT INTO slots VALUES (4, 'taken')")  # the NULL row's first value
+    sample_data.Filler().fill(db_at_001)
+    assert _values(db_at_001, "SELECT count(*) FROM slots WHERE note IS NULL") == {1}
+
+
 @pytest.mark.parametrize("order", ["not-null side sorts first", "nullable side sorts first"])
 def test_a_foreign_key_cycle_is_filled_and_its_keys_set_afterwards(
     db_at_001: Connection, order: str

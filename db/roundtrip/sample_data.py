@@ -461,6 +461,7 @@ class _Waiting:
 
     table: Table
     n: int
+    partition: int  # ctid is unique within a partition only
     ctid: str
     columns: list[str]
 
@@ -504,7 +505,7 @@ class Filler:
             self.next += count
             self._filled, self._waiting = set(), []
             deferred = sorted(
-                tables[q].key_names[c] for q, c in self._postponed if c in tables[q].deferrable
+                {tables[q].key_names[c] for q, c in self._postponed if c in tables[q].deferrable}
             )
             if deferred:
                 connection.execute(text(f"SET CONSTRAINTS {', '.join(deferred)} DEFERRED"))
@@ -608,11 +609,11 @@ class Filler:
             statement = (
                 f"INSERT INTO {table.qualified}{' AS __row' if verify else ''} ({names}) "
                 f"VALUES ({', '.join(values[c.name] for c in columns)}) "
-                f"RETURNING ctid::text, {verify or 'true'}"
+                f"RETURNING tableoid::oid, ctid::text, {verify or 'true'}"
             )
             try:
                 with connection.begin_nested():
-                    ctid, used = connection.execute(text(statement)).one()
+                    partition, ctid, used = connection.execute(text(statement)).one()
                     if not used:
                         raise _NotUsed
             except _NotUsed:
@@ -626,7 +627,7 @@ class Filler:
                     if q == table.qualified and c not in fixed and not (null_row and c in nullable)
                 )
                 if waiting:
-                    self._waiting.append(_Waiting(table, n, ctid, waiting))
+                    self._waiting.append(_Waiting(table, n, partition, ctid, waiting))
                 return True
             state = getattr(error.orig, "sqlstate", None)
             constraint = getattr(getattr(error.orig, "diag", None), "constraint_name", None)
@@ -635,8 +636,9 @@ class Filler:
                     break
             elif state == UNIQUE_VIOLATION:
                 other = n + (attempt + 1) * 100_003
+                kept = set(fixed) | set(table.references) | (nullable if null_row else set())
                 for column in columns:
-                    if column.name not in table.references and column.name not in fixed:
+                    if column.name not in kept:
                         values[column.name] = self._value(tables, table, column, other, first)
                 if attempt == REPAIRS - 1:
                     return False
@@ -689,7 +691,8 @@ class Filler:
                     connection.execute(
                         text(
                             f"UPDATE {table.qualified} SET {assignments} "
-                            f"WHERE ctid = {_quote(waiting.ctid)}::tid"
+                            f"WHERE tableoid = {waiting.partition} "
+                            f"AND ctid = {_quote(waiting.ctid)}::tid"
                         )
                     )
             except DBAPIError as error:
