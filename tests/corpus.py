@@ -835,6 +835,36 @@ CASES: list[Case] = [
         ),
         Expect(True, "data", ("no rows lost",)),
     ),
+    Case(
+        "foreign-key-cycle-not-null",
+        (
+            Migration(
+                "add_accounts_and_owners",
+                """
+                op.create_table(
+                    "accounts",
+                    sa.Column("id", sa.Uuid(), primary_key=True),
+                    sa.Column("owner_id", sa.Uuid(), nullable=False),
+                )
+                op.create_table(
+                    "account_owners",
+                    sa.Column("id", sa.Uuid(), primary_key=True),
+                    sa.Column("account_id", sa.Uuid(), sa.ForeignKey("accounts.id"),
+                              nullable=False),
+                )
+                op.create_foreign_key("fk_accounts_owner_id_account_owners", "accounts",
+                                      "account_owners", ["owner_id"], ["id"])
+                """,
+                """
+                op.drop_constraint("fk_accounts_owner_id_account_owners", "accounts",
+                                   type_="foreignkey")
+                op.drop_table("account_owners")
+                op.drop_table("accounts")
+                """,
+            ),
+        ),
+        Expect(True, "data", ("drops what 002 created", "table public.accounts")),
+    ),
 ]
 
 BY_NAME = {case.name: case for case in CASES}

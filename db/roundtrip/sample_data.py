@@ -16,10 +16,12 @@ server.
 
 Foreign keys that form a cycle are filled by inserting one table of the cycle with its
 cycle-closing keys NULL (or, when DEFERRABLE, deferred), and setting them once their
-parents have rows. With `allowed` (db/roundtrip/relaxed.py), a round also adds a row per
-thing the revision newly allows: a NULL, an orphan, a duplicate, a value outside the old
-CHECK, so that a downgrade that blindly restores the constraint fails as it would in
-production.
+parents have rows; a cycle of NOT NULL, non-deferrable keys gets a row of each table per
+statement (writable CTEs: PostgreSQL checks those keys at the end of the statement).
+
+With `allowed` (db/roundtrip/relaxed.py), a round also adds a row per thing the revision
+newly allows: a NULL, an orphan, a duplicate, a value outside the old CHECK, so that a
+downgrade that blindly restores the constraint fails as it would in production.
 """
 
 from __future__ import annotations
@@ -474,6 +476,7 @@ class Filler:
         self._filled: set[str] = set()
         self._postponed: set[tuple[str, str]] = set()
         self._waiting: list[_Waiting] = []
+        self._together: set[str] = set()
         self.unused: list[str] = []
         """What the last round was asked to use (`allowed`) and no row could."""
 
@@ -496,9 +499,13 @@ class Filler:
                 for q, t in tables.items()
                 if (only is None or q in only) and not {t.name, t.shown_name} & EMPTY
             }
-            ordered, self._postponed = _in_dependency_order(wanted)
+            steps, self._postponed = _in_dependency_order(wanted)
             count = max(
-                (t.rows_per_round() + len(allowed.get(t.qualified, [])) for t in ordered),
+                (
+                    max(t.rows_per_round() for t in step) + len(allowed.get(t.qualified, []))
+                    for step in steps
+                    for t in step
+                ),
                 default=ROWS_PER_ROUND,
             )
             first = self.next
@@ -509,19 +516,74 @@ class Filler:
             )
             if deferred:
                 connection.execute(text(f"SET CONSTRAINTS {', '.join(deferred)} DEFERRED"))
-            for table in ordered:
-                last = first + table.rows_per_round()
-                for n in range(first, last):
-                    if self._insert(connection, tables, table, n, first):
-                        added[table.qualified] += 1
-                for k, thing in enumerate(allowed.get(table.qualified, [])):
-                    if self._use(connection, tables, table, thing, last + k, first):
-                        added[table.qualified] += 1
-                    else:
-                        self.unused.append(f"{table.shown_name}: {thing.kind} {thing.name}")
-                self._filled.add(table.qualified)
+            for step in steps:
+                if len(step) > 1:
+                    last = first + self._insert_together(connection, tables, step, first)
+                    added.update({t.qualified: last - first for t in step})
+                for table in step:
+                    if len(step) == 1:
+                        last = first + table.rows_per_round()
+                        for n in range(first, last):
+                            if self._insert(connection, tables, table, n, first):
+                                added[table.qualified] += 1
+                    self._use_all(connection, tables, table, allowed, last, first, added)
             self._set_waiting(connection, tables, first, bool(deferred))
         return dict(added)
+
+    def _use_all(
+        self,
+        connection: Connection,
+        tables: dict[str, Table],
+        table: Table,
+        allowed: dict[str, list[Allowed]],
+        last: int,
+        first: int,
+        added: dict[str, int],
+    ) -> None:
+        """The rows that use what the table newly allows; then the table counts as filled."""
+        for k, thing in enumerate(allowed.get(table.qualified, [])):
+            if self._use(connection, tables, table, thing, last + k, first):
+                added[table.qualified] += 1
+            else:
+                self.unused.append(f"{table.shown_name}: {thing.kind} {thing.name}")
+        self._filled.add(table.qualified)
+
+    def _insert_together(
+        self, connection: Connection, tables: dict[str, Table], step: list[Table], first: int
+    ) -> int:
+        """A row of each table of a NOT NULL, non-deferrable cycle per statement, each naming
+        the others' keys of the same number (no repairs: an error names the tables)."""
+        self._together = {t.qualified for t in step}
+        rows = max(t.rows_per_round() for t in step)
+        try:
+            for n in range(first, first + rows):
+                parts = []
+                for table in step:
+                    columns = [c for c in table.columns if not c.skip]
+                    values = {c.name: self._value(tables, table, c, n, first) for c in columns}
+                    if n == first + table.rows_per_round() - 1:
+                        values |= {c.name: "NULL" for c in columns if not c.not_null}
+                    parts.append(
+                        f"INSERT INTO {table.qualified} "
+                        f"({', '.join(catalog.ident(c.name) for c in columns)}) "
+                        f"VALUES ({', '.join(values[c.name] for c in columns)})"
+                    )
+                statement = "WITH " + ", ".join(
+                    f"row_{i} AS ({part})" for i, part in enumerate(parts[:-1])
+                )
+                with connection.begin_nested():
+                    connection.execute(text(f"{statement} {parts[-1]}"))
+        except DBAPIError as error:
+            detail = " ".join(str(error.orig).split("\n")[0].split())
+            raise SampleDataError(
+                f"cannot fill {', '.join(t.shown_name for t in step)}, a cycle of NOT NULL "
+                f"foreign keys filled a row of each at a time: {detail}.",
+                "add values for those columns to db/roundtrip/samples.py, or make one of "
+                "the keys DEFERRABLE or nullable",
+            ) from None
+        finally:
+            self._together = set()
+        return rows
 
     def _value(self, tables: dict[str, Table], table: Table, column: Column, n: int, first: int):
         hint = SAMPLES.get(f"{table.name}.{column.name}")
@@ -555,6 +617,8 @@ class Filler:
         target = tables.get(referred)
         parent = target.column(referred_column) if target and target.has(referred_column) else None
         derived = target is not None and parent is not None and _derived_uuid(target, parent)
+        if referred in self._together and referred != table.qualified and target and parent:
+            return self._value(tables, target, parent, n, first)  # the same statement's row
         if not now and (table.qualified, column.name) in self._postponed:
             if not column.not_null or target is None or parent is None:
                 return "NULL"  # set once the parent has rows
@@ -818,11 +882,15 @@ def _outside(table: Table, column: Column, expression: str, n: int) -> list[str]
     return list(dict.fromkeys(found))[:12]
 
 
-def _in_dependency_order(tables: dict[str, Table]) -> tuple[list[Table], set[tuple[str, str]]]:
-    """Parents first; and the foreign keys (table, column) that close a cycle: filled with
-    NULL or deferred, and set once their parents have rows. A cycle of keys that are all
-    NOT NULL and not DEFERRABLE cannot be filled a table at a time: SampleDataError."""
-    ordered: list[Table] = []
+def _in_dependency_order(
+    tables: dict[str, Table],
+) -> tuple[list[list[Table]], set[tuple[str, str]]]:
+    """Parents first, in steps of one table, or of several that a row each at a time fill
+    in one statement (a cycle of NOT NULL, non-deferrable keys: PostgreSQL checks those at
+    the end of the statement); and the foreign keys (table, column) that close a cycle
+    through a nullable or deferrable key: NULL or deferred, set once their parents have
+    rows."""
+    steps: list[list[Table]] = []
     placed: set[str] = set()
     postponed: set[tuple[str, str]] = set()
     pending = dict(tables)
@@ -834,33 +902,57 @@ def _in_dependency_order(tables: dict[str, Table]) -> tuple[list[Table], set[tup
                 ref == q or ref in placed or ref not in tables for ref, _ in t.references.values()
             )
         ]
-        if not ready:
-            waits = {
-                q: [c for c, (ref, _) in t.references.items() if ref in pending and ref != q]
-                for q, t in pending.items()
-            }
-            can_wait = sorted(
-                (sum(pending[q].column(c).not_null for c in cs), q)
-                for q, cs in waits.items()
-                if all(pending[q].breakable(c) for c in cs)
-            )
-            if not can_wait:
-                raise _cycle_error(pending, waits)
-            ready = [can_wait[0][1]]
-            postponed |= {(ready[0], c) for c in waits[ready[0]]}
-        for q in sorted(ready):
-            ordered.append(pending.pop(q))
+        if ready:
+            steps += [[pending.pop(q)] for q in sorted(ready)]
+            placed.update(ready)
+            continue
+        waits = {
+            q: [c for c, (ref, _) in t.references.items() if ref in pending and ref != q]
+            for q, t in pending.items()
+        }
+        can_wait = sorted(
+            (sum(pending[q].column(c).not_null for c in cs), q)
+            for q, cs in waits.items()
+            if all(pending[q].breakable(c) for c in cs)
+        )
+        if can_wait:
+            q = can_wait[0][1]
+            postponed |= {(q, c) for c in waits[q]}
+            steps.append([pending.pop(q)])
             placed.add(q)
-    return ordered, postponed
+            continue
+        cycle = _strict_cycle(pending, waits)
+        for q in cycle:
+            outside = [c for c in waits[q] if pending[q].references[c][0] not in cycle]
+            if not all(pending[q].breakable(c) for c in outside):
+                raise _cycle_error(pending, waits, cycle, "")
+            postponed |= {(q, c) for c in outside}
+            for c in waits[q]:
+                parent_name, key = pending[q].references[c]
+                parent = pending.get(parent_name)
+                if parent is not None and (parent.column(key).skip or key in parent.references):
+                    raise _cycle_error(pending, waits, cycle, f"{parent.name}.{key}")
+        steps.append([pending.pop(q) for q in sorted(cycle)])
+        placed.update(cycle)
+    return steps, postponed
 
 
-def _cycle_error(pending: dict[str, Table], waits: dict[str, list[str]]) -> SampleDataError:
-    graph = {q: {pending[q].references[c][0] for c in cs} for q, cs in waits.items()}
+def _strict_cycle(pending: dict[str, Table], waits: dict[str, list[str]]) -> set[str]:
+    """A cycle of foreign keys that cannot wait (NOT NULL, not deferrable)."""
+    graph = {
+        q: {pending[q].references[c][0] for c in cs if not pending[q].breakable(c)}
+        for q, cs in waits.items()
+    }
     try:
         TopologicalSorter(graph).prepare()
-        cycle = set(pending)
     except CycleError as error:
-        cycle = set(error.args[1])
+        return set(error.args[1])
+    return set(pending)
+
+
+def _cycle_error(
+    pending: dict[str, Table], waits: dict[str, list[str]], cycle: set[str], generated: str
+) -> SampleDataError:
     members = [pending[q] for q in sorted(cycle)]
     keys = [
         f"{t.name}.{c} → {catalog.shown(t.references[c][0])}"
@@ -868,11 +960,16 @@ def _cycle_error(pending: dict[str, Table], waits: dict[str, list[str]]) -> Samp
         for c in waits[t.qualified]
         if t.references[c][0] in cycle
     ]
+    why = (
+        f"{generated} is set by the server, so the rows cannot name each other beforehand"
+        if generated
+        else "and a key to a table outside the cycle is NOT NULL too"
+    )
     names = ", ".join(f'"{t.name}"' for t in members)
     return SampleDataError(
         f"cannot fill {', '.join(t.shown_name for t in members)}: their foreign keys form a "
-        f"cycle ({'; '.join(keys)}) in which every key is NOT NULL and not DEFERRABLE, and "
-        "sample rows go into one table at a time.",
+        f"cycle ({'; '.join(keys)}) in which every key is NOT NULL and not DEFERRABLE, "
+        f"{why}.",
         "make one of these keys DEFERRABLE (INITIALLY IMMEDIATE keeps what the application "
         f"sees) or nullable; or add {names} to EMPTY in db/roundtrip/samples.py to leave "
         "these tables without sample rows (their rows are then not checked)",

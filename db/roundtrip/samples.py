@@ -15,5 +15,5 @@ SAMPLES: dict[str, Callable[[int], str]] = {}
 
 EMPTY: set[str] = set()
 """Tables ("table" or "schema.table") the roundtrip leaves without sample rows: only for a
-cycle of foreign keys that are all NOT NULL and not DEFERRABLE, which rows inserted a
-table at a time cannot fill (the roundtrip says so, naming the tables)."""
+cycle of NOT NULL, non-deferrable foreign keys to keys the server generates (identity),
+which no rows can name beforehand (the roundtrip says so, naming the tables)."""
