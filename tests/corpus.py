@@ -658,6 +658,255 @@ CASES: list[Case] = [
             ("~ table public.widgets: column order differs: (a, b, c) → (a, c, b)",),
         ),
     ),
+    # --- sample rows: what a revision newly allows, NULLs, foreign-key cycles ------------
+    Case(
+        "relaxed-not-null-downgrade-blind",
+        (
+            Migration(
+                "optional_display_name",
+                'op.alter_column("users", "display_name", nullable=True)',
+                'op.alter_column("users", "display_name", nullable=False)',
+            ),
+        ),
+        Expect(False, "down", ("display_name", "null values")),
+    ),
+    Case(
+        "relaxed-not-null-downgrade-backfills",
+        (
+            Migration(
+                "optional_display_name",
+                'op.alter_column("users", "display_name", nullable=True)',
+                "op.execute(\"UPDATE users SET display_name = 'unknown' "
+                'WHERE display_name IS NULL")\n'
+                'op.alter_column("users", "display_name", nullable=False)',
+            ),
+        ),
+        Expect(True, "data", ("no rows lost",)),
+    ),
+    Case(
+        "relaxed-foreign-key-downgrade-blind",
+        (
+            Migration(
+                "drop_assignee_key",
+                'op.drop_constraint("fk_tasks_assignee_id_users", "tasks", type_="foreignkey")',
+                'op.create_foreign_key("fk_tasks_assignee_id_users", "tasks", "users", '
+                '["assignee_id"], ["id"], ondelete="SET NULL")',
+            ),
+        ),
+        Expect(False, "down", ("fk_tasks_assignee_id_users",)),
+    ),
+    Case(
+        "relaxed-unique-downgrade-blind",
+        (
+            Migration(
+                "allow_repeated_numbers",
+                'op.drop_constraint("uq_tasks_project_id_number", "tasks", type_="unique")',
+                'op.create_unique_constraint("uq_tasks_project_id_number", "tasks", '
+                '["project_id", "number"])',
+            ),
+        ),
+        Expect(False, "down", ("uq_tasks_project_id_number",)),
+    ),
+    Case(
+        "relaxed-unique-index-downgrade-blind",
+        (
+            Migration(
+                "allow_repeated_emails",
+                'op.drop_index("uq_users_lower_email", table_name="users")',
+                'op.create_index("uq_users_lower_email", "users", [sa.text("lower(email)")], '
+                'unique=True, postgresql_where=sa.text("deleted_at IS NULL"))',
+            ),
+        ),
+        Expect(False, "down", ("uq_users_lower_email",)),
+    ),
+    Case(
+        "relaxed-check-downgrade-blind",
+        (
+            Migration(
+                "allow_task_number_zero",
+                'op.drop_constraint("ck_tasks_number_positive", "tasks", type_="check")\n'
+                'op.create_check_constraint("ck_tasks_number_positive", "tasks", "number >= 0")',
+                'op.drop_constraint("ck_tasks_number_positive", "tasks", type_="check")\n'
+                'op.create_check_constraint("ck_tasks_number_positive", "tasks", "number > 0")',
+            ),
+        ),
+        Expect(False, "down", ("ck_tasks_number_positive", "violated")),
+    ),
+    Case(
+        "relaxed-in-list-downgrade-blind",
+        (
+            Migration(
+                "add_startup_plan",
+                'op.drop_constraint("ck_organizations_plan_valid", "organizations", '
+                'type_="check")\n'
+                'op.create_check_constraint("ck_organizations_plan_valid", "organizations", '
+                "\"plan IN ('free', 'startup', 'team', 'enterprise')\")",
+                'op.drop_constraint("ck_organizations_plan_valid", "organizations", '
+                'type_="check")\n'
+                'op.create_check_constraint("ck_organizations_plan_valid", "organizations", '
+                "\"plan IN ('free', 'team', 'enterprise')\")",
+            ),
+        ),
+        Expect(False, "down", ("ck_organizations_plan_valid", "violated")),
+    ),
+    Case(
+        "nullable-type-change-using-coalesce",
+        (
+            Migration(
+                "add_task_estimate",
+                # Every existing row gets 1: only the sample rows can hold a NULL here.
+                'op.add_column("tasks", sa.Column("estimate", sa.Float(), nullable=True, '
+                'server_default="1"))',
+                'op.drop_column("tasks", "estimate")',
+            ),
+            Migration(
+                "estimate_as_numeric",
+                'op.execute("ALTER TABLE tasks ALTER COLUMN estimate TYPE numeric(8, 2)")',
+                'op.execute("ALTER TABLE tasks ALTER COLUMN estimate TYPE double precision '
+                'USING coalesce(estimate, 0)")',
+            ),
+        ),
+        Expect(False, "data", ("public.tasks", "gone or changed")),
+    ),
+    Case(
+        "foreign-key-cycle",
+        (
+            Migration(
+                "add_teams",
+                """
+                op.create_table(
+                    "teams",
+                    sa.Column("id", sa.Uuid(), primary_key=True),
+                    sa.Column("name", sa.Text(), nullable=False),
+                    sa.Column("lead_id", sa.Uuid(), nullable=True),
+                )
+                op.create_table(
+                    "team_members",
+                    sa.Column("id", sa.Uuid(), primary_key=True),
+                    sa.Column("team_id", sa.Uuid(), sa.ForeignKey("teams.id"), nullable=False),
+                    sa.Column("mentor_id", sa.Uuid(), sa.ForeignKey("team_members.id"),
+                              nullable=False),
+                )
+                op.create_foreign_key("fk_teams_lead_id_team_members", "teams", "team_members",
+                                      ["lead_id"], ["id"])
+                """,
+                """
+                op.drop_constraint("fk_teams_lead_id_team_members", "teams", type_="foreignkey")
+                op.drop_table("team_members")
+                op.drop_table("teams")
+                """,
+            ),
+        ),
+        Expect(True, "data", ("drops what 002 created", "table public.team_members")),
+    ),
+    Case(
+        "two-foreign-keys-to-one-parent-that-differ",
+        (
+            Migration(
+                "add_task_links",
+                """
+                op.create_table(
+                    "task_links",
+                    sa.Column("id", sa.BigInteger(), sa.Identity(), primary_key=True),
+                    sa.Column("source_id", sa.Uuid(), sa.ForeignKey("tasks.id"), nullable=False),
+                    sa.Column("target_id", sa.Uuid(), sa.ForeignKey("tasks.id"), nullable=False),
+                    sa.CheckConstraint("source_id <> target_id", name="ck_task_links_differ"),
+                    sa.UniqueConstraint("source_id", "target_id"),
+                )
+                """,
+                'op.drop_table("task_links")',
+            ),
+        ),
+        Expect(True, "data", ("drops what 002 created", "table public.task_links")),
+    ),
+    Case(
+        "set-not-null-with-backfill",
+        (
+            Migration(
+                "require_description",
+                "op.execute(\"UPDATE tasks SET description = '' WHERE description IS NULL\")\n"
+                'op.alter_column("tasks", "description", nullable=False)',
+                'op.alter_column("tasks", "description", nullable=True)',
+            ),
+        ),
+        # The NULLs the upgrade filled in do not come back: a loss, unless declared.
+        Expect(False, "data", ("public.tasks", "gone or changed")),
+    ),
+    Case(
+        "set-not-null-with-backfill-declared",
+        (
+            Migration(
+                "require_description",
+                "op.execute(\"UPDATE tasks SET description = '' WHERE description IS NULL\")\n"
+                'op.alter_column("tasks", "description", nullable=False)',
+                'op.alter_column("tasks", "description", nullable=True)',
+                {"downgrade_loses_data": "missing descriptions become empty ones"},
+            ),
+        ),
+        Expect(True, "declared", ("missing descriptions become empty ones",)),
+    ),
+    Case(
+        "relaxed-foreign-key-downgrade-clears-orphans-first",
+        (
+            Migration(
+                "drop_assignee_key",
+                'op.drop_constraint("fk_tasks_assignee_id_users", "tasks", type_="foreignkey")',
+                'op.execute("UPDATE tasks SET assignee_id = NULL '
+                'WHERE assignee_id NOT IN (SELECT id FROM users)")\n'
+                'op.create_foreign_key("fk_tasks_assignee_id_users", "tasks", "users", '
+                '["assignee_id"], ["id"], ondelete="SET NULL")',
+            ),
+        ),
+        Expect(True, "data", ("no rows lost",)),
+    ),
+    Case(
+        "relaxed-in-list-downgrade-moves-rows-first",
+        (
+            Migration(
+                "add_startup_plan",
+                'op.drop_constraint("ck_organizations_plan_valid", "organizations", '
+                'type_="check")\n'
+                'op.create_check_constraint("ck_organizations_plan_valid", "organizations", '
+                "\"plan IN ('free', 'startup', 'team', 'enterprise')\")",
+                "op.execute(\"UPDATE organizations SET plan = 'team' WHERE plan = 'startup'\")\n"
+                'op.drop_constraint("ck_organizations_plan_valid", "organizations", '
+                'type_="check")\n'
+                'op.create_check_constraint("ck_organizations_plan_valid", "organizations", '
+                "\"plan IN ('free', 'team', 'enterprise')\")",
+            ),
+        ),
+        Expect(True, "data", ("no rows lost",)),
+    ),
+    Case(
+        "foreign-key-cycle-not-null",
+        (
+            Migration(
+                "add_accounts_and_owners",
+                """
+                op.create_table(
+                    "accounts",
+                    sa.Column("id", sa.Uuid(), primary_key=True),
+                    sa.Column("owner_id", sa.Uuid(), nullable=False),
+                )
+                op.create_table(
+                    "account_owners",
+                    sa.Column("id", sa.Uuid(), primary_key=True),
+                    sa.Column("account_id", sa.Uuid(), sa.ForeignKey("accounts.id"),
+                              nullable=False),
+                )
+                op.create_foreign_key("fk_accounts_owner_id_account_owners", "accounts",
+                                      "account_owners", ["owner_id"], ["id"])
+                """,
+                """
+                op.drop_constraint("fk_accounts_owner_id_account_owners", "accounts",
+                                   type_="foreignkey")
+                op.drop_table("account_owners")
+                op.drop_table("accounts")
+                """,
+            ),
+        ),
+        Expect(True, "data", ("drops what 002 created", "table public.accounts")),
+    ),
 ]
 
 BY_NAME = {case.name: case for case in CASES}

@@ -10,9 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy.engine import URL, Connection
+from sqlalchemy.exc import DBAPIError
 
 from db.roundtrip import sample_data
-from db.roundtrip.samples import SAMPLES
+from db.roundtrip.samples import EMPTY, SAMPLES
 from tests.conftest import make_engine
 
 
@@ -57,6 +58,7 @@ def test_every_label_and_listed_value_appears_in_one_round(db_at_001: Connection
 
 def test_the_initial_schema_needs_no_hints() -> None:
     assert SAMPLES == {}, "derive values from the catalog; samples.py is for what cannot be"
+    assert not EMPTY, "every table of the initial schema gets sample rows"
 
 
 def test_common_check_forms_are_satisfied_in_any_schema(db_at_001: Connection) -> None:
@@ -140,3 +142,261 @@ def test_generated_strings_match_their_pattern(pattern: str, example: str) -> No
         value = sample_data.matching(pattern, f"seed {n}")
         python = pattern.replace("[[:digit:]]", "[0-9]")
         assert value is not None and re.fullmatch(python.strip("^$"), value), (example, value)
+
+
+# --- NULLs, foreign-key cycles, keys that must differ ------------------------------------
+
+
+def _nullable_columns(connection: Connection) -> list[tuple[str, str]]:
+    found = connection.exec_driver_sql(
+        "SELECT table_name, column_name FROM information_schema.columns "
+        "WHERE table_schema = 'public' AND is_nullable = 'YES' ORDER BY 1, 2"
+    ).all()
+    connection.rollback()
+    return [tuple(row) for row in found]
+
+
+def test_every_nullable_column_holds_null_in_some_rows_of_a_round_not_all(
+    db_at_001: Connection,
+) -> None:
+    sample_data.Filler().fill(db_at_001)
+    columns = _nullable_columns(db_at_001)
+    assert len(columns) > 10, columns
+    for table, column in columns:
+        nulls, total = db_at_001.exec_driver_sql(
+            f'SELECT count(*) FILTER (WHERE "{column}" IS NULL), count(*) FROM "{table}"'
+        ).one()
+        assert 0 < nulls < total, f"{table}.{column}: {nulls} NULL of {total} rows"
+    db_at_001.rollback()
+
+
+def test_a_nullable_listed_column_keeps_every_value_besides_its_null(
+    db_at_001: Connection,
+) -> None:
+    _ddl(db_at_001, "CREATE TABLE sizes (size text CHECK (size IN ('s', 'm', 'l', 'xl')))")
+    sample_data.Filler().fill(db_at_001)
+    assert _values(db_at_001, "SELECT size FROM sizes") == {"s", "m", "l", "xl", None}
+
+
+def test_the_null_row_keeps_its_nulls_when_a_unique_key_makes_it_retry(
+    db_at_001: Connection,
+) -> None:
+    _ddl(
+        db_at_001, "CREATE TABLE slots (a int NOT NULL UNIQUE CHECK (a BETWEEN 1 AND 4), note text)"
+    )
+    _ddl(db_at_001, "INSERT INTO slots VALUES (4, 'taken')")  # the NULL row's first value
+    sample_data.Filler().fill(db_at_001)
+    assert _values(db_at_001, "SELECT count(*) FROM slots WHERE note IS NULL") == {1}
+
+
+@pytest.mark.parametrize("order", ["not-null side sorts first", "nullable side sorts first"])
+def test_a_foreign_key_cycle_is_filled_and_its_keys_set_afterwards(
+    db_at_001: Connection, order: str
+) -> None:
+    strict, loose = (
+        ("a_nodes", "b_nodes") if order.startswith("not-null") else ("b_nodes", "a_nodes")
+    )
+    _ddl(db_at_001, f"CREATE TABLE {loose} (id uuid PRIMARY KEY, name text NOT NULL, other uuid)")
+    _ddl(
+        db_at_001,
+        f"CREATE TABLE {strict} (id uuid PRIMARY KEY, other uuid NOT NULL REFERENCES {loose})",
+    )
+    _ddl(db_at_001, f"ALTER TABLE {loose} ADD FOREIGN KEY (other) REFERENCES {strict}")
+    filler = sample_data.Filler()
+    filler.fill(db_at_001)
+    filler.fill(db_at_001)
+    set_keys, rows = db_at_001.exec_driver_sql(f"SELECT count(other), count(*) FROM {loose}").one()
+    db_at_001.rollback()
+    assert rows == 6 and set_keys == 4, "keys set after the cycle, NULL only in the NULL rows"
+
+
+def test_a_cycle_of_not_null_keys_is_filled_when_one_is_deferrable(
+    db_at_001: Connection,
+) -> None:
+    _ddl(db_at_001, "CREATE TABLE a_nodes (id uuid PRIMARY KEY, other uuid NOT NULL)")
+    _ddl(
+        db_at_001,
+        "CREATE TABLE b_nodes (id uuid PRIMARY KEY, other uuid NOT NULL REFERENCES a_nodes)",
+    )
+    _ddl(
+        db_at_001,
+        "ALTER TABLE a_nodes ADD FOREIGN KEY (other) REFERENCES b_nodes "
+        "DEFERRABLE INITIALLY IMMEDIATE",
+    )
+    filler = sample_data.Filler()
+    filler.fill(db_at_001)
+    added = filler.fill(db_at_001)
+    assert added == {**added, '"public"."a_nodes"': 3, '"public"."b_nodes"': 3}
+    orphans = db_at_001.exec_driver_sql(
+        "SELECT count(*) FROM a_nodes a WHERE NOT EXISTS "
+        "(SELECT 1 FROM b_nodes b WHERE b.id = a.other)"
+    ).scalar()
+    db_at_001.rollback()
+    assert orphans == 0
+
+
+def test_a_cycle_of_not_null_keys_that_cannot_wait_is_filled_a_row_of_each_at_a_time(
+    db_at_001: Connection,
+) -> None:
+    _ddl(db_at_001, "CREATE TABLE a_nodes (id uuid PRIMARY KEY, other uuid NOT NULL)")
+    _ddl(
+        db_at_001,
+        "CREATE TABLE b_nodes (id uuid PRIMARY KEY, other uuid NOT NULL REFERENCES a_nodes)",
+    )
+    _ddl(db_at_001, "ALTER TABLE a_nodes ADD FOREIGN KEY (other) REFERENCES b_nodes")
+    filler = sample_data.Filler()
+    filler.fill(db_at_001)
+    added = filler.fill(db_at_001)
+    assert added == {**added, '"public"."a_nodes"': 3, '"public"."b_nodes"': 3}
+    assert _values(db_at_001, "SELECT count(*) FROM a_nodes") == {6}
+
+
+IDENTITY_CYCLE = [
+    "CREATE TABLE a_nodes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+    "other bigint NOT NULL)",
+    "CREATE TABLE b_nodes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+    "other bigint NOT NULL REFERENCES a_nodes)",
+    "ALTER TABLE a_nodes ADD FOREIGN KEY (other) REFERENCES b_nodes",
+]
+
+
+def test_a_cycle_whose_keys_the_server_generates_is_named_with_the_hint(
+    db_at_001: Connection,
+) -> None:
+    for statement in IDENTITY_CYCLE:
+        _ddl(db_at_001, statement)
+    with pytest.raises(sample_data.SampleDataError) as caught:
+        sample_data.Filler().fill(db_at_001)
+    message = caught.value.render()
+    assert "public.a_nodes, public.b_nodes" in message, message
+    assert "a_nodes.other → public.b_nodes" in message, message
+    assert "is set by the server" in message, message
+    assert "DEFERRABLE" in message and "EMPTY in db/roundtrip/samples.py" in message, message
+
+
+def test_tables_listed_in_empty_get_no_rows_and_the_rest_is_filled(
+    db_at_001: Connection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for statement in IDENTITY_CYCLE:
+        _ddl(db_at_001, statement)
+    monkeypatch.setattr(sample_data, "EMPTY", {"a_nodes", "public.b_nodes"})
+    added = sample_data.Filler().fill(db_at_001)
+    assert '"public"."a_nodes"' not in added and '"public"."b_nodes"' not in added
+    assert added['"public"."tasks"'] > 0
+
+
+@pytest.mark.parametrize(
+    "ddl",
+    [
+        "CREATE TABLE nodes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        "parent_id bigint REFERENCES nodes)",
+        "CREATE TABLE nodes (id uuid PRIMARY KEY, parent_id uuid NOT NULL REFERENCES nodes)",
+    ],
+    ids=["identity key", "not-null uuid key"],
+)
+def test_a_self_reference_is_filled(db_at_001: Connection, ddl: str) -> None:
+    _ddl(db_at_001, ddl)
+    filler = sample_data.Filler()
+    filler.fill(db_at_001)
+    filler.fill(db_at_001)
+    linked, rows = db_at_001.exec_driver_sql("SELECT count(parent_id), count(*) FROM nodes").one()
+    db_at_001.rollback()
+    assert rows == 6 and linked >= 3, "NULL only in the first row and in the NULL rows"
+
+
+def test_two_keys_to_one_parent_that_must_differ_need_no_hint(db_at_001: Connection) -> None:
+    _ddl(
+        db_at_001,
+        "CREATE TABLE task_blocks (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+        "blocked_by uuid NOT NULL REFERENCES tasks, blocks uuid NOT NULL REFERENCES tasks, "
+        "CONSTRAINT ck_task_blocks_differ CHECK (blocked_by <> blocks), "
+        "UNIQUE (blocked_by, blocks))",
+    )
+    filler = sample_data.Filler()
+    filler.fill(db_at_001)
+    filler.fill(db_at_001, only={'"public"."task_blocks"'})  # tasks not filled this round
+    assert db_at_001.exec_driver_sql("SELECT count(*) FROM task_blocks").scalar() == 6
+    db_at_001.rollback()
+
+
+# --- rows that use what a revision newly allows -------------------------------------------
+
+RELAXING = [
+    "ALTER TABLE users ALTER COLUMN display_name DROP NOT NULL",
+    "ALTER TABLE tasks DROP CONSTRAINT fk_tasks_assignee_id_users",
+    "ALTER TABLE tasks DROP CONSTRAINT uq_tasks_project_id_number",
+    "DROP INDEX uq_users_lower_email",
+    "ALTER TABLE tasks DROP CONSTRAINT ck_tasks_number_positive, "
+    "ADD CONSTRAINT ck_tasks_number_positive CHECK (number >= 0)",
+    "ALTER TABLE organizations DROP CONSTRAINT ck_organizations_plan_valid, "
+    "ADD CONSTRAINT ck_organizations_plan_valid "
+    "CHECK (plan IN ('free', 'startup', 'team', 'enterprise'))",
+    "ALTER TABLE tasks DROP CONSTRAINT ck_tasks_completed_at_status, ADD CONSTRAINT "
+    "ck_tasks_completed_at_status CHECK (completed_at IS NULL OR status <> 'todo')",
+]
+RESTORING = {  # each statement of RELAXING undone blindly, as a careless downgrade would
+    "display_name": "ALTER TABLE users ALTER COLUMN display_name SET NOT NULL",
+    "assignee": "ALTER TABLE tasks ADD CONSTRAINT fk_tasks_assignee_id_users "
+    "FOREIGN KEY (assignee_id) REFERENCES users (id)",
+    "number unique": "ALTER TABLE tasks ADD CONSTRAINT uq_tasks_project_id_number "
+    "UNIQUE (project_id, number)",
+    "email unique": "CREATE UNIQUE INDEX uq_users_lower_email ON users (lower(email)) "
+    "WHERE deleted_at IS NULL",
+    "number positive": "ALTER TABLE tasks DROP CONSTRAINT ck_tasks_number_positive, "
+    "ADD CONSTRAINT ck_tasks_number_positive CHECK (number > 0)",
+    "plan list": "ALTER TABLE organizations DROP CONSTRAINT ck_organizations_plan_valid, "
+    "ADD CONSTRAINT ck_organizations_plan_valid "
+    "CHECK (plan IN ('free', 'team', 'enterprise'))",
+    "completed status": "ALTER TABLE tasks DROP CONSTRAINT ck_tasks_completed_at_status, "
+    "ADD CONSTRAINT ck_tasks_completed_at_status "
+    "CHECK (completed_at IS NULL OR status IN ('done', 'canceled'))",
+}
+
+
+def test_rows_at_a_revision_use_everything_it_newly_allows(db_at_001: Connection) -> None:
+    from db import catalog
+    from db.roundtrip import relaxed
+
+    filler = sample_data.Filler()
+    filler.fill(db_at_001)
+    before = catalog.read(db_at_001)
+    db_at_001.rollback()
+    for statement in RELAXING:
+        _ddl(db_at_001, statement)
+    after = catalog.read(db_at_001)
+    db_at_001.rollback()
+    allowed = relaxed.newly_allowed(before, after)
+    found = sorted((a.kind, a.name) for things in allowed.values() for a in things)
+    assert found == [
+        ("check", "ck_organizations_plan_valid"),
+        ("check", "ck_tasks_completed_at_status"),
+        ("check", "ck_tasks_number_positive"),
+        ("duplicate", "uq_tasks_project_id_number"),
+        ("duplicate", "uq_users_lower_email"),
+        ("null", "display_name"),
+        ("orphan", "fk_tasks_assignee_id_users"),
+    ]
+    uses = {after.relations[oid].sql: things for oid, things in allowed.items()}
+    filler.fill(db_at_001, only=set(uses), allowed=uses)
+    assert filler.unused == []
+    for what, statement in RESTORING.items():
+        try:
+            with db_at_001.begin():
+                db_at_001.exec_driver_sql(statement)
+        except DBAPIError:
+            continue
+        pytest.fail(f"{what}: restored without an error, so no row uses what was relaxed")
+
+
+def test_a_renamed_constraint_is_not_a_relaxation(db_at_001: Connection) -> None:
+    from db import catalog
+    from db.roundtrip import relaxed
+
+    before = catalog.read(db_at_001)
+    db_at_001.rollback()
+    _ddl(db_at_001, "ALTER INDEX uq_users_lower_email RENAME TO uq_users_email")
+    _ddl(db_at_001, "ALTER TABLE tasks RENAME CONSTRAINT ck_tasks_number_positive TO ck_n")
+    _ddl(db_at_001, "COMMENT ON CONSTRAINT ck_n ON tasks IS 'a number of the project'")
+    after = catalog.read(db_at_001)
+    db_at_001.rollback()
+    assert relaxed.newly_allowed(before, after) == {}

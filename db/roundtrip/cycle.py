@@ -41,7 +41,7 @@ from sqlalchemy.pool import NullPool
 
 from db import catalog, loss, revisions, runner, settings
 from db.errors import CheckFailed, UserError
-from db.roundtrip import ddl_log, sample_data, snapshot, static
+from db.roundtrip import ddl_log, relaxed, sample_data, snapshot, static
 from db.throwaway import Server
 
 OK, FAIL, DECLARED, SKIPPED = "ok", "FAIL", "declared", "skipped"
@@ -274,19 +274,28 @@ class Stairway:
         return seconds, touched, after, _changed_tables(cat, after, among=logged[0])
 
     def _fill(
-        self, rev: str, cat: catalog.Catalog, oids: set[int], *, first_time: bool = True
+        self,
+        rev: str,
+        cat: catalog.Catalog,
+        oids: set[int],
+        allowed: dict[int, list[relaxed.Allowed]] | None = None,
+        *,
+        first_time: bool = True,
     ) -> Result | None:
         """A round of rows in tables `oids`. A table that cannot be filled is left out and
         the others are filled still: the steps after it compare rows wherever there are
         some. A table is reported the first time it fails; afterwards it is only named,
         or every later revision that touches it would fail again for the same reason.
-        `first_time=False` (a rebuild): report nothing, remember nothing."""
+        `first_time=False` (a rebuild): report nothing, remember nothing.
+        With `allowed`, rows that use what the revision newly allows, too."""
+        oids = oids | set(allowed or {})
         names = {cat.relations[o].sql for o in oids if o in cat.relations}
+        uses = {cat.relations[o].sql: things for o, things in (allowed or {}).items()}
         new: list[UserError] = []
         again: list[str] = []
         while names:
             try:
-                self.filler.fill(self.connection, only=names)
+                self.filler.fill(self.connection, only=names, allowed=uses)
                 break
             except UserError as error:
                 if self.connection.in_transaction():
@@ -362,8 +371,12 @@ class Stairway:
         """Rows at R, in what R created or changed: new labels, new columns, new tables.
         An irreversible R gets them too: the revisions after it need them."""
         rev, before, after = steps.script.revision, steps.before, steps.after
+        # Rows that use what R newly allows too (NULLs, orphans, duplicates, wider CHECKs).
         if failed := self._fill(
-            rev, after, steps.changed_up | _tables_of_changed_types(before, after)
+            rev,
+            after,
+            steps.changed_up | _tables_of_changed_types(before, after),
+            relaxed.newly_allowed(before, after),
         ):
             steps.results.append(failed)  # the other tables have rows: the cycle goes on
         if reason := declared(steps.script, "irreversible"):
