@@ -19,7 +19,7 @@ from db import process
 
 process.short_lived()  # before the imports below, which build most of the graph
 
-from db import commands, failures  # noqa: E402
+from db import commands, failures, settings  # noqa: E402
 from db.errors import ConfigError, UserError  # noqa: E402
 
 
@@ -66,17 +66,6 @@ def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
         raise Exit(code=141) from None
 
 
-def _count(raw: int | str | None, flag: str = "--steps") -> int | None:
-    """A positive whole number from the command line, or None when the flag was not given
-    (0, its default)."""
-    if raw is None or raw == 0:
-        return None
-    if not str(raw).isdigit() or int(raw) < 1:
-        error = ConfigError(f"{flag} takes a whole number of 1 or more, not {raw!r}.")
-        raise Exit(error.render(), error.exit_code)
-    return int(raw)
-
-
 def _on(env: str | None, action: str, *args: object, changes: str | None = None, **kw) -> None:
     """Run the command `action` on the database --env names (see db/targets.py)."""
     _run(
@@ -99,7 +88,7 @@ def _fleet(task: str, parallel: int, keep_going: bool, json: bool, **options) ->
     """How the command runs when --env names several databases (db/commands/fleet.py)."""
     return {
         "fleet": (task, options),
-        "parallel": _count(parallel, "--parallel") or 4,
+        "parallel": parallel or 4,
         "keep_going": keep_going,
         "as_json": json,
     }
@@ -138,7 +127,7 @@ def up(
     from_=None,
     env=None,
     yes=False,
-    parallel=4,
+    parallel=0,
     keep_going=False,
     json=False,
 ):
@@ -179,7 +168,7 @@ def down(
     backup=None,
     env=None,
     yes=False,
-    parallel=4,
+    parallel=0,
     keep_going=False,
     json=False,
 ):
@@ -189,7 +178,7 @@ def down(
     or column that holds rows, rows a downgrade rewrites or deletes) unless
     --allow-data-loss (--backup FILE keeps a copy first).
     """
-    args = (_count(steps), to, lock_timeout, allow_changed, dry_run, from_, allow_data_loss)
+    args = (steps, to, lock_timeout, allow_changed, dry_run, from_, allow_data_loss)
     changes = None if dry_run else "migrate.down"
     fleet = _fleet(
         "migrate.down",
@@ -228,7 +217,7 @@ def plan(
     lock_timeout=None,
     json=False,
     env=None,
-    parallel=4,
+    parallel=0,
     keep_going=False,
 ):
     """Rehearse pending migrations in one transaction on the target: diff, times, ROLLBACK.
@@ -238,18 +227,17 @@ def plan(
     Exits 4 when a migration fails in the rehearsal. On an environment of several
     databases, each is rehearsed, --parallel at a time, and the end is one table.
     """
-    count = _count(steps)
     fleet = _fleet(
         "migrate.plan",
         parallel,
         keep_going,
         json,
         down=down,
-        steps=count,
+        steps=steps,
         to=to,
         lock_timeout=lock_timeout,
     )
-    _on(env, "migrate_plan", down, count, to, lock_timeout, json, **fleet)
+    _on(env, "migrate_plan", down, steps, to, lock_timeout, json, **fleet)
 
 
 @task(
@@ -268,17 +256,17 @@ def status(c, json=False, env=None, drift=False):
 @task(
     help={
         "json": "Print JSON for scripts instead of a table.",
-        "limit": "Only the newest N rows (default 0: all).",
+        "limit": "Only the newest N rows (default: all).",
         "env": HELP["env"],
     }
 )
 def history(c, json=False, limit=0, env=None):
     """Show every migration step applied or rolled back: when, by whom, how long, result."""
-    _on(env, "migrate_history", json, _count(limit, "--limit"))
+    _on(env, "migrate_history", json, limit)
 
 
 @task(help={"env": HELP["env"], **FLEET})
-def verify(c, env=None, parallel=4, keep_going=False, json=False):
+def verify(c, env=None, parallel=0, keep_going=False, json=False):
     """Check that applied migrations' files still match their recorded checksums (for CI)."""
     _on(env, "migrate_verify", **_fleet("migrate.verify", parallel, keep_going, json))
 
@@ -291,7 +279,7 @@ def verify(c, env=None, parallel=4, keep_going=False, json=False):
         "json": "Print one JSON object per database for scripts.",
     }
 )
-def drift(c, env=None, parallel=4, json=False):
+def drift(c, env=None, parallel=0, json=False):
     """Compare each database with what its migrations make at its own revision.
 
     Builds the expected schema on a throwaway PostgreSQL (one build for every revision
@@ -299,7 +287,7 @@ def drift(c, env=None, parallel=4, json=False):
     type or default, a missing trigger, an extra table. Read-only on the databases: no
     lock, no write; a role that can only read is enough. Exits 8 when one drifted.
     """
-    _run(commands.migrate_drift, env, _count(parallel, "--parallel") or 4, json)
+    _run(commands.migrate_drift, env, parallel or 4, json)
 
 
 @task
@@ -384,9 +372,40 @@ def reset(c, force=False, lock_timeout=None, allow_data_loss=False, backup=None,
     _on(env, "db_reset", *args, changes="db.reset", never_protected=True)
 
 
+_SECONDS_OPTIONS = ("lock_timeout",)
+
+
+def _check_numbers(contexts: list) -> None:
+    """Every numeric option, checked here before any task runs: a count (--steps, --limit,
+    --parallel) is 1 or more, and --lock-timeout a number of seconds, 0 or more.
+
+    Counts are declared `=0` only so that invoke parses them as numbers; one that was not
+    given reaches its task as None, so that an explicit 0 is refused instead of being
+    taken for the default (`migrate.down --steps 0` once rolled back a migration)."""
+    for context in contexts:
+        for argument in context.args.values():
+            flag = "--" + argument.name.strip("_").replace("_", "-")
+            if argument.name in _SECONDS_OPTIONS and argument.got_value:
+                try:
+                    settings.seconds(flag, argument.value)
+                except ConfigError as error:
+                    raise Exit(error.render(), error.exit_code) from None
+            if argument.kind is not int:
+                continue
+            if not argument.got_value:
+                argument.default = None
+            elif argument.value < 1:
+                error = ConfigError(
+                    f"{flag} takes a whole number of 1 or more, not {argument.value}.",
+                    f"leave {flag} out for its default (`invoke --help {context.name}`)",
+                )
+                raise Exit(error.render(), error.exit_code)
+
+
 def _unknown_tasks_are_bad_arguments() -> None:
     """invoke exits 1 on a task name it does not know; the README promises 2 for bad
-    arguments, and a suggestion is kinder. Parsing happens after tasks.py is loaded."""
+    arguments, and a suggestion is kinder. Numeric options are checked too. Parsing
+    happens after tasks.py is loaded."""
     original = Program.parse_tasks
 
     def parse_tasks(self: Program) -> None:
@@ -418,6 +437,7 @@ def _unknown_tasks_are_bad_arguments() -> None:
             close = difflib.get_close_matches(unknown[1], list(self.collection.task_names), 1)
             hint = f"did you mean {close[0]}?" if close else "`invoke --list` shows them all"
             raise Exit(f"error: no task named {unknown[1]!r}.\nhint: {hint}", 2) from None
+        _check_numbers(self.tasks)
 
     Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
 
