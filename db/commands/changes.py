@@ -75,15 +75,20 @@ def _dry_run(
             where = target.label
     plan = _plan(current, direction, where, to=to, steps=steps)
     end = plan[-1].to_revision or "base" if plan else current or "base"
+    sql = ""
+    if plan:
+        from db import preview
+
+        # Rendered before anything is printed: a migration that cannot be rendered
+        # offline (it reads the database) leaves no half of a script on stdout.
+        sql = preview.offline_sql(current, plan)
     # Plain print: SQL must reach stdout exactly, never through Rich's markup.
     print(f"-- Dry run of migrate.{direction} on {where}: {current or 'base'} -> {end}.")
     print("-- Nothing below was executed, and no lock was taken.")
     if not plan:
         print("-- Nothing to do.")
         return
-    from db import preview
-
-    print(preview.offline_sql(current, plan), end="")
+    print(sql, end="")
 
 
 def _dry_run_asked(dry_run: bool, from_rev: str | None) -> bool:
