@@ -35,16 +35,18 @@ def _terminated(signum: int, frame: object) -> None:
 _DATABASE_TASKS = ("migrate_", "db_reset", "db_dump", "db_diagram", "on_environment")
 
 
-def _interrupted(action: Callable[..., None], how: str, code: int) -> Exit:
+def _interrupted(
+    action: Callable[..., None], how: str, code: int, interrupt: BaseException
+) -> Exit:
     sys.stdout.flush()
     where = ""
     if action.__name__.startswith(_DATABASE_TASKS) and action.__name__ != "migrate_new":
         where = f"; the database is at {commands.revision_now()}"
-    return Exit(
-        f"interrupted: {how}{where}.\nhint: a step in progress was rolled back by the "
-        "server; run the command again",
-        code,
+    # An online step (autocommit_block()) keeps what it committed: db/runner.py says what.
+    hint = getattr(interrupt, "left_behind", None) or (
+        "a step in progress was rolled back by the server; run the command again"
     )
+    return Exit(f"interrupted: {how}{where}.\nhint: {hint}", code)
 
 
 def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
@@ -52,10 +54,10 @@ def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
     signal.signal(signal.SIGTERM, _terminated)
     try:
         action(*args, **kwargs)
-    except KeyboardInterrupt:
-        raise _interrupted(action, "stopped by Ctrl-C (SIGINT)", 130) from None
-    except Terminated:
-        raise _interrupted(action, "stopped by SIGTERM", 143) from None
+    except KeyboardInterrupt as interrupt:
+        raise _interrupted(action, "stopped by Ctrl-C (SIGINT)", 130, interrupt) from None
+    except Terminated as interrupt:
+        raise _interrupted(action, "stopped by SIGTERM", 143, interrupt) from None
     except (UserError, *failures.DRIVER_ERRORS) as error:
         described = failures.user_error(error)
         sys.stdout.flush()  # what was said so far comes before the error
