@@ -677,6 +677,30 @@ CASES: list[Case] = [
         Expect(True),
         lint=Expect(False, "lint", ("require-concurrent-index-creation (in downgrade())",)),
     ),
+    Case(
+        "autocommit-mixed-with-transaction",
+        (
+            Migration(
+                "cap_priorities",
+                """
+                op.execute("UPDATE tasks SET priority = 2 WHERE priority > 2")
+                with op.get_context().autocommit_block():
+                    op.execute("VACUUM (ANALYZE) tasks")
+                """,
+                "pass",
+            ),
+        ),
+        Expect(
+            False,
+            "static checks",
+            (
+                "upgrade() runs SQL outside its autocommit_block()",
+                "between two revisions",
+                "Split it into two migrations",
+            ),
+        ),
+        whole_chain=True,
+    ),
 ]
 
 BY_NAME = {case.name: case for case in CASES}

@@ -62,6 +62,18 @@ def _plan(
     return plan
 
 
+def _refuse_half_applicable(plan: list[runner.Step]) -> None:
+    """The roundtrip's static check on the files about to run (an AST read, no import):
+    a step whose failure would leave the database between two revisions is not started."""
+    from db.roundtrip import static
+
+    problems = [problem for step in plan for problem in static.mixed_autocommit(step.path)]
+    if problems:
+        raise ConfigError(
+            f"not applied: {'; '.join(problems)}. Nothing was run.", static.MIXED_HINT
+        )
+
+
 def _dry_run(
     direction: str, *, to: str | None, steps: int | None = None, from_rev: str | None
 ) -> None:
@@ -113,6 +125,7 @@ def migrate_up(
         if not plan:
             say(f"Nothing to apply: {target.label} is at {current or 'base'}.")
             return
+        _refuse_half_applicable(plan)
         apply_plan(target, plan, "Upgrading")
 
 
