@@ -404,7 +404,7 @@ def _run_once(
 def _interruption(error: BaseException | None) -> BaseException | None:
     """The KeyboardInterrupt (or other signal turned exception) behind `error`, if any."""
     while error is not None:
-        if not isinstance(error, Exception | SystemExit):
+        if not isinstance(error, Exception | SystemExit | GeneratorExit):
             return error
         error = error.__context__
     return None

@@ -29,12 +29,19 @@ def migrate_lint() -> None:
             )
     if (problem := lint.failed(reports)) is not None:
         raise problem
-    if unchecked := [r.revision for r in reports if r.unchecked]:
+    if unchecked := [r for r in reports if r.unchecked]:
+        reads = any("op.get_bind()" in u for r in unchecked for u in r.unchecked)
         say(
-            f"The SQL rendered passes squawk; not checked: part of {', '.join(unchecked)} "
-            "(see the warnings).\nhint: keep a step that reads the database (op.get_bind()) "
-            "in a migration of its own, so that lint sees all the DDL; `invoke migrate.plan` "
-            "rehearses it on the database"
+            "The SQL that could be rendered passes squawk; not checked: part of "
+            f"{', '.join(r.revision for r in unchecked)} (see the warnings above)."
+            + (
+                "\nhint: keep a step that reads the database (op.get_bind()) in a migration "
+                "of its own, so that lint sees all the DDL; `invoke migrate.plan` rehearses "
+                "it on the database"
+                if reads
+                else ""
+            ),
+            markup=False,
         )
         return
     say("All migrations pass squawk.")
