@@ -168,9 +168,8 @@ class OfflineImpossible(ConfigError):
         if len(failed) == 1:
             message = f"{failed[0].sentence} and cannot be shown as SQL offline."
         else:
-            message = "these migrations cannot be shown as SQL offline: " + "; ".join(
-                f.sentence for f in failed
-            )
+            sentences = "; ".join(f.sentence for f in failed)
+            message = f"these migrations cannot be shown as SQL offline: {sentences}."
         if all("NotImplementedError" in f.why for f in failed):
             functions = [f"{f.step.revision}'s {f.step.direction}grade()" for f in failed]
             hint = f"write {' and '.join(functions)} first"

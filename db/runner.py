@@ -135,7 +135,8 @@ class _TransactionWatch:
             and raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         ):
             self.ended_by = statement
-            self.committed = len(self.statements)
+            if not _ROLLBACK.match(statement):
+                self.committed = len(self.statements)
 
     def __enter__(self) -> _TransactionWatch:
         event.listen(self.connection, "after_cursor_execute", self._after)
@@ -145,7 +146,9 @@ class _TransactionWatch:
         event.remove(self.connection, "after_cursor_execute", self._after)
 
 
-_READ_ONLY = re.compile(r"^\s*(SELECT|SHOW)\b", re.I)
+_READ_ONLY = re.compile(r"^\s*(SELECT|SHOW|BEGIN|START|COMMIT|END)\b", re.I)
+"""Statements that leave nothing behind (transaction control included)."""
+_ROLLBACK = re.compile(r"^\s*(ROLLBACK|ABORT)\b", re.I)
 
 
 class InvalidIndexes(Exception):
@@ -557,12 +560,15 @@ def _migration_failed(
     step = failure.step
     at = step.from_revision or "base"
     where = _where_it_failed(failure.error, step)
+    committed = "; ".join(_short(s) for s in failure.committed)
     if isinstance(failure.error, TransactionEnded):
         return MigrationFailed(
             f"migration {step.revision} ({step.description}) failed going {step.direction}"
             f"{where}: {failure.error}.",
-            f"what it ran before ending its transaction stays committed, the rest was rolled "
-            f"back, and the revision is still {at}. Undo the committed part by hand, then "
+            "what it ran before ending its transaction stays committed"
+            + (f" ({committed})" if committed else "")
+            + f", the rest was rolled back, and the revision is still {at}. Undo the "
+            "committed part by hand, then "
             "remove the COMMIT (statements that cannot run in a transaction go in "
             "op.get_context().autocommit_block()) and run again",
         )
@@ -580,7 +586,8 @@ def _migration_failed(
             "or in an earlier run).",
             f"the database is at {at}. Drop them "
             + " ".join(f"(DROP INDEX CONCURRENTLY {n};)" for n in failure.error.names)
-            + ", fix the cause (duplicates for a unique index, a timeout), and run again",
+            + ", fix the cause (duplicates for a unique index, a timeout), and run again"
+            + (f". The statements that committed also stay: {committed}" if committed else ""),
         )
     if left is not None:
         return MigrationFailed(
