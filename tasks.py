@@ -105,7 +105,8 @@ HELP = {
     "allow-changed": "Go ahead although an applied migration's file changed since it was "
     "applied; the acceptance is recorded in the history.",
     "dry-run": "Print the SQL it would run, from the database's current revision; change "
-    "nothing, take no lock.",
+    "nothing, take no lock. A migration that reads the database (op.get_bind()) cannot be "
+    "shown: exit 2 (migrate.plan rehearses it).",
     "from": "With --dry-run: start from this revision instead of asking the database "
     "(no database needed).",
     "allow-data-loss": "Go ahead although it drops tables or columns that hold rows.",
@@ -294,7 +295,10 @@ def drift(c, env=None, parallel=0, json=False):
 
 @task
 def lint(c):
-    """Lint each migration's SQL with squawk (rules in .squawk.toml)."""
+    """Lint each migration's SQL, upgrade and downgrade, with squawk (rules in .squawk.toml).
+
+    Code that cannot be rendered offline (it reads the database, or is not written yet)
+    is a warning naming its line; the SQL before it is still checked."""
     _run(commands.migrate_lint)
 
 
