@@ -19,7 +19,7 @@ from db import process
 
 process.short_lived()  # before the imports below, which build most of the graph
 
-from db import commands, failures  # noqa: E402
+from db import commands, failures, settings  # noqa: E402
 from db.errors import ConfigError, UserError  # noqa: E402
 
 
@@ -35,16 +35,18 @@ def _terminated(signum: int, frame: object) -> None:
 _DATABASE_TASKS = ("migrate_", "db_reset", "db_dump", "db_diagram", "on_environment")
 
 
-def _interrupted(action: Callable[..., None], how: str, code: int) -> Exit:
+def _interrupted(
+    action: Callable[..., None], how: str, code: int, interrupt: BaseException
+) -> Exit:
     sys.stdout.flush()
     where = ""
     if action.__name__.startswith(_DATABASE_TASKS) and action.__name__ != "migrate_new":
         where = f"; the database is at {commands.revision_now()}"
-    return Exit(
-        f"interrupted: {how}{where}.\nhint: a step in progress was rolled back by the "
-        "server; run the command again",
-        code,
+    # An online step (autocommit_block()) keeps what it committed: db/runner.py says what.
+    hint = getattr(interrupt, "left_behind", None) or (
+        "a step in progress was rolled back by the server; run the command again"
     )
+    return Exit(f"interrupted: {how}{where}.\nhint: {hint}", code)
 
 
 def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
@@ -52,10 +54,10 @@ def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
     signal.signal(signal.SIGTERM, _terminated)
     try:
         action(*args, **kwargs)
-    except KeyboardInterrupt:
-        raise _interrupted(action, "stopped by Ctrl-C (SIGINT)", 130) from None
-    except Terminated:
-        raise _interrupted(action, "stopped by SIGTERM", 143) from None
+    except KeyboardInterrupt as interrupt:
+        raise _interrupted(action, "stopped by Ctrl-C (SIGINT)", 130, interrupt) from None
+    except Terminated as interrupt:
+        raise _interrupted(action, "stopped by SIGTERM", 143, interrupt) from None
     except (UserError, *failures.DRIVER_ERRORS) as error:
         described = failures.user_error(error)
         sys.stdout.flush()  # what was said so far comes before the error
@@ -64,17 +66,6 @@ def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
         # The reader went away (`| head`): stop quietly, as Unix tools do.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise Exit(code=141) from None
-
-
-def _count(raw: int | str | None, flag: str = "--steps") -> int | None:
-    """A positive whole number from the command line, or None when the flag was not given
-    (0, its default)."""
-    if raw is None or raw == 0:
-        return None
-    if not str(raw).isdigit() or int(raw) < 1:
-        error = ConfigError(f"{flag} takes a whole number of 1 or more, not {raw!r}.")
-        raise Exit(error.render(), error.exit_code)
-    return int(raw)
 
 
 def _on(env: str | None, action: str, *args: object, changes: str | None = None, **kw) -> None:
@@ -99,7 +90,7 @@ def _fleet(task: str, parallel: int, keep_going: bool, json: bool, **options) ->
     """How the command runs when --env names several databases (db/commands/fleet.py)."""
     return {
         "fleet": (task, options),
-        "parallel": _count(parallel, "--parallel") or 4,
+        "parallel": parallel or 4,
         "keep_going": keep_going,
         "as_json": json,
     }
@@ -114,7 +105,8 @@ HELP = {
     "allow-changed": "Go ahead although an applied migration's file changed since it was "
     "applied; the acceptance is recorded in the history.",
     "dry-run": "Print the SQL it would run, from the database's current revision; change "
-    "nothing, take no lock.",
+    "nothing, take no lock. A migration that reads the database (op.get_bind()) cannot be "
+    "shown: exit 2 (migrate.plan rehearses it).",
     "from": "With --dry-run: start from this revision instead of asking the database "
     "(no database needed).",
     "allow-data-loss": "Go ahead although it drops tables or columns that hold rows.",
@@ -138,7 +130,7 @@ def up(
     from_=None,
     env=None,
     yes=False,
-    parallel=4,
+    parallel=0,
     keep_going=False,
     json=False,
 ):
@@ -179,7 +171,7 @@ def down(
     backup=None,
     env=None,
     yes=False,
-    parallel=4,
+    parallel=0,
     keep_going=False,
     json=False,
 ):
@@ -189,7 +181,7 @@ def down(
     or column that holds rows, rows a downgrade rewrites or deletes) unless
     --allow-data-loss (--backup FILE keeps a copy first).
     """
-    args = (_count(steps), to, lock_timeout, allow_changed, dry_run, from_, allow_data_loss)
+    args = (steps, to, lock_timeout, allow_changed, dry_run, from_, allow_data_loss)
     changes = None if dry_run else "migrate.down"
     fleet = _fleet(
         "migrate.down",
@@ -228,7 +220,7 @@ def plan(
     lock_timeout=None,
     json=False,
     env=None,
-    parallel=4,
+    parallel=0,
     keep_going=False,
 ):
     """Rehearse pending migrations in one transaction on the target: diff, times, ROLLBACK.
@@ -238,18 +230,17 @@ def plan(
     Exits 4 when a migration fails in the rehearsal. On an environment of several
     databases, each is rehearsed, --parallel at a time, and the end is one table.
     """
-    count = _count(steps)
     fleet = _fleet(
         "migrate.plan",
         parallel,
         keep_going,
         json,
         down=down,
-        steps=count,
+        steps=steps,
         to=to,
         lock_timeout=lock_timeout,
     )
-    _on(env, "migrate_plan", down, count, to, lock_timeout, json, **fleet)
+    _on(env, "migrate_plan", down, steps, to, lock_timeout, json, **fleet)
 
 
 @task(
@@ -268,17 +259,17 @@ def status(c, json=False, env=None, drift=False):
 @task(
     help={
         "json": "Print JSON for scripts instead of a table.",
-        "limit": "Only the newest N rows (default 0: all).",
+        "limit": "Only the newest N rows (default: all).",
         "env": HELP["env"],
     }
 )
 def history(c, json=False, limit=0, env=None):
     """Show every migration step applied or rolled back: when, by whom, how long, result."""
-    _on(env, "migrate_history", json, _count(limit, "--limit"))
+    _on(env, "migrate_history", json, limit)
 
 
 @task(help={"env": HELP["env"], **FLEET})
-def verify(c, env=None, parallel=4, keep_going=False, json=False):
+def verify(c, env=None, parallel=0, keep_going=False, json=False):
     """Check that applied migrations' files still match their recorded checksums (for CI)."""
     _on(env, "migrate_verify", **_fleet("migrate.verify", parallel, keep_going, json))
 
@@ -291,7 +282,7 @@ def verify(c, env=None, parallel=4, keep_going=False, json=False):
         "json": "Print one JSON object per database for scripts.",
     }
 )
-def drift(c, env=None, parallel=4, json=False):
+def drift(c, env=None, parallel=0, json=False):
     """Compare each database with what its migrations make at its own revision.
 
     Builds the expected schema on a throwaway PostgreSQL (one build for every revision
@@ -299,12 +290,15 @@ def drift(c, env=None, parallel=4, json=False):
     type or default, a missing trigger, an extra table. Read-only on the databases: no
     lock, no write; a role that can only read is enough. Exits 8 when one drifted.
     """
-    _run(commands.migrate_drift, env, _count(parallel, "--parallel") or 4, json)
+    _run(commands.migrate_drift, env, parallel or 4, json)
 
 
 @task
 def lint(c):
-    """Lint each migration's SQL with squawk (rules in .squawk.toml)."""
+    """Lint each migration's SQL, upgrade and downgrade, with squawk (rules in .squawk.toml).
+
+    Code that cannot be rendered offline (it reads the database, or is not written yet)
+    is a warning naming its line; the SQL before it is still checked."""
     _run(commands.migrate_lint)
 
 
@@ -384,9 +378,40 @@ def reset(c, force=False, lock_timeout=None, allow_data_loss=False, backup=None,
     _on(env, "db_reset", *args, changes="db.reset", never_protected=True)
 
 
+_SECONDS_OPTIONS = ("lock_timeout",)
+
+
+def _check_numbers(contexts: list) -> None:
+    """Every numeric option, checked here before any task runs: a count (--steps, --limit,
+    --parallel) is 1 or more, and --lock-timeout a number of seconds, 0 or more.
+
+    Counts are declared `=0` only so that invoke parses them as numbers; one that was not
+    given reaches its task as None, so that an explicit 0 is refused instead of being
+    taken for the default (`migrate.down --steps 0` once rolled back a migration)."""
+    for context in contexts:
+        for argument in context.args.values():
+            flag = "--" + argument.name.strip("_").replace("_", "-")
+            if argument.name in _SECONDS_OPTIONS and argument.got_value:
+                try:
+                    settings.seconds(flag, argument.value)
+                except ConfigError as error:
+                    raise Exit(error.render(), error.exit_code) from None
+            if argument.kind is not int:
+                continue
+            if not argument.got_value:
+                argument.default = None
+            elif argument.value < 1:
+                error = ConfigError(
+                    f"{flag} takes a whole number of 1 or more, not {argument.value}.",
+                    f"leave {flag} out for its default (`invoke --help {context.name}`)",
+                )
+                raise Exit(error.render(), error.exit_code)
+
+
 def _unknown_tasks_are_bad_arguments() -> None:
     """invoke exits 1 on a task name it does not know; the README promises 2 for bad
-    arguments, and a suggestion is kinder. Parsing happens after tasks.py is loaded."""
+    arguments, and a suggestion is kinder. Numeric options are checked too. Parsing
+    happens after tasks.py is loaded."""
     original = Program.parse_tasks
 
     def parse_tasks(self: Program) -> None:
@@ -418,6 +443,7 @@ def _unknown_tasks_are_bad_arguments() -> None:
             close = difflib.get_close_matches(unknown[1], list(self.collection.task_names), 1)
             hint = f"did you mean {close[0]}?" if close else "`invoke --list` shows them all"
             raise Exit(f"error: no task named {unknown[1]!r}.\nhint: {hint}", 2) from None
+        _check_numbers(self.tasks)
 
     Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
 

@@ -30,36 +30,23 @@ _VERSION_TABLE_DDL = re.compile(
 _FINDING = re.compile(
     r"^(?P<file>[^:]+):(?P<line>\d+):(?P<col>\d+): (?P<level>\w+): (?P<rule>[\w-]+) (?P<text>.*)$"
 )
-_SQL_WORDS = {
-    "alter",
-    "table",
-    "column",
-    "index",
-    "create",
-    "drop",
-    "add",
-    "rename",
-    "to",
-    "not",
-    "null",
-    "default",
-    "constraint",
-    "unique",
-    "concurrently",
-    "exists",
-    "if",
-    "on",
-    "set",
-    "type",
-    "using",
-    "public",
-    "only",
-    "primary",
-    "key",
-    "references",
-    "foreign",
-    "check",
-}
+DOWNGRADE_EXCLUDED = (
+    *(
+        f"ban-drop-{kind}"
+        for kind in (
+            "column", "table", "not-null", "function", "type", "sequence", "schema", "view",
+            "constraint", "default",
+        )
+    ),
+    "renaming-column",
+    "renaming-table",
+    "renaming-object",
+)  # fmt: skip
+"""Rules about what running clients of the newer schema see, which a rollback breaks by
+design: it drops and renames back what its upgrade added (the upgrade's own renames are
+reported there). The locking rules (an index built without CONCURRENTLY, a table
+rewrite, a constraint validated under lock) apply to a downgrade as to an upgrade."""
+
 
 HINTS = {
     "require-concurrent-index-creation": "build the index CONCURRENTLY inside "
@@ -97,8 +84,9 @@ HINTS = {
 class Finding:
     rule: str
     message: str
-    where: str  # file.py:line, as near as the SQL lets us tell
+    where: str  # file.py:line of the call that wrote the statement
     statement: str
+    function: str = "upgrade()"
 
 
 @dataclass
@@ -107,6 +95,10 @@ class FileReport:
     name: str
     findings: list[Finding] = field(default_factory=list)
     ignored: dict[str, str] = field(default_factory=dict)
+    unchecked: list[str] = field(default_factory=list)
+    """What lint could not check, and why: SQL that cannot be rendered offline (a
+    migration that reads the database, or is not written yet). Warnings: they do not
+    fail lint (the roundtrip runs that code)."""
 
 
 def _squawk() -> str:
@@ -138,21 +130,6 @@ def declared_ignores(path: Path) -> dict[str, str]:
     return {}
 
 
-def _source_line(py_lines: list[str], statement: str) -> int | None:
-    """The line of the migration that most likely wrote `statement`: the first line that
-    holds the statement's most distinctive name."""
-    names = [
-        w
-        for w in re.findall(r"[A-Za-z_][A-Za-z0-9_]{3,}", statement)
-        if w.lower() not in _SQL_WORDS
-    ]
-    for name in sorted(names, key=len, reverse=True):
-        for number, line in enumerate(py_lines, start=1):
-            if name in line and not line.lstrip().startswith("#"):
-                return number
-    return None
-
-
 def _configured_exclusions(config: Path) -> list[str]:
     """The rules .squawk.toml turns off for the whole project."""
     try:
@@ -161,38 +138,69 @@ def _configured_exclusions(config: Path) -> list[str]:
         return []
 
 
-def lint_file(script, squawk: str, folder: Path) -> FileReport:
-    step = runner.Step(script, "up")
-    report = FileReport(script.revision, step.path.name, ignored=declared_ignores(step.path))
-    sql = preview.offline_sql(script.down_revision, [step], bookkeeping=False)
-    # Alembic's own version table is not ours to lint (its varchar(32) is by design).
-    sql = _VERSION_TABLE_DDL.sub("", sql)
-    path = folder / f"{step.path.stem}.sql"
+def _unchecked(failed: preview.NotOffline) -> str:
+    function = f"{failed.step.direction}grade()"
+    where = f"{failed.step.path.name}:{failed.line}"
+    if "NotImplementedError" in failed.why:
+        return f"{function} not checked: it is not written yet ({where} raises NotImplementedError)"
+    return (
+        f"{function} not checked from {where} on: it {failed.why}, so its SQL cannot be "
+        "rendered offline"
+    )
+
+
+def _lint_direction(report: FileReport, script, direction: str, squawk: str, folder: Path) -> None:
+    step = runner.Step(script, direction)
+    function = f"{direction}grade()"
+    if direction == "down" and getattr(script.module, "irreversible", None):
+        return  # migrate.down refuses it: its downgrade never runs
+    start = script.down_revision if direction == "up" else script.revision
+    rendered = preview.render(start, [step], bookkeeping=False)
+    sql = rendered.sql
+    if rendered.failed is not None:
+        report.unchecked.append(_unchecked(rendered.failed))
+        sql += "COMMIT;\n"  # the rendering stopped inside the migration's transaction
+    # Alembic's own version table is not ours to lint (its varchar(32) is by design);
+    # blanked line for line, so that squawk's line numbers still match the rendering.
+    sql = _VERSION_TABLE_DDL.sub(lambda m: "\n" * m[0].count("\n"), sql)
+    path = folder / f"{step.path.stem}.{direction}.sql"
     path.write_text(sql)
     config = settings.PROJECT_ROOT / ".squawk.toml"
     argv = [squawk, "--config", str(config), "--reporter", "gcc"]
-    if report.ignored:
+    excluded = [*report.ignored, *(DOWNGRADE_EXCLUDED if direction == "down" else ())]
+    if excluded:
         # --exclude replaces the config's excluded_rules: name those too.
-        excluded = [*_configured_exclusions(config), *report.ignored]
+        excluded = [*_configured_exclusions(config), *excluded]
         argv += ["--exclude", ",".join(dict.fromkeys(excluded))]
     done = subprocess.run(
         [*argv, str(path)], capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"}
     )
     sql_lines = sql.splitlines()
-    py_lines = step.path.read_text().splitlines()
+    found_any = False
     for line in (done.stdout + done.stderr).splitlines():
         found = _FINDING.match(line.strip())
         if found is None:
             continue
+        found_any = True
         index = int(found["line"])  # squawk's gcc report counts lines from 0
         statement = sql_lines[index].strip() if index < len(sql_lines) else ""
-        number = _source_line(py_lines, statement)
+        number = rendered.source_line(index)
         where = f"{step.path.name}:{number}" if number else step.path.name
-        report.findings.append(Finding(found["rule"], found["text"], where, statement))
-    if done.returncode != 0 and not report.findings:
+        report.findings.append(Finding(found["rule"], found["text"], where, statement, function))
+    if done.returncode != 0 and not found_any:
         report.findings.append(
-            Finding("squawk", (done.stdout + done.stderr).strip()[:300], step.path.name, "")
+            Finding(
+                "squawk", (done.stdout + done.stderr).strip()[:300], step.path.name, "", function
+            )
         )
+
+
+def lint_file(script, squawk: str, folder: Path) -> FileReport:
+    """squawk on the migration's upgrade and on its downgrade, each rendered offline."""
+    path = revisions.path_of(script)
+    report = FileReport(script.revision, path.name, ignored=declared_ignores(path))
+    for direction in ("up", "down"):
+        _lint_direction(report, script, direction, squawk, folder)
     return report
 
 

@@ -4,7 +4,10 @@ rolled-back transaction behind `migrate.plan` and the destructive-rollback guard
 from __future__ import annotations
 
 import io
+import re
 import subprocess
+import sys
+import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -13,7 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 
 from db import catalog, history, loss, pgdump, revisions, runner, urls
-from db.errors import Refused
+from db.errors import ConfigError, Refused
 
 
 def _literal(value: object) -> str:
@@ -46,10 +49,91 @@ def _history_insert(step: runner.Step, who: history.Who) -> str:
     )
 
 
-def offline_sql(current: str | None, plan: list[runner.Step], bookkeeping: bool = True) -> str:
-    """The SQL the plan would run from `current`, as Alembic's offline mode renders it."""
+class _Traced(io.StringIO):
+    """Alembic's offline output, noting for each statement the line of the migration file
+    that wrote it (the innermost frame in one of `paths`), so that lint can point there."""
+
+    def __init__(self, paths: set[str]) -> None:
+        super().__init__()
+        self.paths = paths
+        self.lines = 0
+        self.origins: list[tuple[int, int | None]] = []
+
+    def write(self, text: str) -> int:
+        frame, line = sys._getframe(1), None
+        while frame is not None:
+            if frame.f_code.co_filename in self.paths:
+                line = frame.f_lineno
+                break
+            frame = frame.f_back
+        self.origins.append((self.lines, line))
+        self.lines += text.count("\n")
+        return super().write(text)
+
+
+@dataclass
+class NotOffline:
+    """A migration whose code cannot run without a database, so has no offline SQL."""
+
+    step: runner.Step
+    why: str
+    """What it does, to follow its revision: "reads the database (op.get_bind())"."""
+    line: int
+    """Where in its file the rendering stopped."""
+
+    @property
+    def sentence(self) -> str:
+        return f"{self.step.revision} {self.why}"
+
+
+@dataclass
+class Rendered:
+    sql: str
+    origins: list[tuple[int, int | None]]
+    """(first line in `sql`, line in the migration file or None) of each piece of output."""
+    failed: NotOffline | None = None
+    """Set when a migration stopped the rendering: `sql` is what came before."""
+
+    def source_line(self, sql_line: int) -> int | None:
+        """The line of the migration file that wrote line `sql_line` (from 0) of `sql`."""
+        found = None
+        for first, line in self.origins:
+            if first > sql_line:
+                break
+            found = line
+        return found
+
+
+_READS = re.compile(r"\bget_bind\s*\(|\.bind\b|\.connection\b|\binspect\s*\(")
+"""What a migration writes to use the database itself (op.get_bind(), context.bind,
+sa.inspect(...)): offline, that connection is a mock that returns nothing."""
+
+
+def _not_offline(plan: list[runner.Step], error: BaseException) -> NotOffline | None:
+    """Which migration of `plan` stopped an offline rendering, and why; None if the error
+    did not come from a migration's own code."""
+    steps = {str(step.path): step for step in plan}
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename in steps]
+    if not frames:
+        return None
+    step, frame = steps[frames[-1].filename], frames[-1]
+    function = f"{step.direction}grade()"
+    if isinstance(error, NotImplementedError) and frame.name == function[:-2]:
+        why = f"has no {function} yet (it raises NotImplementedError)"
+    elif _READS.search(step.path.read_text()):
+        why = "reads the database (op.get_bind())"
+    else:
+        text = " ".join(str(error).split())[:120]
+        why = f"raises {type(error).__name__} offline at {step.path.name}:{frame.lineno}: {text}"
+    return NotOffline(step, why, frame.lineno or 0)
+
+
+def render(current: str | None, plan: list[runner.Step], bookkeeping: bool = True) -> Rendered:
+    """The SQL the plan would run from `current`, as Alembic's offline mode renders it; a
+    migration that cannot run offline stops it (see Rendered.failed)."""
     config = revisions.alembic_config()
-    config.output_buffer = io.StringIO()
+    buffer = _Traced({str(step.path) for step in plan})
+    config.output_buffer = buffer
     who = history.Who.here()
     steps = iter(plan)
     if bookkeeping:
@@ -63,11 +147,49 @@ def offline_sql(current: str | None, plan: list[runner.Step], bookkeeping: bool 
             )
         }
     start, end = current or revisions.BASE, plan[-1].to_revision or revisions.BASE
-    if plan[0].direction == "up":
-        command.upgrade(config, f"{start}:{end}", sql=True)
-    else:
-        command.downgrade(config, f"{start}:{end}", sql=True)
-    return config.output_buffer.getvalue()
+    try:
+        if plan[0].direction == "up":
+            command.upgrade(config, f"{start}:{end}", sql=True)
+        else:
+            command.downgrade(config, f"{start}:{end}", sql=True)
+    except Exception as error:
+        failed = _not_offline(plan, error)
+        if failed is None:
+            raise
+        return Rendered(buffer.getvalue(), buffer.origins, failed)
+    return Rendered(buffer.getvalue(), buffer.origins)
+
+
+class OfflineImpossible(ConfigError):
+    """Some migrations of a dry run cannot be shown as SQL without a database."""
+
+    def __init__(self, failed: list[NotOffline]) -> None:
+        down = failed[0].step.direction == "down"
+        if len(failed) == 1:
+            message = f"{failed[0].sentence} and cannot be shown as SQL offline."
+        else:
+            sentences = "; ".join(f.sentence for f in failed)
+            message = f"these migrations cannot be shown as SQL offline: {sentences}."
+        if all("NotImplementedError" in f.why for f in failed):
+            functions = [f"{f.step.revision}'s {f.step.direction}grade()" for f in failed]
+            hint = f"write {' and '.join(functions)} first"
+        else:
+            hint = f"use migrate.plan{' --down' if down else ''} to rehearse it on the database"
+        super().__init__(message, hint)
+        self.failed = failed
+
+
+def offline_sql(current: str | None, plan: list[runner.Step], bookkeeping: bool = True) -> str:
+    """render(), or OfflineImpossible naming every migration of the plan that cannot be
+    rendered (each one after the first is tried alone)."""
+    rendered = render(current, plan, bookkeeping)
+    if rendered.failed is None:
+        return rendered.sql
+    failed = [rendered.failed]
+    for step in plan[plan.index(rendered.failed.step) + 1 :]:
+        if (alone := render(step.from_revision, [step], bookkeeping=False).failed) is not None:
+            failed.append(alone)
+    raise OfflineImpossible(failed)
 
 
 @dataclass

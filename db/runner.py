@@ -100,21 +100,43 @@ class TransactionEnded(Exception):
 
 class _TransactionWatch:
     """Notices a statement that ends the transaction Alembic opened for a step (an
-    op.execute("COMMIT")): what ran before it is committed, whatever happens next."""
+    op.execute("COMMIT")): what ran before it is committed, whatever happens next.
+
+    It also keeps the step's statements, to name those that stay committed when the step
+    fails: an autocommit_block() commits what ran before it, and then each of its own."""
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
         self.ended_by: str | None = None
+        self.statements: list[str] = []
+        self.committed = 0
+        """How many of `statements` are committed."""
+
+    def next_step(self) -> None:
+        self.statements.clear()
+        self.committed = 0
+
+    def committed_statements(self) -> list[str]:
+        """The step's committed statements that changed something, each on one line."""
+        return [
+            " ".join(statement.split())
+            for statement in self.statements[: self.committed]
+            if not _READ_ONLY.match(statement)
+        ]
 
     def _after(self, conn, cursor, statement, parameters, context, executemany) -> None:
         raw = conn.connection.dbapi_connection
-        if (
+        self.statements.append(statement)
+        if getattr(raw, "autocommit", False):
+            self.committed = len(self.statements)
+        elif (
             self.ended_by is None
             and conn.in_transaction()
-            and not getattr(raw, "autocommit", False)  # autocommit_block(): nothing to end
             and raw.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
         ):
             self.ended_by = statement
+            if not _ROLLBACK.match(statement):
+                self.committed = len(self.statements)
 
     def __enter__(self) -> _TransactionWatch:
         event.listen(self.connection, "after_cursor_execute", self._after)
@@ -122,6 +144,11 @@ class _TransactionWatch:
 
     def __exit__(self, *exc: object) -> None:
         event.remove(self.connection, "after_cursor_execute", self._after)
+
+
+_READ_ONLY = re.compile(r"^\s*(SELECT|SHOW|BEGIN|START|COMMIT|END)\b", re.I)
+"""Statements that leave nothing behind (transaction control included)."""
+_ROLLBACK = re.compile(r"^\s*(ROLLBACK|ABORT)\b", re.I)
 
 
 class InvalidIndexes(Exception):
@@ -252,11 +279,14 @@ class _StepFailed(Exception):
         done: int,
         seconds: float,
         before: catalog.Catalog | None = None,
+        committed: list[str] | None = None,
     ) -> None:
         super().__init__(str(error))
         self.step, self.error, self.done, self.seconds = step, error, done, seconds
         self.before = before
         """The catalog before an online step, to tell what its failure left behind."""
+        self.committed = committed or []
+        """The step's statements that stay committed (autocommit_block(), a COMMIT)."""
 
     @property
     def detail(self) -> BaseException:
@@ -349,6 +379,7 @@ def _run_once(
         online_next = following is not None and following.online and not rehearsal
         before = catalog.read(ctx.connection) if online_next else None
         started_at, mark = datetime.now(UTC), time.perf_counter()
+        watch.next_step()
 
     watch = _TransactionWatch(connection)
     try:
@@ -356,13 +387,30 @@ def _run_once(
             _alembic(connection, plan, after_step, scripts, **attributes)
     except CommandError as exc:
         raise RevisionError(str(exc)) from None
-    except (Exception, SystemExit) as exc:
+    except BaseException as exc:
         failed = plan[len(done)] if len(done) < len(plan) else plan[-1]
+        seconds, committed = time.perf_counter() - mark, watch.committed_statements()
+        if (interrupt := _interruption(exc)) is not None:
+            # Ctrl-C or SIGTERM, possibly hidden behind what Alembic's autocommit_block()
+            # raised while cleaning up after it: the interruption it is.
+            interrupt.step_failed = _StepFailed(  # type: ignore[attr-defined]
+                failed, interrupt, len(done), seconds, before, committed
+            )
+            raise interrupt from None
         if isinstance(exc, SystemExit):  # sys.exit() in a migration is not a success
             exc = MigrationExited(f"the migration called sys.exit({exc.code!r})")
         if watch.ended_by is not None and not isinstance(exc, TransactionEnded):
             exc = TransactionEnded(watch.ended_by, exc)
-        raise _StepFailed(failed, exc, len(done), time.perf_counter() - mark, before) from exc
+        raise _StepFailed(failed, exc, len(done), seconds, before, committed) from exc
+
+
+def _interruption(error: BaseException | None) -> BaseException | None:
+    """The KeyboardInterrupt (or other signal turned exception) behind `error`, if any."""
+    while error is not None:
+        if not isinstance(error, Exception | SystemExit | GeneratorExit):
+            return error
+        error = error.__context__
+    return None
 
 
 def run(
@@ -428,6 +476,16 @@ def run(
                 )
             time.sleep(wait)
             attempt += 1
+        except BaseException as interrupt:  # Ctrl-C, SIGTERM: say what an online step left
+            failure = getattr(interrupt, "step_failed", None)
+            if not isinstance(failure, _StepFailed):
+                raise
+            left = _left_behind(connection, failure)
+            if left is not None and (left.changes or left.committed):
+                interrupt.left_behind = _what_stays(  # type: ignore[attr-defined]
+                    failure.step, left
+                )
+            raise
 
 
 @dataclass(frozen=True)
@@ -435,6 +493,35 @@ class _LeftBehind:
     changes: list[str]
     indexes: list[str]
     """New indexes among the changes, schema.name, to drop."""
+    committed: list[str]
+    """The statements that committed: what the autocommit_block() ran, and before it."""
+
+    def __str__(self) -> str:
+        parts = []
+        if self.committed:
+            parts.append(
+                "the statements that committed: " + "; ".join(_short(s) for s in self.committed)
+            )
+        if self.changes:
+            parts.append("in the schema: " + "; ".join(self.changes))
+        return ", and ".join(parts) or "nothing in the schema"
+
+    @property
+    def fix(self) -> str:
+        drops = " ".join(f"DROP INDEX CONCURRENTLY {name};" for name in self.indexes)
+        rest = len(self.changes) > len(self.indexes) or any(
+            not _INDEX_BUILD.match(statement) for statement in self.committed
+        )
+        if not drops:
+            return "undo it by hand"
+        return f"{drops} and undo the rest by hand" if rest else drops
+
+
+_INDEX_BUILD = re.compile(r"^\s*CREATE\s+(UNIQUE\s+)?INDEX\b", re.I)
+
+
+def _short(statement: str) -> str:
+    return statement if len(statement) <= 120 else statement[:119] + "…"
 
 
 def _left_behind(connection: Connection, failure: _StepFailed) -> _LeftBehind | None:
@@ -444,15 +531,26 @@ def _left_behind(connection: Connection, failure: _StepFailed) -> _LeftBehind | 
     from db import catalog
 
     try:
-        if connection.in_transaction():
-            connection.rollback()
+        # Also after an interrupt, which leaves the connection invalidated: a rollback
+        # lets it reconnect.
+        connection.rollback()
         now = catalog.read(connection)
         connection.rollback()
     except Exception as exc:  # the connection itself may be what failed
         log.warning("could not read what %s left behind: %s", failure.step.revision, exc)
-        return _LeftBehind(["(could not read the catalog to tell)"], [])
+        return _LeftBehind(["(could not read the catalog to tell)"], [], failure.committed)
     return _LeftBehind(
-        catalog.changes(failure.before, now), catalog.new_indexes(failure.before, now)
+        catalog.changes(failure.before, now),
+        catalog.new_indexes(failure.before, now),
+        failure.committed,
+    )
+
+
+def _what_stays(step: Step, left: _LeftBehind, then: str = "run again") -> str:
+    """The hint after an online step stopped midway: what stays, and how to undo it."""
+    return (
+        f"{step.revision}'s autocommit_block() had already committed part of it, which "
+        f"stays: {left}. Remove that ({left.fix}), then {then}"
     )
 
 
@@ -462,12 +560,15 @@ def _migration_failed(
     step = failure.step
     at = step.from_revision or "base"
     where = _where_it_failed(failure.error, step)
+    committed = "; ".join(_short(s) for s in failure.committed)
     if isinstance(failure.error, TransactionEnded):
         return MigrationFailed(
             f"migration {step.revision} ({step.description}) failed going {step.direction}"
             f"{where}: {failure.error}.",
-            f"what it ran before ending its transaction stays committed, the rest was rolled "
-            f"back, and the revision is still {at}. Undo the committed part by hand, then "
+            "what it ran before ending its transaction stays committed"
+            + (f" ({committed})" if committed else "")
+            + f", the rest was rolled back, and the revision is still {at}. Undo the "
+            "committed part by hand, then "
             "remove the COMMIT (statements that cannot run in a transaction go in "
             "op.get_context().autocommit_block()) and run again",
         )
@@ -485,17 +586,15 @@ def _migration_failed(
             "or in an earlier run).",
             f"the database is at {at}. Drop them "
             + " ".join(f"(DROP INDEX CONCURRENTLY {n};)" for n in failure.error.names)
-            + ", fix the cause (duplicates for a unique index, a timeout), and run again",
+            + ", fix the cause (duplicates for a unique index, a timeout), and run again"
+            + (f". The statements that committed also stay: {committed}" if committed else ""),
         )
     if left is not None:
-        kept = "; ".join(left.changes) or "nothing in the schema"
-        fix = " ".join(f"DROP INDEX CONCURRENTLY {name};" for name in left.indexes)
         return MigrationFailed(
             f"migration {step.revision} ({step.description}) failed while going "
             f"{step.direction}{where}: {error}",
-            f"the database is at {at}, but its autocommit_block() had already committed "
-            f"part of it, which stays: {kept}. Remove that ({fix or 'undo it by hand'}), "
-            "fix the migration or the data it trips on, and run again",
+            f"the database is at {at}, but "
+            + _what_stays(step, left, "fix the migration or the data it trips on, and run again"),
         )
     if failure.lock_timed_out:
         return MigrationFailed(
@@ -620,8 +719,7 @@ def _record_failure(
 ) -> None:
     """Write the failure row after the rollback; never hide the original error."""
     try:
-        if connection.in_transaction():
-            connection.rollback()
+        connection.rollback()  # also lets an invalidated connection reconnect
         with connection.begin():
             started_at = datetime.now(UTC) - timedelta(seconds=seconds)
             _record(connection, who, step, started_at, seconds, error)

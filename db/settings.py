@@ -102,6 +102,11 @@ def _seconds(name: str, raw: object) -> float:
     return value
 
 
+def seconds(name: str, raw: object) -> float:
+    """A number of seconds, 0 or more (--lock-timeout); ConfigError naming `name` if not."""
+    return _seconds(name, raw)
+
+
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$")
 _UNIT_MS = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000}
 _MAX_MS = 2_147_483_647  # PostgreSQL's timeouts are int milliseconds

@@ -179,7 +179,9 @@ CASES: list[Case] = [
         guard=Expect(False, "refused", ("table public.tasks", "changed")),
         plan=("+ enum label public.task_status 'on_hold'",),
         plan_down=("- enum label public.task_status 'on_hold'",),
-        lint=Expect(True),
+        # The downgrade rebuilds the type: a rewrite of tasks, and a CHECK validated under
+        # its lock. Lint reports a downgrade's locks as an upgrade's.
+        lint=Expect(False, "lint", ("changing-column-type", "constraint-missing-not-valid")),
     ),
     Case(
         "enum-label-add-unsafe-downgrade",
@@ -906,6 +908,89 @@ CASES: list[Case] = [
             ),
         ),
         Expect(True, "data", ("drops what 002 created", "table public.accounts")),
+    ),
+    # --- never a traceback, half-applied steps (lint, dry run, static checks) ------------
+    Case(
+        "reads-through-get-bind",
+        (
+            Migration(
+                "recolor_labels",
+                """
+                op.add_column("labels", sa.Column("shade", sa.Text(), nullable=True))
+                conn = op.get_bind()
+                rows = conn.execute(sa.text("SELECT id, color FROM labels")).fetchall()
+                for label_id, color in rows:
+                    conn.execute(
+                        sa.text("UPDATE labels SET shade = :c WHERE id = :i"),
+                        {"c": color.lower(), "i": label_id},
+                    )
+                op.create_index("ix_labels_shade", "labels", ["shade"])
+                """,
+                'op.drop_column("labels", "shade")',
+            ),
+        ),
+        Expect(True),
+        # What is rendered before the read is checked; the rest is a warning, not a pass
+        # that says nothing (the index after the read is not seen).
+        lint=Expect(
+            True, "lint", ("upgrade() not checked from 002_recolor_labels.py:", "op.get_bind()")
+        ),
+    ),
+    Case(
+        "upgrade-not-written",
+        (
+            Migration(
+                "add_widgets",
+                'raise NotImplementedError("write upgrade() before applying this migration")',
+                'raise NotImplementedError("write downgrade() before applying this migration")',
+            ),
+        ),
+        Expect(False, "up", ("NotImplementedError",)),
+        lint=Expect(
+            True,
+            "lint",
+            ("upgrade() not checked: it is not written yet", "downgrade() not checked"),
+        ),
+    ),
+    Case(
+        "downgrade-builds-index-under-lock",
+        (
+            Migration(
+                "drop_reporter_index",
+                """
+                with op.get_context().autocommit_block():
+                    op.drop_index("ix_tasks_reporter_id", table_name="tasks",
+                                  postgresql_concurrently=True, if_exists=True)
+                """,
+                'op.create_index("ix_tasks_reporter_id", "tasks", ["reporter_id"])',
+            ),
+        ),
+        Expect(True),
+        lint=Expect(False, "lint", ("require-concurrent-index-creation (in downgrade())",)),
+    ),
+    Case(
+        "autocommit-mixed-with-transaction",
+        (
+            Migration(
+                "cap_priorities",
+                """
+                op.execute("UPDATE tasks SET priority = 2 WHERE priority > 2")
+                with op.get_context().autocommit_block():
+                    op.execute("VACUUM (ANALYZE) tasks")
+                """,
+                "pass",
+            ),
+        ),
+        Expect(
+            False,
+            "static checks",
+            (
+                "upgrade() runs SQL outside its autocommit_block()",
+                "between two revisions",
+                "Split it into two migrations",
+            ),
+        ),
+        whole_chain=True,
     ),
 ]
 

@@ -29,3 +29,5 @@ def test_lint_verdict(case: Case, tmp_path: Path, monkeypatch, capsys) -> None:
         return
     output = capsys.readouterr().out
     assert case.lint.ok, f"{case.name}: squawk should have found {case.lint.words}:\n{output}"
+    for words in case.lint.words:
+        assert words in output, f"{case.name}: {words!r} missing from:\n{output}"

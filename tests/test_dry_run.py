@@ -3,10 +3,12 @@ nothing: no row, no lock, nothing left behind."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy.engine import URL
 
 from db import lock
-from tests.helpers import as_env, connect, current_revision, scalar
+from tests.helpers import add_migration, as_env, connect, current_revision, scalar
 
 TABLES = (
     "SELECT count(*) FROM pg_tables WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
@@ -69,3 +71,42 @@ def test_from_without_dry_run_is_refused(invoke, empty_db: URL) -> None:
     result = invoke("migrate.up", "--from", "base", env=as_env(empty_db))
     assert result.returncode == 2 and "--from only goes with --dry-run" in result.stderr
     assert current_revision(empty_db) is None
+
+
+READS = """
+conn = op.get_bind()
+rows = conn.execute(sa.text("SELECT id FROM labels")).fetchall()
+for (label_id,) in rows:
+    conn.execute(sa.text("UPDATE labels SET name = name WHERE id = :i"), {"i": label_id})
+"""
+
+
+def test_a_dry_run_names_each_migration_it_cannot_render(
+    invoke, versions_copy: Path, monkeypatch
+) -> None:
+    from db import commands
+
+    path = add_migration(versions_copy, "002", "001", "touch_labels", READS, READS)
+    path.write_text(
+        path.read_text().replace("from alembic", "import sqlalchemy as sa\nfrom alembic")
+    )
+    monkeypatch.setenv("WORKTRACKER_VERSIONS_DIR", str(versions_copy))
+    commands.migrate_new("add reminders")  # 003: upgrade() and downgrade() raise until written
+    env = {
+        "DATABASE_URL": "postgresql://nobody:secret@127.0.0.1:1/none",
+        "WORKTRACKER_VERSIONS_DIR": str(versions_copy),
+    }
+    up = invoke("migrate.up", "--dry-run", "--from", "base", env=env)
+    assert up.returncode == 2, up.explain()
+    assert "Traceback" not in up.output, up.explain()
+    assert "002 reads the database (op.get_bind())" in up.stderr, up.explain()
+    assert "003 has no upgrade() yet (it raises NotImplementedError)" in up.stderr, up.explain()
+    assert "hint: use migrate.plan to rehearse it" in up.stderr, up.explain()
+    assert up.stdout == "", "no half of a script"
+
+    down = invoke("migrate.down", "--dry-run", "--from", "002", env=env)
+    assert down.returncode == 2, down.explain()
+    assert "002 reads the database (op.get_bind()) and cannot be shown as SQL offline" in (
+        down.stderr
+    ), down.explain()
+    assert "migrate.plan --down" in down.stderr, down.explain()

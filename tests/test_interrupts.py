@@ -103,6 +103,7 @@ def test_a_migration_that_commits_itself_is_told_apart(
     assert result.returncode == 4, result.explain()
     assert "ended its own transaction with 'COMMIT'" in result.stderr, result.explain()
     assert "stays committed" in result.stderr and "still 001" in result.stderr
+    assert "(CREATE TABLE early (a int))" in result.stderr, "what stays is named"
     assert "its transaction was rolled back" not in result.stderr, "that would be false"
     assert current_revision(initial_db) == "001"
     assert scalar(initial_db, "SELECT to_regclass('early')") is not None, "committed part"

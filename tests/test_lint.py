@@ -19,6 +19,12 @@ with op.get_context().autocommit_block():
     )
 """
 DROP_INDEX = 'op.drop_index("ix_tasks_due_date", table_name="tasks")'
+DROP_CONCURRENT_INDEX = """
+with op.get_context().autocommit_block():
+    op.drop_index(
+        "ix_tasks_due_date", table_name="tasks", postgresql_concurrently=True, if_exists=True
+    )
+"""
 
 
 def test_the_chain_passes_lint(invoke) -> None:
@@ -47,7 +53,7 @@ def test_a_reviewed_exception_belongs_to_one_migration(invoke, versions_copy: Pa
     source = path.read_text().replace(
         "depends_on = None",
         'depends_on = None\nsquawk_ignore = {"require-concurrent-index-creation": '
-        '"tasks is empty until launch"}',
+        '"tasks is empty until launch", "require-concurrent-index-deletion": "idem"}',
     )
     path.write_text(source)
     add_migration(
@@ -70,7 +76,9 @@ def test_a_reviewed_exception_belongs_to_one_migration(invoke, versions_copy: Pa
 
 
 def test_concurrent_index_in_an_autocommit_block_passes(invoke, versions_copy: Path) -> None:
-    add_migration(versions_copy, "002", "001", "due_date_index", CONCURRENT_INDEX, DROP_INDEX)
+    add_migration(
+        versions_copy, "002", "001", "due_date_index", CONCURRENT_INDEX, DROP_CONCURRENT_INDEX
+    )
     result = invoke("migrate.lint", env={"WORKTRACKER_VERSIONS_DIR": str(versions_copy)})
     assert result.returncode == 0, result.explain()
 
@@ -101,3 +109,62 @@ def test_an_exception_in_a_migration_keeps_the_projects_exclusions(
     assert "prefer-bigint-over-int" not in result.stdout, (
         "a migration's squawk_ignore replaced the rules .squawk.toml excludes\n" + result.explain()
     )
+
+
+def _lint_in_process(versions: Path, monkeypatch, capsys) -> str:
+    from db import commands
+    from db.errors import CheckFailed
+
+    monkeypatch.setenv("WORKTRACKER_VERSIONS_DIR", str(versions))
+    try:
+        commands.migrate_lint()
+    except CheckFailed as failed:
+        return capsys.readouterr().out + failed.render()
+    return capsys.readouterr().out
+
+
+def _line_of(path: Path, fragment: str, after: str = "def upgrade") -> int:
+    lines = path.read_text().splitlines()
+    start = next(n for n, text in enumerate(lines) if after in text)
+    return next(n for n, text in enumerate(lines[start:], start + 1) if fragment in text)
+
+
+def test_findings_point_at_the_line_that_wrote_the_statement(
+    versions_copy: Path, monkeypatch, capsys
+) -> None:
+    # The names of the renamed column appear on earlier lines too (a comment on it, and
+    # the upgrade for the downgrade's statement): only the call that wrote it counts.
+    upgrade = """
+    op.execute("COMMENT ON COLUMN tasks.title IS 'what the task is'")
+    op.alter_column("tasks", "title", new_column_name="name")
+    with op.get_context().autocommit_block():
+        op.drop_index("ix_tasks_reporter_id", table_name="tasks",
+                      postgresql_concurrently=True, if_exists=True)
+    """
+    downgrade = """
+    op.create_index("ix_tasks_reporter_id", "tasks", ["reporter_id"])
+    op.alter_column("tasks", "name", new_column_name="title")
+    """
+    path = add_migration(versions_copy, "002", "001", "rename_title", upgrade, downgrade)
+    output = _lint_in_process(versions_copy, monkeypatch, capsys)
+    rename = _line_of(path, "new_column_name")
+    index = _line_of(path, "op.create_index", after="def downgrade")
+    assert f"002_rename_title.py:{rename}: renaming-column (in upgrade())" in output, output
+    assert f"002_rename_title.py:{index}: require-concurrent-index-creation (in downgrade())" in (
+        output
+    )
+
+
+def test_a_migration_that_reads_the_database_is_a_warning_not_a_traceback(
+    versions_copy: Path, monkeypatch, capsys
+) -> None:
+    upgrade = """
+    op.create_index("ix_tasks_due_date", "tasks", ["due_date"])
+    if op.get_bind().dialect.server_version_info >= (15,):
+        op.execute("SELECT 1")
+    """
+    add_migration(versions_copy, "002", "001", "depends_on_version", upgrade, DROP_INDEX)
+    output = _lint_in_process(versions_copy, monkeypatch, capsys)
+    assert "require-concurrent-index-creation" in output, "what came before the read is linted"
+    assert "warning: upgrade() not checked from 002_depends_on_version.py:" in output, output
+    assert "reads the database (op.get_bind())" in output, output

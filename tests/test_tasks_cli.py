@@ -15,7 +15,7 @@ from sqlalchemy.engine import URL
 
 from db import embedded, urls
 from db.throwaway import PASSWORD_ROLE, Server
-from tests.helpers import as_env
+from tests.helpers import as_env, current_revision
 
 SECRET = "hunter2-not-for-logs"
 
@@ -228,3 +228,31 @@ def test_psql_gets_the_password_through_the_environment() -> None:
     assert SECRET not in " ".join(argv), "a password on argv shows in ps"
     assert env["PGPASSWORD"] == SECRET
     assert argv[1] == "postgresql://app@db.internal:5432/app"
+
+
+def test_steps_0_is_refused_and_rolls_nothing_back(invoke, initial_db: URL) -> None:
+    result = invoke("migrate.down", "--steps", "0", env=as_env(initial_db))
+    assert_clean_failure(result, 2, "--steps takes a whole number of 1 or more, not 0")
+    assert current_revision(initial_db) == "001", "--steps 0 rolled back a migration"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("migrate.down", "--steps", "-1"),
+        ("migrate.plan", "--down", "--steps", "0"),
+        ("migrate.history", "--limit", "0"),
+        ("migrate.history", "--limit", "-2"),
+        ("migrate.up", "--parallel", "0"),
+        ("migrate.verify", "--parallel", "0"),
+        ("migrate.drift", "--parallel", "-1"),
+        ("migrate.up", "--lock-timeout", "-1"),
+    ],
+    ids=lambda args: " ".join(args),
+)
+def test_numeric_options_out_of_range_are_bad_input(invoke, args: tuple[str, ...]) -> None:
+    # Checked before anything connects: the URL leads nowhere.
+    result = invoke(*args, env={"DATABASE_URL": f"postgresql://app:{SECRET}@127.0.0.1:1/app"})
+    assert result.returncode == 2, result.explain()
+    assert "Traceback" not in result.output, result.explain()
+    assert args[-2] in result.stderr and "could not connect" not in result.stderr, result.explain()

@@ -62,6 +62,18 @@ def _plan(
     return plan
 
 
+def _refuse_half_applicable(plan: list[runner.Step]) -> None:
+    """The roundtrip's static check on the files about to run (an AST read, no import):
+    a step whose failure would leave the database between two revisions is not started."""
+    from db.roundtrip import static
+
+    problems = [problem for step in plan for problem in static.mixed_autocommit(step.path)]
+    if problems:
+        raise ConfigError(
+            f"not applied: {'; '.join(problems)}. Nothing was run.", static.MIXED_HINT
+        )
+
+
 def _dry_run(
     direction: str, *, to: str | None, steps: int | None = None, from_rev: str | None
 ) -> None:
@@ -75,15 +87,20 @@ def _dry_run(
             where = target.label
     plan = _plan(current, direction, where, to=to, steps=steps)
     end = plan[-1].to_revision or "base" if plan else current or "base"
+    sql = ""
+    if plan:
+        from db import preview
+
+        # Rendered before anything is printed: a migration that cannot be rendered
+        # offline (it reads the database) leaves no half of a script on stdout.
+        sql = preview.offline_sql(current, plan)
     # Plain print: SQL must reach stdout exactly, never through Rich's markup.
     print(f"-- Dry run of migrate.{direction} on {where}: {current or 'base'} -> {end}.")
     print("-- Nothing below was executed, and no lock was taken.")
     if not plan:
         print("-- Nothing to do.")
         return
-    from db import preview
-
-    print(preview.offline_sql(current, plan), end="")
+    print(sql, end="")
 
 
 def _dry_run_asked(dry_run: bool, from_rev: str | None) -> bool:
@@ -108,6 +125,7 @@ def migrate_up(
         if not plan:
             say(f"Nothing to apply: {target.label} is at {current or 'base'}.")
             return
+        _refuse_half_applicable(plan)
         apply_plan(target, plan, "Upgrading")
 
 

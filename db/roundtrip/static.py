@@ -4,7 +4,8 @@
 - file names match `NNN_slug.py` and the revision id inside;
 - every migration has an upgrade() and a downgrade() (an empty downgrade is for data-only
   migrations: the stairway checks that the upgrade really changes no catalog);
-- no migration imports the models (migrations stay frozen when the models change).
+- no migration imports the models (migrations stay frozen when the models change);
+- no upgrade() or downgrade() mixes an autocommit_block() with statements outside it.
 """
 
 from __future__ import annotations
@@ -53,6 +54,81 @@ def _imports_models(tree: ast.Module) -> bool:
     return False
 
 
+MIXED_HINT = (
+    "split it into two migrations: one with only the autocommit block (written to be run "
+    "again: IF NOT EXISTS), one with the rest"
+)
+
+_EMITS_NOTHING = {"get_context", "get_bind", "f", "inline_literal"}
+"""op.* calls that run no SQL."""
+
+
+def _runs_sql(node: ast.AST) -> bool:
+    """A call of op.* that runs SQL (op.add_column, op.execute…), or of .execute() on a
+    connection."""
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+        return False
+    if node.func.attr in ("execute", "exec_driver_sql"):
+        return True
+    owner = node.func.value
+    return isinstance(owner, ast.Name) and owner.id == "op" and node.func.attr not in _EMITS_NOTHING
+
+
+def _autocommit_blocks(function: ast.FunctionDef) -> list[ast.With]:
+    return [
+        node
+        for node in ast.walk(function)
+        if isinstance(node, ast.With)
+        and any(
+            isinstance(item.context_expr, ast.Call)
+            and isinstance(item.context_expr.func, ast.Attribute)
+            and item.context_expr.func.attr == "autocommit_block"
+            for item in node.items
+        )
+    ]
+
+
+def _outside(node: ast.AST, blocks: list[ast.With]) -> list[ast.AST]:
+    found = []
+    for child in ast.iter_child_nodes(node):
+        if child not in blocks:
+            found += [child, *_outside(child, blocks)]
+    return found
+
+
+def mixed_autocommit(path: Path, tree: ast.Module | None = None) -> list[str]:
+    """upgrade() or downgrade() running SQL both in an autocommit_block() and outside it.
+
+    Entering the block commits what ran before it, and each statement in it commits on
+    its own, while the version bump comes at the end: when anything after the first
+    commit fails, the database is left between two revisions, with part of the step
+    applied and a rerun tripping over it. A block alone (CREATE INDEX CONCURRENTLY with
+    IF NOT EXISTS) can simply be run again.
+    """
+    if tree is None:
+        try:
+            tree = ast.parse(path.read_text(), filename=str(path))
+        except (OSError, SyntaxError):
+            return []
+    problems = []
+    for function in tree.body:
+        if not isinstance(function, ast.FunctionDef) or function.name not in (
+            "upgrade",
+            "downgrade",
+        ):
+            continue
+        blocks = _autocommit_blocks(function)
+        mixed = [n for n in _outside(function, blocks) if _runs_sql(n)] if blocks else []
+        if mixed:
+            problems.append(
+                f"{path.name}: {function.name}() runs SQL outside its autocommit_block() "
+                f"(line {mixed[0].lineno}) as well as inside it (line {blocks[0].lineno}): "
+                "the block commits on its own, so a failure leaves the database between two "
+                "revisions, part applied"
+            )
+    return problems
+
+
 def check_file(path: Path) -> list[str]:
     """What is wrong with one migration file."""
     problems = []
@@ -73,6 +149,10 @@ def check_file(path: Path) -> list[str]:
     for required in ("upgrade", "downgrade"):
         if required not in functions:
             problems.append(f"{path.name}: has no {required}()")
+    problems += [
+        f"{problem}. {MIXED_HINT[0].upper()}{MIXED_HINT[1:]}"
+        for problem in mixed_autocommit(path, tree)
+    ]
     if _imports_models(tree):
         problems.append(
             f"{path.name}: imports db.models; a migration must not, or it changes when the "
