@@ -20,8 +20,9 @@ NEXT = revisions.next_revision_id(revisions.script_directory())
 CHANGES = {
     "nullable column": (
         "db/models/work_items.py",
-        "    title: Mapped[str]\n",
-        "    title: Mapped[str]\n    estimate: Mapped[int | None] = mapped_column("
+        # Anchored on the table's name, not on a column the team may rename.
+        '    __tablename__ = "tasks"\n',
+        '    __tablename__ = "tasks"\n    estimate: Mapped[int | None] = mapped_column('
         'comment="Estimated hours.")\n',
         ["op.add_column(", '"estimate"'],
     ),
