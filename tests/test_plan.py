@@ -135,3 +135,21 @@ def test_a_backfill_of_a_new_column_is_not_data_the_change_destroys(
     assert result.returncode == 0, result.explain()
     assert "+ column public.things.code text" in result.stdout, result.explain()
     assert "destroy" not in result.stdout, result.explain()
+
+
+def test_a_new_default_reads_from_none(invoke, initial_db: URL, versions_copy: Path) -> None:
+    add_migration(
+        versions_copy,
+        "002",
+        "001",
+        "estimate_default",
+        "op.execute(\"ALTER TABLE tasks ALTER COLUMN description SET DEFAULT ''\")",
+        'op.execute("ALTER TABLE tasks ALTER COLUMN description DROP DEFAULT")',
+    )
+    env = {**as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    result = invoke("migrate.plan", env=env)
+    assert result.returncode == 0, result.explain()
+    assert "~ column public.tasks.description default: none → ''::text" in result.stdout, (
+        result.explain()
+    )
+    assert "None" not in result.stdout, result.explain()
