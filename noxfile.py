@@ -72,7 +72,8 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def alembic_plugin(session: nox.Session) -> None:
-    """pytest-alembic's built-in tests and downgrade_leaves_no_trace on our chain."""
+    """pytest-alembic's built-in tests, and its downgrade_leaves_no_trace with committed
+    steps (tests_pytest_alembic/test_downgrade_leaves_no_trace.py), on our chain."""
     _install(session)
     # pytest-alembic 0.13 cannot collect under pytest 9.
     session.install("pytest>=8,<9", "pytest-alembic==0.13.1")
@@ -84,10 +85,18 @@ def alembic_plugin(session: nox.Session) -> None:
         "tests_pytest_alembic/conftest.py",
         "-p",
         "pytest_alembic",
-        "-o",
-        "pytest_alembic_include_experimental=downgrade_leaves_no_trace",
         *session.posargs,
     )
+
+
+@nox.session
+def alembic_plugin_corpus(session: nox.Session) -> None:
+    """alembic_plugin's checks on every corpus chain the roundtrip passes (not in the
+    default run); `-- NAME…` picks cases of tests/corpus.py."""
+    _install(session)
+    # pytest-alembic 0.13 cannot collect under pytest 9.
+    session.install("pytest>=8,<9", "pytest-alembic==0.13.1")
+    session.run("python", "-m", "tests_pytest_alembic.corpus", *session.posargs)
 
 
 @nox.session(venv_backend="none")

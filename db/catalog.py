@@ -757,7 +757,8 @@ def _column_changes(before: Catalog, after: Catalog, table_pairs: dict[int, int]
             if old.not_null != now.not_null:
                 out.append(f"~ column {where} {'set' if now.not_null else 'drop'} NOT NULL")
             if old.default != now.default:
-                out.append(f"~ column {where} default {old.default} → {now.default}")
+                was, becomes = old.default or "none", now.default or "none"
+                out.append(f"~ column {where} default: {was} → {becomes}")
             if (old.identity, old.generated) != (now.identity, now.generated):
                 out.append(f"~ column {where} identity/generated changed")
             if old.comment != now.comment:

@@ -81,6 +81,12 @@ def row_values(connection: Connection, relation: Relation, columns: list[Column]
     return [tuple(r) for r in connection.execute(text(f"SELECT {values} FROM {relation.sql}"))]
 
 
+_UPDATABLE = text(
+    "SELECT attname FROM pg_attribute WHERE attrelid = :oid AND attnum > 0 "
+    "AND NOT attisdropped AND attidentity <> 'a' AND attgenerated = '' ORDER BY attnum LIMIT 1"
+)
+
+
 def columns_set_on_update(connection: Connection, relation: Relation) -> set[str]:
     """Columns a trigger rewrites on every update (updated_at): found by updating one row
     to itself inside a savepoint and seeing what changed."""
@@ -89,10 +95,12 @@ def columns_set_on_update(connection: Connection, relation: Relation) -> set[str
         found = connection.execute(
             text(f"SELECT ctid, to_jsonb(t) FROM {relation.sql} AS t LIMIT 1")
         ).first()
-        if found is None:
+        # A column that can be set to itself: not GENERATED ALWAYS (an identity key
+        # first, as many tables have, would refuse the update and hide the trigger).
+        first = connection.execute(_UPDATABLE, {"oid": relation.oid}).scalar()
+        if found is None or first is None:
             return set()
         ctid, before = found
-        first = next(iter(before))
         after = connection.execute(
             text(
                 f"UPDATE {relation.sql} AS t SET {ident(first)} = {ident(first)} "

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import sys
 import textwrap
 import traceback
 import unicodedata
@@ -90,7 +92,8 @@ def _broken(folder: Path, error: BaseException) -> ConfigError:
 
 def _loaded(script: ScriptDirectory, folder: Path) -> ScriptDirectory:
     """`script` with every file loaded; ConfigError (exit 2) naming a file that does not."""
-    with warnings.catch_warnings():
+    # A print() at a migration file's top level goes to stderr: stdout may be --json.
+    with warnings.catch_warnings(), contextlib.redirect_stdout(sys.stderr):
         warnings.simplefilter("ignore")  # Alembic warns of a missing revision, then fails
         try:
             script.revision_map.heads  # noqa: B018 - loads every migration file

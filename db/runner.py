@@ -7,8 +7,10 @@ so that a failure can name the migration it happened in.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -312,7 +314,6 @@ def _alembic(
 ) -> None:
     config = revisions.alembic_config()
     config.attributes.update(connection=connection, models=False, **attributes)
-    config.attributes["configure_options"] = {"on_version_apply": after_step}
     target = plan[-1].to_revision or revisions.BASE
     # What alembic.command.upgrade/downgrade do, on the chain already loaded (they would
     # load every migration file again).
@@ -328,7 +329,19 @@ def _alembic(
         # Not where the plan starts: Alembic's own walk, and its own error.
         return (script._upgrade_revs if up else script._downgrade_revs)(target, rev)
 
-    with EnvironmentContext(config, script, fn=steps, destination_rev=target):
+    # What a migration prints goes to stderr while it runs: stdout is the tool's, and may
+    # be --json. The tool's own lines, from after_step, still go to stdout.
+    stdout = sys.stdout
+
+    def after(**kwargs) -> None:
+        with contextlib.redirect_stdout(stdout):
+            after_step(**kwargs)
+
+    config.attributes["configure_options"] = {"on_version_apply": after}
+    with (
+        contextlib.redirect_stdout(sys.stderr),
+        EnvironmentContext(config, script, fn=steps, destination_rev=target),
+    ):
         script.run_env()
 
 

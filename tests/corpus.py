@@ -992,6 +992,38 @@ CASES: list[Case] = [
         ),
         whole_chain=True,
     ),
+    # --- reports and the daily loop: a backfill on a table whose first column cannot be
+    # set (GENERATED ALWAYS identity) and whose updated_at trigger the backfill fires.
+    Case(
+        "backfill-on-identity-table",
+        (
+            Migration(
+                "add_things",
+                """
+                op.execute(
+                    "CREATE TABLE things (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, "
+                    "name text NOT NULL, updated_at timestamptz NOT NULL DEFAULT now())"
+                )
+                op.execute(
+                    "CREATE TRIGGER trg_things_set_updated_at BEFORE UPDATE ON things "
+                    "FOR EACH ROW EXECUTE FUNCTION set_updated_at()"
+                )
+                """,
+                'op.drop_table("things")',
+            ),
+            Migration(
+                "add_thing_codes",
+                """
+                op.add_column("things", sa.Column("code", sa.Text(), nullable=True))
+                op.execute("UPDATE things SET code = upper(name)")
+                """,
+                'op.drop_column("things", "code")',
+            ),
+        ),
+        Expect(True),
+        plan=("+ table public.things (4 columns",),
+        plan_down=("- column public.things.code text",),
+    ),
 ]
 
 BY_NAME = {case.name: case for case in CASES}

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import inspect
+import re
 import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg
+import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DBAPIError
 
 from db import urls
 
@@ -92,3 +97,45 @@ def add_migration(
     path = versions / f"{revision}_{slug}.py"
     path.write_text(source)
     return path
+
+
+SCHEMA_MOVED = {"42703", "42P01"}
+"""SQLSTATEs of a statement that names a column or a table that no longer exists."""
+
+
+def _written_by_hand(statement: str, error: Exception) -> str:
+    """Why a schema test's hand-written statement broke, and what to do about it."""
+    table = re.search(r"\b(?:INTO|UPDATE|FROM)\s+([\w.]+)", statement, re.I)
+    name = table.group(1) if table else "a table"
+    frames = (f for f in inspect.stack() if "/tests/test_" in f.filename)
+    caller = next((f"{Path(f.filename).name}:{f.lineno}" for f in frames), "the test")
+    reason = str(getattr(error, "orig", error)).splitlines()[0]
+    return (
+        f"this test writes rows by hand into {name}: a migration changed {name} ({reason}); "
+        f"update the statement at {caller} (README, Daily workflow, step 5).\n"
+        f"--- statement ---\n{statement}"
+    )
+
+
+def by_hand(db, statement: str, params: dict | None = None):
+    """Run a statement a schema test writes by hand and that must go through; when the
+    schema moved under it, fail saying which statement to update, not with a traceback."""
+    try:
+        return db.execute(text(statement), params or {})
+    except DBAPIError as error:
+        why = _written_by_hand(statement, error)
+    pytest.fail(why, pytrace=False)  # outside the except: no chained database traceback
+
+
+def refused(db, statement: str, params: dict | None = None) -> str:
+    """Run a statement a schema test writes by hand and that a rule must refuse; its
+    SQLSTATE. A column or table that no longer exists is not a refusal: the test says so."""
+    try:
+        db.execute(text(statement), params or {})
+    except DBAPIError as error:
+        if error.orig.sqlstate not in SCHEMA_MOVED:
+            return error.orig.sqlstate
+        why = _written_by_hand(statement, error)
+    else:
+        why = f"nothing refused:\n{statement}"
+    pytest.fail(why, pytrace=False)

@@ -20,8 +20,9 @@ NEXT = revisions.next_revision_id(revisions.script_directory())
 CHANGES = {
     "nullable column": (
         "db/models/work_items.py",
-        "    title: Mapped[str]\n",
-        "    title: Mapped[str]\n    estimate: Mapped[int | None] = mapped_column("
+        # Anchored on the table's name, not on a column the team may rename.
+        '    __tablename__ = "tasks"\n',
+        '    __tablename__ = "tasks"\n    estimate: Mapped[int | None] = mapped_column('
         'comment="Estimated hours.")\n',
         ["op.add_column(", '"estimate"'],
     ),
@@ -108,3 +109,27 @@ def test_a_generated_enum_label_migration_applies_without_the_models(
     finally:
         pg_server.drop_database(url.database)
     assert applied.returncode == 0, applied.stdout + applied.stderr + source
+
+
+def test_autogenerate_names_a_model_module_that_the_package_does_not_import(
+    tmp_path: Path, pg_server
+) -> None:
+    copy = generate(0, tmp_path / "checkout")
+    (copy / "db/models/reminders.py").write_text(
+        "import uuid\n\n"
+        "from sqlalchemy.orm import Mapped\n\n"
+        "from db.models.base import Base, UUIDPrimaryKey\n\n\n"
+        "class Reminder(UUIDPrimaryKey, Base):\n"
+        '    __tablename__ = "reminders"\n\n'
+        "    note: Mapped[str]\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WORKTRACKER_")}
+    env.pop("DATABASE_URL", None)
+    env["WORKTRACKER_PGDATA"] = str(tmp_path / "never-started")
+    env["TEST_DATABASE_URL"] = pg_server.admin_url.render_as_string(hide_password=False)
+    made = _run(copy, "invoke", "migrate.new", "--autogenerate", "add reminders", env=env)
+    assert made.returncode == 2, made.stdout + made.stderr
+    assert "db/models/reminders.py is not imported by db/models/__init__.py" in made.stderr
+    assert "from db.models.reminders import Reminder" in made.stderr, made.stderr
+    assert "Traceback" not in made.stderr, made.stderr
+    assert not list((copy / "db/migrations/versions").glob(f"{NEXT}_*.py")), "nothing written"

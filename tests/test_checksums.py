@@ -72,3 +72,26 @@ def test_untouched_chain_verifies(invoke, applied_copy: dict[str, str]) -> None:
     result = invoke("migrate.verify", env=applied_copy)
     assert result.returncode == 0, result.explain()
     assert "OK: the 1 applied migration(s) match" in result.stdout, result.explain()
+
+
+def test_status_marks_an_edited_applied_migration_and_still_exits_0(
+    invoke, applied_copy: dict[str, str], versions_copy: Path
+) -> None:
+    with (versions_copy / "001_initial_schema.py").open("a") as f:
+        f.write("# an innocent-looking edit\n")
+    shown = invoke("migrate.status", env=applied_copy)
+    assert shown.returncode == 0, shown.explain()
+    row = next(line for line in shown.stdout.splitlines() if "001_initial_schema.py" in line)
+    assert "applied, edited" in row, shown.stdout
+    assert "Changed since applied: 001_initial_schema.py: edited" in shown.stdout, shown.stdout
+    assert "migrate.verify" in shown.stdout, shown.stdout
+
+    as_json = json.loads(invoke("migrate.status", "--json", env=applied_copy).stdout)
+    assert [m["changed"] for m in as_json["migrations"]] == [True], as_json
+    assert as_json["changed_since_applied"] == ["001_initial_schema.py: edited"], as_json
+
+
+def test_status_of_an_untouched_chain_marks_nothing(invoke, applied_copy: dict[str, str]) -> None:
+    shown = invoke("migrate.status", env=applied_copy)
+    assert shown.returncode == 0, shown.explain()
+    assert "edited" not in shown.stdout and "Changed since applied" not in shown.stdout

@@ -34,7 +34,7 @@ BY_HAND = [
 EXPECTED_LINES = [
     "+ index tasks_title_by_hand on public.tasks",
     "~ column public.tasks.description type text → character varying(2000)",
-    "~ column public.tasks.priority default 2 → 3",
+    "~ column public.tasks.priority default: 2 → 3",
     "- trigger trg_tasks_set_updated_at on public.tasks",
     "+ schema reporting",
     "+ table reporting.daily",

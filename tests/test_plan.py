@@ -99,3 +99,57 @@ def test_plan_exits_4_when_the_rehearsal_fails(
     assert "no_such_table" in result.stderr
     assert "nothing was changed" in result.stderr
     assert current_revision(initial_db) == "001"
+
+
+THINGS = """
+op.execute(
+    "CREATE TABLE things (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, name text, "
+    "updated_at timestamptz NOT NULL DEFAULT now())"
+)
+op.execute(
+    "CREATE TRIGGER trg_things_set_updated_at BEFORE UPDATE ON things "
+    "FOR EACH ROW EXECUTE FUNCTION set_updated_at()"
+)
+op.execute("INSERT INTO things (name) VALUES ('a'), ('b')")
+"""
+
+
+def test_a_backfill_of_a_new_column_is_not_data_the_change_destroys(
+    invoke, initial_db: URL, versions_copy: Path
+) -> None:
+    """The backfill fires the table's updated_at trigger, and the table's first column
+    cannot be updated (GENERATED ALWAYS): neither is a loss."""
+    add_migration(versions_copy, "002", "001", "things", THINGS, 'op.execute("DROP TABLE things")')
+    add_migration(
+        versions_copy,
+        "003",
+        "002",
+        "thing_codes",
+        'op.execute("ALTER TABLE things ADD COLUMN code text")\n'
+        'op.execute("UPDATE things SET code = upper(name)")',
+        'op.execute("ALTER TABLE things DROP COLUMN code")',
+    )
+    env = {**as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    assert invoke("migrate.up", "--to", "002", env=env).returncode == 0
+    result = invoke("migrate.plan", env=env)
+    assert result.returncode == 0, result.explain()
+    assert "+ column public.things.code text" in result.stdout, result.explain()
+    assert "destroy" not in result.stdout, result.explain()
+
+
+def test_a_new_default_reads_from_none(invoke, initial_db: URL, versions_copy: Path) -> None:
+    add_migration(
+        versions_copy,
+        "002",
+        "001",
+        "estimate_default",
+        "op.execute(\"ALTER TABLE tasks ALTER COLUMN description SET DEFAULT ''\")",
+        'op.execute("ALTER TABLE tasks ALTER COLUMN description DROP DEFAULT")',
+    )
+    env = {**as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    result = invoke("migrate.plan", env=env)
+    assert result.returncode == 0, result.explain()
+    assert "~ column public.tasks.description default: none → ''::text" in result.stdout, (
+        result.explain()
+    )
+    assert "None" not in result.stdout, result.explain()

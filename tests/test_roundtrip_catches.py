@@ -38,7 +38,7 @@ BROKEN = {
         "op.execute(\"ALTER TABLE tasks ALTER COLUMN description SET DEFAULT ''\")",
         'op.execute("SELECT 1")  # forgets the default',
         "down",
-        "~ column public.tasks.description default None → ''::text",
+        "~ column public.tasks.description default: none → ''::text",
     ),
     "forgets-a-constraint-comment": (
         "op.execute(\"COMMENT ON CONSTRAINT pk_users ON users IS 'the id'\")",

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
-from sqlalchemy.exc import IntegrityError
 
+from tests.helpers import by_hand, refused
 from tests.test_schema_rules import seed
 
 # (table, the insert that takes the unique key again, what soft-deletes the first holder)
@@ -34,12 +34,11 @@ def test_soft_deleted_rows_free_their_unique_keys(
     db = head_transaction
     ids = seed(db)
     db.execute(text("SAVEPOINT live"))
-    with pytest.raises(IntegrityError):
-        db.execute(text(insert), _params(ids, insert))
+    assert refused(db, insert, _params(ids, insert)) == "23505", f"{table}: the key was not taken"
     db.execute(text("ROLLBACK TO SAVEPOINT live"))
     before = _count(db, f"SELECT count(*) FROM {table}")
     db.execute(text(f"UPDATE {table} SET deleted_at = now()"))
-    db.execute(text(insert), _params(ids, insert))  # the key is free again
+    by_hand(db, insert, _params(ids, insert))  # the key is free again
     after = _count(db, f"SELECT count(*) FROM {table}")
     assert after == before + 1, f"{table}: expected the deleted row and the new one to coexist"
 
@@ -48,12 +47,8 @@ def test_task_numbers_are_never_reused(head_transaction: Connection) -> None:
     db = head_transaction
     ids = seed(db)
     db.execute(text("UPDATE tasks SET deleted_at = now()"))
-    with pytest.raises(IntegrityError) as caught:
-        db.execute(
-            text("INSERT INTO tasks (project_id, number, title) VALUES (:p, 1, 'Again')"),
-            {"p": ids["project"]},
-        )
-    assert caught.value.orig.sqlstate == "23505"
+    again = "INSERT INTO tasks (project_id, number, title) VALUES (:p, 1, 'Again')"
+    assert refused(db, again, {"p": ids["project"]}) == "23505"
 
 
 def _count(db: Connection, sql: str, **params: str) -> int:
@@ -83,11 +78,10 @@ def test_deleting_a_user_nulls_their_references_and_drops_their_memberships(
     db.execute(text("UPDATE comments SET author_id = :u"), user)
     db.execute(text("UPDATE projects SET created_by = :u"), user)
     db.execute(text("UPDATE audit_events SET actor_id = :u"), user)
-    db.execute(
-        text(
-            "INSERT INTO organization_members (organization_id, user_id, invited_by) "
-            "VALUES (:org, :bob, :u)"
-        ),
+    by_hand(
+        db,
+        "INSERT INTO organization_members (organization_id, user_id, invited_by) "
+        "VALUES (:org, :bob, :u)",
         {"org": ids["org"], "bob": ids["user2"], **user},
     )
     db.execute(text("DELETE FROM users WHERE id = :u"), user)
@@ -106,11 +100,9 @@ def test_deleting_a_user_nulls_their_references_and_drops_their_memberships(
 def test_deleting_a_parent_task_keeps_its_subtasks(head_transaction: Connection) -> None:
     db = head_transaction
     ids = seed(db)
-    db.execute(
-        text(
-            "INSERT INTO tasks (project_id, number, title, parent_task_id) "
-            "VALUES (:p, 2, 'Child', :t)"
-        ),
+    by_hand(
+        db,
+        "INSERT INTO tasks (project_id, number, title, parent_task_id) VALUES (:p, 2, 'Child', :t)",
         {"p": ids["project"], "t": ids["task"]},
     )
     db.execute(text("DELETE FROM tasks WHERE id = :t"), {"t": ids["task"]})
@@ -134,7 +126,7 @@ def test_updated_at_moves_on_update(db: Connection, table: str, change: str) -> 
     seed(db)  # autocommit: each statement is its own transaction, so now() moves
     before = db.execute(text(f"SELECT created_at, updated_at FROM {table} LIMIT 1")).one()
     # Even an explicit value is overridden: the trigger always stamps now().
-    db.execute(text(f"UPDATE {table} SET {change}, updated_at = '2000-01-01'"))
+    by_hand(db, f"UPDATE {table} SET {change}, updated_at = '2000-01-01'")
     after = db.execute(text(f"SELECT created_at, updated_at FROM {table} LIMIT 1")).one()
     assert after.updated_at > before.updated_at, f"{table}.updated_at did not move"
     assert after.created_at == before.created_at, f"{table}.created_at changed on update"

@@ -141,7 +141,10 @@ def migrate_status(
             else []
         )
         applied_by = _last_applied(history.rows(target.connection))
+        # As verify sees them; status only shows them (verify is the check that fails).
+        changed = checksums.find_drift(target.connection, script)
     applied = {s.revision for s in applied_steps}
+    edited = {d.revision for d in changed if d.actual is not None}
     rows = []
     for migration in revisions.chain(script):
         row = applied_by.get(migration.revision) if migration.revision in applied else None
@@ -153,6 +156,7 @@ def migrate_status(
                 "applied_at": row["started_at"] if row else None,
                 "applied_by": _who(row) if row else None,
                 "file": revisions.path_of(migration).name,
+                "changed": migration.revision in edited,
             }
         )
     drifted = None
@@ -162,7 +166,12 @@ def migrate_status(
             raise finding.error
         drifted = finding.differences
     if as_json:
-        status = {"database": urls.redact(target.url), "current": current, "migrations": rows}
+        status = {
+            "database": urls.redact(target.url),
+            "current": current,
+            "migrations": rows,
+            "changed_since_applied": [d.what for d in changed],
+        }
         if drifted is not None:
             status["drift"] = drifted
         print(json.dumps(status, indent=2, default=lambda value: value.isoformat()))
@@ -174,7 +183,11 @@ def migrate_status(
         [
             [
                 row["revision"],
-                "applied" if row["state"] == "applied" else "[yellow]pending[/yellow]",
+                "[red]applied, edited[/red]"
+                if row["changed"]
+                else "applied"
+                if row["state"] == "applied"
+                else "[yellow]pending[/yellow]",
                 row["description"],
                 f"{row['applied_at']:%Y-%m-%d %H:%M:%S %Z}" if row["applied_at"] else "",
                 row["applied_by"] or "",
@@ -188,6 +201,12 @@ def migrate_status(
         f"{len(rows) - pending} applied, {pending} pending."
         + (" Run `invoke migrate.up` to apply them." if pending else "")
     )
+    if changed:
+        say(
+            f"Changed since applied: {'; '.join(d.what for d in changed)}. `invoke "
+            "migrate.verify` fails on this (exit 7): restore the file and put the change in "
+            "a new migration (README, Troubleshooting)."
+        )
     if drifted is not None:
         say(
             f"Drift: {len(drifted)} difference(s) from what the migrations make; "

@@ -770,18 +770,10 @@ def unimported_model_modules(package_name: str = "db.models") -> list[str]:
 
 
 def _difference(entry: object) -> str:
-    """One autogenerate difference, readable: enum labels spelled out."""
-    if isinstance(entry, tuple) and entry and entry[0] == "sync_enum_values":
-        _, database, models, columns = entry
-        name = ", ".join(f"{c.table_name}.{c.column_name}" for c in columns) or "an enum"
-        extra = [v for v in database if v not in models]
-        missing = [v for v in models if v not in database]
-        return (
-            f"enum of {name}: the database has {database}, the models have {models}"
-            + (f" (not in the models: {', '.join(extra)})" if extra else "")
-            + (f" (not in the database: {', '.join(missing)})" if missing else "")
-        )
-    return repr(entry)[:300]
+    """One autogenerate difference as a readable line (db/roundtrip/model_diff.py)."""
+    from db.roundtrip import model_diff
+
+    return model_diff.describe(entry)
 
 
 def models_match(connection: Connection) -> Result:
@@ -827,13 +819,19 @@ def models_match(connection: Connection) -> Result:
     context = MigrationContext.configure(connection, opts=options)
     diff = compare_metadata(context, metadata)
     if diff:
-        ops = render_python_code(produce_migrations(context, metadata).upgrade_ops)
+        from db.roundtrip import model_diff
+
+        upgrade_ops = produce_migrations(context, metadata).upgrade_ops
+        upgrade_ops.ops, enum_fixes = model_diff.describe_enum_fixes(upgrade_ops.ops)
+        needed = (render_python_code(upgrade_ops) + "\n") if upgrade_ops.ops else ""
+        needed += "".join(f"  {fix}\n" for fix in enum_fixes)
         problems.append(
-            "the models and the migrated database disagree. Likely cause: a model changed "
-            "without a migration, or the reverse (enum labels included).\n"
+            "the models and the migrated database disagree: a model changed without a "
+            "migration, or a migration without its model.\n"
             + "\n".join(f"  {_difference(d)}" for d in diff)
-            + "\nWhat a migration would need:\n"
-            + ops
+            + "\nFix: write the migration (`invoke migrate.new --autogenerate MESSAGE`, then "
+            "review it), or change the models to match the migrations. What a migration "
+            "would need:\n" + needed.rstrip("\n")
         )
     connection.rollback()
     return Result(
