@@ -62,12 +62,11 @@ def engine_for(url: URL, config: Settings, application_name: str = APPLICATION_N
             "options": _session_options(url),
             "connect_timeout": config.connect_timeout,
             "application_name": application_name,
-            # A peer that vanished (network, failover) is noticed within about a minute
-            # rather than the kernel's two hours; unix sockets ignore these.
-            "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
+            # A peer that vanished or a link that stalled (network, failover, a proxy) is
+            # noticed within link_timeout rather than the kernel's two hours (keepalives)
+            # or its fifteen minutes of retransmissions (tcp_user_timeout); unix sockets
+            # ignore these.
+            **settings.link().libpq_parameters(),
         },
     )
 
