@@ -7,12 +7,12 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from db import failures, settings, urls
+from db import failures, interrupts, settings, urls
 from db.errors import ConnectionFailed
 from db.settings import APPLICATION_NAME, Settings
 
@@ -55,7 +55,7 @@ def _session_options(url: URL) -> str:
 
 def engine_for(url: URL, config: Settings, application_name: str = APPLICATION_NAME) -> Engine:
     # NullPool: a command opens a few connections and exits; pooling only hides leaks.
-    return create_engine(
+    engine = create_engine(
         url.difference_update_query(["options"]),
         poolclass=NullPool,
         connect_args={
@@ -69,6 +69,9 @@ def engine_for(url: URL, config: Settings, application_name: str = APPLICATION_N
             **settings.link().libpq_parameters(),
         },
     )
+    # A run blocked in a read on a dead link must still stop on Ctrl-C or SIGTERM.
+    event.listen(engine, "connect", interrupts.on_connect)
+    return engine
 
 
 def describe_failure(url: URL, error: BaseException) -> ConnectionFailed:

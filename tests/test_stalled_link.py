@@ -1,12 +1,14 @@
-"""A link that stalls mid-step (a proxy that stops forwarding without closing): the server
-frees the step's table within a bound, and the client's sockets carry keepalives and
-tcp_user_timeout. Each run goes through a real TCP proxy (tests/stall_proxy.py) to the
-test server."""
+"""A link that stalls mid-step (a proxy that stops forwarding without closing): the
+server frees the step's table within a bound, the client's sockets carry keepalives and
+tcp_user_timeout, and Ctrl-C or SIGTERM ends the blocked run at once. Each run goes
+through a real TCP proxy (tests/stall_proxy.py) to the test server."""
 
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
 from pathlib import Path
 
@@ -17,6 +19,7 @@ from sqlalchemy.engine import URL
 
 from db import connect, lock, settings
 from db.throwaway import Server
+from tests.conftest import finish
 from tests.helpers import add_migration, as_env, current_revision, running, scalar, wait_until
 from tests.stall_proxy import stalling_proxy, through
 
@@ -85,6 +88,32 @@ def test_a_stalled_link_frees_the_table_within_the_bound(
             initial_db,
             "SELECT count(*) FROM information_schema.columns WHERE column_name = 'stall_probe'",
         ), "the step must be rolled back"
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "how"),
+    [(signal.SIGTERM, 143, "stopped by SIGTERM"), (signal.SIGINT, 130, "stopped by Ctrl-C")],
+)
+def test_a_signal_ends_a_run_blocked_on_a_stalled_link(
+    spawn, pg_server: Server, initial_db: URL, versions_copy: Path, sig: int, code: int, how: str
+) -> None:
+    with stalling_proxy(pg_server) as proxy:
+        process = stalled_run(spawn, pg_server, proxy, initial_db, versions_copy, 30)
+        time.sleep(0.5)  # the client is blocked in its read of pg_sleep's result
+        signalled = time.monotonic()
+        process.send_signal(sig)
+        try:
+            result = finish(process, timeout=MARGIN)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the run ignored {sig!r} for {MARGIN} s on a stalled link")
+        took = time.monotonic() - signalled
+        print(f"{how}: stopped {took:.1f} s after the signal")
+        assert result.returncode == code, result.explain()
+        assert f"interrupted: {how}" in result.stderr, result.explain()
+        assert "the link to the database stalled" in result.stderr, result.explain()
+        assert "Traceback" not in result.output, result.explain()
+        # "Within a second" plus a loaded machine's start-up of the handler's unwinding.
+        assert took < 5, f"took {took:.1f} s to stop\n{result.explain()}"
 
 
 def test_tcp_connections_carry_keepalives_and_a_user_timeout(
