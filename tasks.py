@@ -9,6 +9,7 @@ import os
 import re
 import signal
 import sys
+import threading
 from collections.abc import Callable
 
 from invoke import Collection, Exit, task
@@ -19,45 +20,69 @@ from db import process
 
 process.short_lived()  # before the imports below, which build most of the graph
 
-from db import commands, failures, settings  # noqa: E402
+from db import commands, failures, interrupts, settings  # noqa: E402
 from db.errors import ConfigError, UserError  # noqa: E402
-
-
-class Terminated(BaseException):
-    """SIGTERM, raised where the run is, so that it unwinds like Ctrl-C."""
-
-
-def _terminated(signum: int, frame: object) -> None:
-    raise Terminated()
-
 
 # Tasks that talk to a database: an interruption says where the database is.
 _DATABASE_TASKS = ("migrate_", "db_reset", "db_dump", "db_diagram", "on_environment")
 
 
-def _interrupted(
-    action: Callable[..., None], how: str, code: int, interrupt: BaseException
-) -> Exit:
+_ASK_SECONDS = 2.0
+"""How long an interrupted run asks the database where it is: a link that stalled while
+nothing was in flight (a connection being opened) would hold the answer for ever."""
+
+
+def _revision_now() -> str | None:
+    answer: list[str] = []
+    asking = threading.Thread(target=lambda: answer.append(commands.revision_now()), daemon=True)
+    asking.start()
+    asking.join(_ASK_SECONDS)
+    return answer[0] if answer else None
+
+
+def _interrupted(action: Callable[..., None], signum: int, interrupt: BaseException) -> Exit:
+    # The message is on its way: another Ctrl-C would only turn it into a traceback.
+    for ignored in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(ignored, signal.SIG_IGN)
     sys.stdout.flush()
-    where = ""
+    how, code = {
+        signal.SIGINT: ("stopped by Ctrl-C (SIGINT)", 130),
+        signal.SIGTERM: ("stopped by SIGTERM", 143),
+    }[signum]
+    where, hint = "", "a step in progress was rolled back by the server; run the command again"
     if action.__name__.startswith(_DATABASE_TASKS) and action.__name__ != "migrate_new":
-        where = f"; the database is at {commands.revision_now()}"
+        revision = None if interrupts.link_cut() else _revision_now()
+        if revision is None:
+            link = settings.link()
+            where = "; the link to the database stalled, so where it is could not be asked"
+            hint = (
+                "the server rolls back a step in progress once its statement ends and "
+                f"{link.idle_in_transaction_ms / 1000:g} s pass without word from this run, "
+                f"or {link.dead_after_seconds} s after the link went down; run "
+                "`invoke migrate.status` once the link is back, then the command again"
+            )
+        else:
+            where = f"; the database is at {revision}"
     # An online step (autocommit_block()) keeps what it committed: db/runner.py says what.
-    hint = getattr(interrupt, "left_behind", None) or (
-        "a step in progress was rolled back by the server; run the command again"
-    )
+    hint = getattr(interrupt, "left_behind", None) or hint
     return Exit(f"interrupted: {how}{where}.\nhint: {hint}", code)
 
 
 def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
     """Run `action`; a UserError becomes its message, its hint and its exit code."""
-    signal.signal(signal.SIGTERM, _terminated)
+    interrupts.install()
     try:
-        action(*args, **kwargs)
-    except KeyboardInterrupt as interrupt:
-        raise _interrupted(action, "stopped by Ctrl-C (SIGINT)", 130, interrupt) from None
-    except Terminated as interrupt:
-        raise _interrupted(action, "stopped by SIGTERM", 143, interrupt) from None
+        try:
+            action(*args, **kwargs)
+        except BaseException as error:
+            # A signal wins over whatever the unwinding raised on the way (a connection
+            # the interrupt shut down reports itself lost).
+            signum = interrupts.received()
+            if signum is None and isinstance(error, KeyboardInterrupt):
+                signum = signal.SIGINT
+            if signum is not None:
+                raise _interrupted(action, signum, error) from None
+            raise
     except (UserError, *failures.DRIVER_ERRORS) as error:
         described = failures.user_error(error)
         sys.stdout.flush()  # what was said so far comes before the error

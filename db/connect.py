@@ -7,12 +7,12 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
-from db import failures, settings, urls
+from db import failures, interrupts, settings, urls
 from db.errors import ConnectionFailed
 from db.settings import APPLICATION_NAME, Settings
 
@@ -55,21 +55,23 @@ def _session_options(url: URL) -> str:
 
 def engine_for(url: URL, config: Settings, application_name: str = APPLICATION_NAME) -> Engine:
     # NullPool: a command opens a few connections and exits; pooling only hides leaks.
-    return create_engine(
+    engine = create_engine(
         url.difference_update_query(["options"]),
         poolclass=NullPool,
         connect_args={
             "options": _session_options(url),
             "connect_timeout": config.connect_timeout,
             "application_name": application_name,
-            # A peer that vanished (network, failover) is noticed within about a minute
-            # rather than the kernel's two hours; unix sockets ignore these.
-            "keepalives": 1,
-            "keepalives_idle": 30,
-            "keepalives_interval": 10,
-            "keepalives_count": 3,
+            # A peer that vanished or a link that stalled (network, failover, a proxy) is
+            # noticed within link_timeout rather than the kernel's two hours (keepalives)
+            # or its fifteen minutes of retransmissions (tcp_user_timeout); unix sockets
+            # ignore these.
+            **settings.link().libpq_parameters(),
         },
     )
+    # A run blocked in a read on a dead link must still stop on Ctrl-C or SIGTERM.
+    event.listen(engine, "connect", interrupts.on_connect)
+    return engine
 
 
 def describe_failure(url: URL, error: BaseException) -> ConnectionFailed:

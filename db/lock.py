@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 
-from db import connect
+from db import connect, settings
 from db.errors import LockLost, LockTimeout
 from db.output import waiting
 from db.settings import APPLICATION_NAME
@@ -130,12 +130,13 @@ class Held:
         )
 
 
-# The lock's session sits idle for the whole run: server-side idle timeouts (a common
-# hardening) would end it and release the lock under the run's feet. One statement sets
-# them, names the session, and tries the lock: a run's bookkeeping is a few round trips.
+# The lock's session sits idle for the whole run: an idle_session_timeout (a common
+# hardening) would end it and release the lock under the run's feet. It never sits idle
+# in a transaction (each statement commits at once), so the stalled-link bounds
+# (settings.link) apply to it as to the migrations' session. One statement sets them,
+# names the session, and tries the lock: a run's bookkeeping is a few round trips.
 _OPEN = """
-    SELECT set_config('application_name', :name, false),
-           set_config('idle_in_transaction_session_timeout', '0', false),
+    SELECT set_config('application_name', :name, false),{link}
            set_config('statement_timeout', '0', false),{since_14}
            pg_backend_pid() AS pid, pg_try_advisory_lock(:k) AS got
 """
@@ -155,8 +156,11 @@ def migration_lock(
     """
     with connect.connect(engine) as connection:
         since_14 = _SINCE_14 if connection.dialect.server_version_info >= (14,) else ""
+        link = settings.link().server_settings()
+        calls = "".join(f"\n           set_config('{name}', :{name}, false)," for name in link)
         opened = connection.execute(
-            text(_OPEN.format(since_14=since_14)), {"name": LOCK_SESSION_NAME, "k": LOCK_KEY}
+            text(_OPEN.format(since_14=since_14, link=calls)),
+            {"name": LOCK_SESSION_NAME, "k": LOCK_KEY, **link},
         ).one()
         connection.commit()
         if not opened.got:

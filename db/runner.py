@@ -455,7 +455,8 @@ def run(
     if not plan:
         return
     timeouts = timeouts or settings.timeouts()
-    values = timeouts.session_settings()
+    # A stalled link must not hold the step's locks for ever (README, Safety).
+    values = {**timeouts.session_settings(), **settings.link().server_settings()}
     if connection.dialect.server_version_info >= (14,):
         # A backend notices within a second that its client died (kill -9, lost network)
         # and rolls back, instead of holding its locks until its statement ends.
@@ -691,7 +692,10 @@ def rehearse(
     """
     if not connection.in_transaction():
         raise RuntimeError("rehearse() runs inside the caller's transaction; begin one first")
-    values = (timeouts or settings.timeouts()).session_settings()
+    values = {
+        **(timeouts or settings.timeouts()).session_settings(),
+        **settings.link().server_settings(),
+    }
     if connection.dialect.server_version_info >= (14,):
         # As in real runs: a killed plan's backend rolls back within a second instead of
         # holding the rehearsal's locks until its statement ends.

@@ -167,6 +167,69 @@ def timeouts(environ: Mapping[str, str] | None = None) -> Timeouts:
     )
 
 
+@dataclass(frozen=True)
+class Link:
+    """How long a migration session may go without hearing from the other end.
+
+    A stalled link (a proxy or NAT that stops forwarding without closing) leaves both
+    ends waiting; these bound the wait on both sides, so a step's table locks are not
+    held for ever by a client that cannot be reached."""
+
+    idle_in_transaction_ms: int
+    """Server side: a migration session idle inside its transaction this long is ended
+    (and rolled back). Python runs between a step's statements only briefly."""
+    dead_after_seconds: int
+    """Both sides: a TCP peer silent this long (keepalives unanswered, data unacknowledged)
+    counts as gone."""
+
+    KEEPALIVES_COUNT = 3
+
+    def keepalives(self) -> tuple[int, int, int]:
+        """Idle seconds, interval seconds and count of TCP keepalives, adding up to
+        dead_after_seconds."""
+        interval = max(1, self.dead_after_seconds // (2 * self.KEEPALIVES_COUNT))
+        idle = max(1, self.dead_after_seconds - self.KEEPALIVES_COUNT * interval)
+        return idle, interval, self.KEEPALIVES_COUNT
+
+    def libpq_parameters(self) -> dict[str, int]:
+        """The client's side, as libpq connection parameters (unix sockets ignore them)."""
+        idle, interval, count = self.keepalives()
+        return {
+            "keepalives": 1,
+            "keepalives_idle": idle,
+            "keepalives_interval": interval,
+            "keepalives_count": count,
+            "tcp_user_timeout": self.dead_after_seconds * 1000,
+        }
+
+    def server_settings(self) -> dict[str, str]:
+        """The server's side, as session settings (on a unix socket the tcp_* read 0)."""
+        idle, interval, count = self.keepalives()
+        return {
+            "idle_in_transaction_session_timeout": f"{self.idle_in_transaction_ms}ms",
+            "tcp_keepalives_idle": f"{idle}s",
+            "tcp_keepalives_interval": f"{interval}s",
+            "tcp_keepalives_count": str(count),
+            "tcp_user_timeout": f"{self.dead_after_seconds * 1000}ms",
+        }
+
+
+def link(environ: Mapping[str, str] | None = None) -> Link:
+    """The stalled-link bounds ([tool.worktracker] idle_in_transaction_timeout and
+    link_timeout, or WORKTRACKER_IDLE_IN_TRANSACTION_TIMEOUT and WORKTRACKER_LINK_TIMEOUT)."""
+    env = os.environ if environ is None else environ
+    section = pyproject_section()
+
+    def pick(name: str, default: object) -> tuple[str, object]:
+        key = f"WORKTRACKER_{name.upper()}"
+        return key, env.get(key) or section.get(name, default)
+
+    return Link(
+        idle_in_transaction_ms=_milliseconds(*pick("idle_in_transaction_timeout", "30s")),
+        dead_after_seconds=_positive_int(*pick("link_timeout", 30)),
+    )
+
+
 def versions_dir(environ: Mapping[str, str] | None = None) -> Path | None:
     """WORKTRACKER_VERSIONS_DIR: run another chain of migrations (tests use throwaway chains)."""
     raw = (os.environ if environ is None else environ).get("WORKTRACKER_VERSIONS_DIR")

@@ -2,8 +2,11 @@
 database, then rounds of `migrate.up`, `migrate.down`, `migrate.plan` and `db.reset`
 killed with SIGKILL at random moments. After every round: the revision matches the
 schema, the history replays to the revision, and no lock or backend of ours is left.
+Then rounds on a stalled network: `migrate.up`, `migrate.down` and `migrate.plan` through
+a TCP proxy that stops forwarding at a random moment, then SIGTERM.
 
-SOAK_ROUNDS (default 50) and SOAK_SEED (default 1) set the rounds and the randomness.
+SOAK_ROUNDS (default 50), SOAK_STALL_ROUNDS (default 20) and SOAK_SEED (default 1) set
+the rounds and the randomness.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from sqlalchemy.engine import URL
 from db import catalog, lock, revisions, runner
 from db.throwaway import Server
 from tests.conftest import finish, make_engine
-from tests.helpers import add_migration, as_env, connect, current_revision
+from tests.helpers import add_migration, as_env, connect, current_revision, scalar, wait_until
+from tests.stall_proxy import stalling_proxy, through
 
 pytestmark = pytest.mark.soak
 
@@ -146,4 +150,72 @@ def test_soak(spawn, invoke, pg_server: Server, versions_copy: Path, monkeypatch
         assert restore.returncode == 0, f"round {round_}: {restore.explain()}"
         _check(url, references, round_, "migrate.up after the kill")
     print(f"{rounds} rounds in {time.monotonic() - started:.1f} s; killed while running: {killed}")
+    pg_server.drop_database(url.database)
+
+
+OUR_TABLE_LOCKS = (
+    "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid) "
+    "WHERE a.application_name LIKE 'worktracker-migrate%%' AND a.datname = current_database() "
+    "AND l.locktype = 'relation' AND l.mode = 'AccessExclusiveLock' AND l.granted"
+)
+IDLE_IN_TRANSACTION = 2
+"""Seconds; the statements of the soak chain last 0.4 s at most."""
+
+
+def test_soak_stalled_network(
+    spawn, invoke, pg_server: Server, versions_copy: Path, monkeypatch
+) -> None:
+    rounds = int(os.environ.get("SOAK_STALL_ROUNDS", "20"))
+    chance = random.Random(int(os.environ.get("SOAK_SEED", "1")))
+    _chain(versions_copy)
+    monkeypatch.setenv("WORKTRACKER_VERSIONS_DIR", str(versions_copy))
+    references = _references(pg_server)
+    url = pg_server.create_database()
+    direct = {**as_env(url), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
+    held, stopped, codes = [], [], {}
+    for round_ in range(1, rounds + 1):
+        command = chance.choice(["migrate.up", "migrate.down", "migrate.plan"])
+        args = [command] + (["--to", "base"] if command == "migrate.down" else [])
+        if command != "migrate.down" and current_revision(url) == "003":
+            invoke("migrate.down", "--to", "001", env=direct)
+        with stalling_proxy(pg_server) as proxy:
+            env = {
+                **direct,
+                **as_env(through(proxy, url)),
+                "WORKTRACKER_IDLE_IN_TRANSACTION_TIMEOUT": f"{IDLE_IN_TRANSACTION}s",
+            }
+            process = spawn(*args, env=env)
+            # Stall at a random moment of the run itself, not of the interpreter's start.
+            wait_until(lambda p=process: p.poll() is not None or scalar(url, OURS), "a session", 60)
+            time.sleep(chance.uniform(0.0, 1.5))
+            proxy.stall()
+            stalled = time.monotonic()
+            wait_until(
+                lambda: scalar(url, OUR_TABLE_LOCKS) == 0,
+                f"round {round_}: the server to free the tables of a stalled {command}",
+                0.4 + IDLE_IN_TRANSACTION + 20,
+            )
+            held.append(time.monotonic() - stalled)
+            time.sleep(chance.uniform(0.0, 1.0))
+            signalled = time.monotonic()
+            process.send_signal(signal.SIGTERM)
+            result = finish(process, timeout=30)
+            stopped.append(time.monotonic() - signalled)
+            codes[result.returncode] = codes.get(result.returncode, 0) + 1
+            # -15: still starting up, before any handler (and any connection) existed.
+            assert result.returncode in (0, 143, -signal.SIGTERM), (
+                f"round {round_}: {result.explain()}"
+            )
+            assert "Traceback" not in result.output, f"round {round_}: {result.explain()}"
+            assert stopped[-1] < 5, f"round {round_}: SIGTERM took {stopped[-1]:.1f} s"
+        # The proxy gave up and closed both ends: nothing of the run may be left.
+        _check(url, references, round_, f"{command} stalled")
+        restore = invoke("migrate.up", env=direct)
+        assert restore.returncode == 0, f"round {round_}: {restore.explain()}"
+        _check(url, references, round_, "migrate.up after the stall")
+    print(
+        f"\n{rounds} stalled rounds: tables locked at most {max(held):.1f} s after the stall "
+        f"(idle_in_transaction_session_timeout {IDLE_IN_TRANSACTION} s), SIGTERM took at "
+        f"most {max(stopped):.1f} s; exit codes {codes}"
+    )
     pg_server.drop_database(url.database)
