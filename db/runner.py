@@ -155,7 +155,8 @@ def _position(scripts: list[Script], revision: str | None) -> int:
     if revision not in ids:
         raise RevisionError(
             f"the database is at revision {revision!r}, which this checkout does not have.",
-            "pull the latest main, or check that DATABASE_URL points at the right database",
+            "the database is ahead of this checkout: update your checkout (git pull), or "
+            "check that DATABASE_URL points at the right database",
         )
     return ids.index(revision) + 1
 
