@@ -128,13 +128,14 @@ def pgbouncer(server: URL, pool_mode: str, extra: str = "") -> Iterator[URL]:
     user = _server_user()
     workdir = _workdir("worktracker-pgbouncer-", user)
     port = free_port()
-    socket_dir = server.query["host"]
+    host = server.query.get("host") or server.host
     server_port = server.port or int(server.query.get("port", 5432))
     database = server.database
-    (workdir / "users.txt").write_text('"postgres" ""\n')
+    login = f"user={server.username}" + (f" password={server.password}" if server.password else "")
+    (workdir / "users.txt").write_text(f'"{server.username}" ""\n')
     (workdir / "pgbouncer.ini").write_text(
         f"""[databases]
-{database} = host={socket_dir} port={server_port} dbname={database}
+{database} = host={host} port={server_port} dbname={database} {login}
 
 [pgbouncer]
 listen_addr = 127.0.0.1
@@ -167,7 +168,7 @@ pidfile = {workdir / "pgbouncer.pid"}
                     f"pgbouncer did not start: {log.read_text() if log.exists() else ''}"
                 )
             time.sleep(0.1)
-        yield urls.parse(f"postgresql://postgres@127.0.0.1:{port}/{database}")
+        yield urls.parse(f"postgresql://{server.username}@127.0.0.1:{port}/{database}")
     finally:
         process.terminate()
         process.wait(timeout=10)

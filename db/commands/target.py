@@ -20,6 +20,7 @@ from db import (
     failures,
     history,
     lock,
+    pooler,
     revisions,
     runner,
     settings,
@@ -131,6 +132,7 @@ def changing_target(
     """
     with open_target(lock_timeout) as target:
         refuse_standby(target)
+        pooler.refuse_per_transaction(target.connection, target.label)
         # The target's engine, whose dialect is set up already; the lock's session names
         # itself (lock.LOCK_SESSION_NAME).
         engine = target.connection.engine
