@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -25,11 +26,11 @@ from alembic.runtime.migration import MigrationStep
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError, to_tuple
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from db import history, revisions, settings
-from db.errors import LockLost, MigrationFailed, RevisionError, UserError
+from db.errors import ConnectionFailed, LockLost, MigrationFailed, RevisionError, UserError
 from db.settings import BOOKKEEPING_SCHEMA, Timeouts
 
 if TYPE_CHECKING:
@@ -269,6 +270,15 @@ class _StepFailed(Exception):
         return getattr(self.detail, "sqlstate", None) == LOCK_NOT_AVAILABLE
 
     @property
+    def connection_lost(self) -> bool:
+        """The server or the link failed under the step (a killed backend, a crash, a
+        restart, the network), not the migration's SQL."""
+        state = getattr(self.detail, "sqlstate", None) or ""
+        if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
+            return True
+        return isinstance(self.detail, psycopg.OperationalError) and not state
+
+    @property
     def message(self) -> str:
         text = " ".join(str(self.detail).split())
         return f"{type(self.detail).__name__}: {text}" if text else type(self.detail).__name__
@@ -364,6 +374,10 @@ def _run_once(
         if watch.ended_by is not None and not isinstance(exc, TransactionEnded):
             exc = TransactionEnded(watch.ended_by, exc)
         raise _StepFailed(failed, exc, len(done), time.perf_counter() - mark, before) from exc
+    except BaseException as exc:  # Ctrl-C, SIGTERM: the caller records the step they stopped
+        in_progress = plan[len(done)] if len(done) < len(plan) else plan[-1]
+        exc.step_in_progress = (in_progress, time.perf_counter() - mark)  # type: ignore[attr-defined]
+        raise
 
 
 def run(
@@ -417,6 +431,8 @@ def run(
                 error += f" (attempt {attempt} of {timeouts.retries + 1})"
             if who is not None:
                 _record_failure(connection, who, failure.step, failure.seconds, error)
+            if not retry and failure.connection_lost:
+                raise _connection_lost(failure, revision_elsewhere(connection.engine)) from None
             if not retry:
                 left = _left_behind(connection, failure)
                 raise _migration_failed(failure, error, attempt, left) from failure.error
@@ -429,6 +445,10 @@ def run(
                 )
             time.sleep(wait)
             attempt += 1
+        except BaseException as exc:
+            if (stopped := getattr(exc, "step_in_progress", None)) and who is not None:
+                _record_interrupted(connection.engine, who, *stopped, exc)
+            raise
 
 
 @dataclass(frozen=True)
@@ -454,6 +474,22 @@ def _left_behind(connection: Connection, failure: _StepFailed) -> _LeftBehind | 
         return _LeftBehind(["(could not read the catalog to tell)"], [])
     return _LeftBehind(
         catalog.changes(failure.before, now), catalog.new_indexes(failure.before, now)
+    )
+
+
+def _connection_lost(failure: _StepFailed, now_at: str) -> ConnectionFailed:
+    step = failure.step
+    online = (
+        " Its autocommit_block() may have committed part of it: check the indexes it builds."
+        if failure.before is not None
+        else ""
+    )
+    return ConnectionFailed(
+        f"the connection to the server failed during migration {step.revision} "
+        f"({step.description}) going {step.direction}: {failure.message}.",
+        f"the server or the link failed, not the migration (a restart, a crash, "
+        f"pg_terminate_backend, the network); the server rolled the step back, and the "
+        f"database is at {now_at}.{online} Check the server, then run the command again",
     )
 
 
@@ -619,13 +655,63 @@ def rehearse(
 def _record_failure(
     connection: Connection, who: history.Who, step: Step, seconds: float, error: str
 ) -> None:
-    """Write the failure row after the rollback; never hide the original error."""
+    """Write the failure row after the rollback; never hide the original error. When the
+    step's own connection is what failed, on a new one, if the server still answers."""
     try:
         if connection.in_transaction():
             connection.rollback()
         with connection.begin():
             started_at = datetime.now(UTC) - timedelta(seconds=seconds)
             _record(connection, who, step, started_at, seconds, error)
-    except Exception as exc:  # the connection itself may be what failed
-        cause = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
-        log.warning("could not record the failure of %s in the history: %s", step.revision, cause)
+    except Exception:
+        _record_elsewhere(connection.engine, who, step, seconds, error)
+
+
+_ELSEWHERE_SECONDS = 2.0
+"""How long a run that already failed or was interrupted waits to write its history row on
+a new connection: a server that does not answer by then is not worth waiting for."""
+
+
+def _record_elsewhere(
+    engine: Engine, who: history.Who, step: Step, seconds: float, error: str
+) -> None:
+    """The failure row on a new connection, given up after _ELSEWHERE_SECONDS: the step's
+    own connection is dead, stuck, or in the middle of a statement."""
+
+    def write() -> None:
+        try:
+            with engine.connect() as other, other.begin():
+                # Bounded on the server too: the stopped step may still hold its locks.
+                other.execute(text("SET LOCAL statement_timeout = '2s'"))
+                started_at = datetime.now(UTC) - timedelta(seconds=seconds)
+                _record(other, who, step, started_at, seconds, error)
+        except Exception as exc:  # the server itself may be what failed
+            cause = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+            log.warning("could not record how %s ended in the history: %s", step.revision, cause)
+
+    # A daemon thread: a server that does not answer must not keep the run from ending.
+    writer = threading.Thread(target=write, name="history-row", daemon=True)
+    writer.start()
+    writer.join(_ELSEWHERE_SECONDS)
+
+
+_INTERRUPTS = {"KeyboardInterrupt": "Ctrl-C (SIGINT)", "Terminated": "SIGTERM"}
+
+
+def _record_interrupted(
+    engine: Engine, who: history.Who, step: Step, seconds: float, interrupt: BaseException
+) -> None:
+    """A row for the step an interrupt stopped (the server rolls it back): the history
+    says the run was there, and how it ended."""
+    how = _INTERRUPTS.get(type(interrupt).__name__, type(interrupt).__name__)
+    _record_elsewhere(engine, who, step, seconds, f"interrupted by {how}; rolled back")
+
+
+def revision_elsewhere(engine: Engine) -> str:
+    """The revision read on a new connection (the run's own one may be dead)."""
+    try:
+        with engine.connect() as other:
+            return current_revision(other) or "base"
+    except Exception as exc:
+        cause = " ".join(str(getattr(exc, "orig", None) or exc).split())[:120]
+        return f"unknown (the server does not answer: {cause})"
