@@ -29,6 +29,27 @@ _HINTS = (
         "check the host name in DATABASE_URL",
     ),
     (
+        "SSL connection is required|SSL required|requires SSL",
+        "the server requires SSL: add ?sslmode=require to DATABASE_URL",
+    ),
+    (
+        "server does not support SSL, but SSL was required",
+        "the server does not offer SSL, and DATABASE_URL's sslmode requires it: ask the DBA "
+        "to turn SSL on (only on a network you trust: sslmode=prefer)",
+    ),
+    # libpq's sslmode=prefer tries SSL, then without: an entry missing for both is not SSL.
+    (
+        r"no pg_hba\.conf entry for host .*(SSL encryption|SSL on)|pg_hba\.conf rejects",
+        "the server's pg_hba.conf admits no such connection: ask the DBA to allow this "
+        "host/user/database (the message names all three)",
+    ),
+    (
+        r"no pg_hba\.conf entry for host .*(no encryption|SSL off)",
+        "the server's pg_hba.conf admits no such connection without SSL: if the server "
+        "requires SSL, add ?sslmode=require to DATABASE_URL; if not, ask the DBA to allow "
+        "this host/user/database",
+    ),
+    (
         _OPTIONS_REFUSED := "unsupported startup parameter: options",
         "a pooler (PgBouncer) refuses libpq's options, and these are not all -c name=value "
         "settings the tool could SET instead: keep only those in PGOPTIONS and ?options=",

