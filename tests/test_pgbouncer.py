@@ -6,8 +6,10 @@ is left behind on a server connection the pooler hands to others."""
 from __future__ import annotations
 
 import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import URL
 
+from db import connect, settings
 from tests.helpers import as_env, current_revision, scalar
 from tests.production import PGBOUNCER, pgbouncer
 
@@ -18,17 +20,17 @@ pytestmark = pytest.mark.skipif(
 _LOCKS = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
 
 
-def test_session_pooled_pgbouncer_with_its_default_config_runs_migrate_up(
+def test_session_pooled_pgbouncer_with_its_default_config_runs_up_down_and_plan(
     invoke, empty_db: URL
 ) -> None:
     with pgbouncer(empty_db, "session") as pooled:
         result = invoke("migrate.up", env=as_env(pooled))
         assert result.returncode == 0, result.explain()
         assert current_revision(empty_db) == "001"
-        # The bookkeeping ran with the tool's settings although PgBouncer refused them as
-        # libpq options: a history row was written under its statement_timeout.
-        status = invoke("migrate.status", env=as_env(pooled))
-        assert status.returncode == 0, status.explain()
+        for command in ("migrate.status", "migrate.plan", "migrate.down", "migrate.up"):
+            again = invoke(command, env=as_env(pooled))
+            assert again.returncode == 0, f"{command}: {again.explain()}"
+        assert current_revision(empty_db) == "001"
     assert scalar(empty_db, _LOCKS) == 0
 
 
@@ -60,3 +62,21 @@ def test_pooling_per_transaction_is_refused_and_leaves_no_lock(
         # Held by nobody while the pooler's server connections are still open.
         assert scalar(empty_db, _LOCKS) == 0
     assert current_revision(empty_db) is None
+
+
+def test_settings_pgbouncer_refuses_as_options_are_set_first(empty_db: URL) -> None:
+    config = settings.load()
+
+    def shown(url: URL) -> tuple[str, str]:
+        engine = connect.engine_for(url, config)
+        with connect.connect(engine) as connection:
+            row = connection.execute(
+                text("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
+            ).one()
+        engine.dispose()
+        return tuple(row)
+
+    direct = shown(empty_db)
+    assert direct != ("0", "0"), "the tool's own timeouts, not the server's defaults"
+    with pgbouncer(empty_db, "session") as pooled:
+        assert shown(pooled) == direct
