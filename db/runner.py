@@ -477,8 +477,17 @@ def _left_behind(connection: Connection, failure: _StepFailed) -> _LeftBehind | 
     )
 
 
-def _connection_lost(failure: _StepFailed, now_at: str) -> ConnectionFailed:
+def _connection_lost(failure: _StepFailed, now_at: str | None) -> ConnectionFailed:
     step = failure.step
+    if now_at is None:
+        where = (
+            "the server does not answer now, so where the database is is unknown: "
+            "`invoke migrate.status` tells once it is back"
+        )
+    elif now_at == (step.to_revision or "base"):
+        where = f"the step had committed: the database is at {now_at}"
+    else:
+        where = f"the server rolled the step back: the database is at {now_at}"
     online = (
         " Its autocommit_block() may have committed part of it: check the indexes it builds."
         if failure.before is not None
@@ -486,10 +495,10 @@ def _connection_lost(failure: _StepFailed, now_at: str) -> ConnectionFailed:
     )
     return ConnectionFailed(
         f"the connection to the server failed during migration {step.revision} "
-        f"({step.description}) going {step.direction}: {failure.message}.",
-        f"the server or the link failed, not the migration (a restart, a crash, "
-        f"pg_terminate_backend, the network); the server rolled the step back, and the "
-        f"database is at {now_at}.{online} Check the server, then run the command again",
+        f"({step.description}) going {step.direction}: {failure.message.rstrip('.')}.",
+        "the server or the link failed, not the migration (a restart, a crash, "
+        f"pg_terminate_backend, the network); {where}.{online} Check the server, then run "
+        "the command again",
     )
 
 
@@ -679,20 +688,39 @@ def _record_elsewhere(
     own connection is dead, stuck, or in the middle of a statement."""
 
     def write() -> None:
-        try:
-            with engine.connect() as other, other.begin():
-                # Bounded on the server too: the stopped step may still hold its locks.
-                other.execute(text("SET LOCAL statement_timeout = '2s'"))
-                started_at = datetime.now(UTC) - timedelta(seconds=seconds)
-                _record(other, who, step, started_at, seconds, error)
-        except Exception as exc:  # the server itself may be what failed
-            cause = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
-            log.warning("could not record how %s ended in the history: %s", step.revision, cause)
+        with engine.connect() as other, other.begin():
+            # Bounded on the server too: the stopped step may still hold its locks.
+            other.execute(text("SET LOCAL statement_timeout = '2s'"))
+            started_at = datetime.now(UTC) - timedelta(seconds=seconds)
+            _record(other, who, step, started_at, seconds, error)
 
-    # A daemon thread: a server that does not answer must not keep the run from ending.
-    writer = threading.Thread(target=write, name="history-row", daemon=True)
-    writer.start()
-    writer.join(_ELSEWHERE_SECONDS)
+    if (failed := _bounded(write)) is not None:
+        log.warning("could not record how %s ended in the history: %s", step.revision, failed)
+
+
+def _bounded(work: Callable[[], object]) -> str | None:
+    """Try `work` again and again for up to _ELSEWHERE_SECONDS (a crashed server is back
+    in a moment); None once it succeeded, else why not. In a daemon thread: a server that
+    does not answer must not keep the run from ending."""
+    outcome: list[str | None] = ["the server did not answer in time"]
+
+    def attempts() -> None:
+        deadline = time.monotonic() + _ELSEWHERE_SECONDS - 0.3
+        while True:
+            try:
+                work()
+                outcome[0] = None
+                return
+            except Exception as exc:
+                outcome[0] = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.2)
+
+    worker = threading.Thread(target=attempts, name="after-the-step", daemon=True)
+    worker.start()
+    worker.join(_ELSEWHERE_SECONDS)
+    return outcome[0]
 
 
 _INTERRUPTS = {"KeyboardInterrupt": "Ctrl-C (SIGINT)", "Terminated": "SIGTERM"}
@@ -707,11 +735,15 @@ def _record_interrupted(
     _record_elsewhere(engine, who, step, seconds, f"interrupted by {how}; rolled back")
 
 
-def revision_elsewhere(engine: Engine) -> str:
-    """The revision read on a new connection (the run's own one may be dead)."""
-    try:
+def revision_elsewhere(engine: Engine) -> str | None:
+    """The revision read on a new connection (the run's own one may be dead); None when
+    the server does not answer within _ELSEWHERE_SECONDS."""
+    found: list[str] = []
+
+    def read() -> None:
         with engine.connect() as other:
-            return current_revision(other) or "base"
-    except Exception as exc:
-        cause = " ".join(str(getattr(exc, "orig", None) or exc).split())[:120]
-        return f"unknown (the server does not answer: {cause})"
+            found.append(current_revision(other) or "base")
+
+    if (failed := _bounded(read)) is not None:
+        log.info("could not read the revision after the step: %s", failed)
+    return found[0] if found else None

@@ -50,7 +50,10 @@ def test_a_crash_mid_step_is_a_connection_failure_not_the_migrations(
     result = finish(process, timeout=60)
     assert result.returncode == 3, result.explain()
     assert "connection to the server failed during migration 002 (slow)" in result.stderr
-    assert "the database is at " in result.stderr, result.explain()
+    # Crash recovery usually ends within the seconds the run waits for it; on a loaded
+    # machine it may not, and then the run must say it cannot tell.
+    said = "the database is at 001" in result.stderr or "is unknown" in result.stderr
+    assert said, result.explain()
     assert "fix the migration" not in result.stderr.lower(), result.explain()
     assert "Traceback" not in result.output, result.explain()
     wait_until(lambda: _revision(own_server) == "001", "the server to recover at 001")
