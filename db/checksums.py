@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection
 
 from db import history, revisions
-from db.errors import ChecksumMismatch
+from db.errors import ChecksumMismatch, RevisionError
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,32 @@ class Drift:
     actual: str | None
 
     @property
+    def missing(self) -> bool:
+        """The checkout has no such revision: the database is ahead of it (or the file
+        was deleted; a file deleted mid-chain breaks the chain, which is reported first)."""
+        return self.path is None or self.actual is None
+
+    @property
     def what(self) -> str:
-        if self.path is None or self.actual is None:
-            return f"{self.revision} ({self.description}): file deleted"
+        if self.missing:
+            return f"{self.revision} ({self.description}): not in this checkout"
         return f"{self.path.name}: edited"
+
+
+def refuse_if_ahead(drift: list[Drift]) -> None:
+    """Raise RevisionError when the database has applied revisions this checkout lacks:
+    an older checkout must neither run nor accept anything there (--allow-changed would
+    record a row that breaks the newer checkout's history)."""
+    missing = [d for d in drift if d.missing]
+    if missing:
+        raise RevisionError(
+            "the database is ahead of this checkout: it has "
+            + ", ".join(f"{d.revision} ({d.description})" for d in missing)
+            + ", which this checkout lacks.",
+            "update your checkout (git pull) and run the command again; if you deleted the "
+            "file by mistake, restore it (git checkout -- FILE). --allow-changed never "
+            "accepts a migration this checkout does not have",
+        )
 
 
 def _path(script: ScriptDirectory, revision: str) -> Path | None:
@@ -65,10 +87,12 @@ def verify(
     allow_changed: bool = False,
     who: history.Who | None = None,
 ) -> list[Drift]:
-    """Raise ChecksumMismatch on drift, unless allowed; an allowed drift is recorded."""
+    """Raise ChecksumMismatch on drift, unless allowed; an allowed drift is recorded.
+    RevisionError, allowed or not, when the database is ahead of this checkout."""
     drift = find_drift(connection, script)
     if not drift:
         return []
+    refuse_if_ahead(drift)
     if not allow_changed:
         raise ChecksumMismatch(
             "applied migrations changed since they were applied: "

@@ -28,6 +28,37 @@ _HINTS = (
         "could not translate host name",
         "check the host name in DATABASE_URL",
     ),
+    (
+        "SSL connection is required|SSL required|requires SSL",
+        "the server requires SSL: add ?sslmode=require to DATABASE_URL",
+    ),
+    (
+        "server does not support SSL, but SSL was required",
+        "the server does not offer SSL, and DATABASE_URL's sslmode requires it: ask the DBA "
+        "to turn SSL on (only on a network you trust: sslmode=prefer)",
+    ),
+    # libpq's sslmode=prefer tries SSL, then without: an entry missing for both is not SSL.
+    (
+        r"no pg_hba\.conf entry for host .*(SSL encryption|SSL on)|pg_hba\.conf rejects",
+        "the server's pg_hba.conf admits no such connection: ask the DBA to allow this "
+        "host/user/database (the message names all three)",
+    ),
+    (
+        r"no pg_hba\.conf entry for host .*(no encryption|SSL off)",
+        "the server's pg_hba.conf admits no such connection without SSL: if the server "
+        "requires SSL, add ?sslmode=require to DATABASE_URL; if not, ask the DBA to allow "
+        "this host/user/database",
+    ),
+    (
+        _OPTIONS_REFUSED := "unsupported startup parameter: options",
+        "a pooler (PgBouncer) refuses libpq's options, and these are not all -c name=value "
+        "settings the tool could SET instead: keep only those in PGOPTIONS and ?options=",
+    ),
+    (
+        "not allowed in statement pooling mode",
+        "a pooler in pool_mode = statement cannot carry a migration's transactions: point "
+        "DATABASE_URL at PostgreSQL itself, or at a pooler port in pool_mode = session",
+    ),
 )
 _DEFAULT_HINT = "is the server running and reachable at that address? Check DATABASE_URL"
 
@@ -69,9 +100,67 @@ def engine_for(url: URL, config: Settings, application_name: str = APPLICATION_N
             **settings.link().libpq_parameters(),
         },
     )
+    event.listen(engine, "do_connect", _options_or_set())
     # A run blocked in a read on a dead link must still stop on Ctrl-C or SIGTERM.
     event.listen(engine, "connect", interrupts.on_connect)
     return engine
+
+
+def _options_or_set():
+    """A do_connect hook: connect with `options`; where a pooler refuses that startup
+    parameter (PgBouncer's default), connect without it and SET the same settings as the
+    session's first statement. Once refused, later connections go straight to SET."""
+    refused = False
+
+    def do_connect(dialect, connection_record, cargs, cparams):
+        nonlocal refused
+        if not refused:
+            try:
+                return dialect.loaded_dbapi.connect(*cargs, **cparams)
+            except dialect.loaded_dbapi.OperationalError as exc:
+                if _OPTIONS_REFUSED not in str(exc):
+                    raise
+                if (values := option_settings(cparams.get("options", ""))) is None:
+                    raise
+                refused = True
+        values = option_settings(cparams.get("options", "")) or {}
+        raw = dialect.loaded_dbapi.connect(
+            *cargs, **{k: v for k, v in cparams.items() if k != "options"}
+        )
+        if values:
+            calls = ", ".join("set_config(%s, %s, false)" for _ in values)
+            raw.execute(f"SELECT {calls}", [x for item in values.items() for x in item])
+            raw.commit()
+        return raw
+
+    return do_connect
+
+
+def option_settings(options: str) -> dict[str, str] | None:
+    """libpq `options` (`-c name=value`, `--name=value`, backslash-escaped spaces) as
+    settings; None when they hold anything else, which SET cannot stand in for."""
+    tokens = [
+        re.sub(r"\\(.)", r"\1", token)
+        for token in re.split(r"(?<!\\)\s+", options.strip())
+        if token
+    ]
+    values: dict[str, str] = {}
+    pending = False
+    for token in tokens:
+        if pending:
+            setting, pending = token, False
+        elif token == "-c":
+            pending = True
+            continue
+        elif token.startswith(("-c", "--")):
+            setting = token[2:]
+        else:
+            return None
+        name, equals, value = setting.partition("=")
+        if not equals or not name:
+            return None
+        values[name.replace("-", "_")] = value
+    return None if pending else values
 
 
 def describe_failure(url: URL, error: BaseException) -> ConnectionFailed:

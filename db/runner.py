@@ -11,6 +11,7 @@ import contextlib
 import logging
 import re
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -27,11 +28,11 @@ from alembic.runtime.migration import MigrationStep
 from alembic.script import Script, ScriptDirectory
 from alembic.util import CommandError, to_tuple
 from sqlalchemy import event, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from db import history, revisions, settings
-from db.errors import LockLost, MigrationFailed, RevisionError, UserError
+from db.errors import ConnectionFailed, LockLost, MigrationFailed, RevisionError, UserError
 from db.settings import BOOKKEEPING_SCHEMA, Timeouts
 
 if TYPE_CHECKING:
@@ -184,7 +185,8 @@ def _position(scripts: list[Script], revision: str | None) -> int:
     if revision not in ids:
         raise RevisionError(
             f"the database is at revision {revision!r}, which this checkout does not have.",
-            "pull the latest main, or check that DATABASE_URL points at the right database",
+            "the database is ahead of this checkout: update your checkout (git pull), or "
+            "check that DATABASE_URL points at the right database",
         )
     return ids.index(revision) + 1
 
@@ -300,6 +302,15 @@ class _StepFailed(Exception):
         return getattr(self.detail, "sqlstate", None) == LOCK_NOT_AVAILABLE
 
     @property
+    def connection_lost(self) -> bool:
+        """The server or the link failed under the step (a killed backend, a crash, a
+        restart, the network), not the migration's SQL."""
+        state = getattr(self.detail, "sqlstate", None) or ""
+        if state.startswith("08") or state in ("57P01", "57P02", "57P03"):
+            return True
+        return isinstance(self.detail, psycopg.OperationalError) and not state
+
+    @property
     def message(self) -> str:
         text = " ".join(str(self.detail).split())
         return f"{type(self.detail).__name__}: {text}" if text else type(self.detail).__name__
@@ -409,6 +420,7 @@ def _run_once(
             interrupt.step_failed = _StepFailed(  # type: ignore[attr-defined]
                 failed, interrupt, len(done), seconds, before, committed
             )
+            interrupt.step_in_progress = (failed, seconds)  # type: ignore[attr-defined]
             raise interrupt from None
         if isinstance(exc, SystemExit):  # sys.exit() in a migration is not a success
             exc = MigrationExited(f"the migration called sys.exit({exc.code!r})")
@@ -478,6 +490,8 @@ def run(
                 error += f" (attempt {attempt} of {timeouts.retries + 1})"
             if who is not None:
                 _record_failure(connection, who, failure.step, failure.seconds, error)
+            if not retry and failure.connection_lost:
+                raise _connection_lost(failure, revision_elsewhere(connection.engine)) from None
             if not retry:
                 left = _left_behind(connection, failure)
                 raise _migration_failed(failure, error, attempt, left) from failure.error
@@ -490,7 +504,10 @@ def run(
                 )
             time.sleep(wait)
             attempt += 1
-        except BaseException as interrupt:  # Ctrl-C, SIGTERM: say what an online step left
+        except BaseException as interrupt:  # Ctrl-C, SIGTERM
+            # The caller records the step they stopped, and what an online step left.
+            if (stopped := getattr(interrupt, "step_in_progress", None)) and who is not None:
+                _record_interrupted(connection.engine, who, *stopped, interrupt)
             failure = getattr(interrupt, "step_failed", None)
             if not isinstance(failure, _StepFailed):
                 raise
@@ -565,6 +582,31 @@ def _what_stays(step: Step, left: _LeftBehind, then: str = "run again") -> str:
     return (
         f"{step.revision}'s autocommit_block() had already committed part of it, which "
         f"stays: {left}. Remove that ({left.fix}), then {then}"
+    )
+
+
+def _connection_lost(failure: _StepFailed, now_at: str | None) -> ConnectionFailed:
+    step = failure.step
+    if now_at is None:
+        where = (
+            "the server does not answer now, so where the database is is unknown: "
+            "`invoke migrate.status` tells once it is back"
+        )
+    elif now_at == (step.to_revision or "base"):
+        where = f"the step had committed: the database is at {now_at}"
+    else:
+        where = f"the server rolled the step back: the database is at {now_at}"
+    online = (
+        " Its autocommit_block() may have committed part of it: check the indexes it builds."
+        if failure.before is not None
+        else ""
+    )
+    return ConnectionFailed(
+        f"the connection to the server failed during migration {step.revision} "
+        f"({step.description}) going {step.direction}: {failure.message.rstrip('.')}.",
+        "the server or the link failed, not the migration (a restart, a crash, "
+        f"pg_terminate_backend, the network); {where}.{online} Check the server, then run "
+        "the command again",
     )
 
 
@@ -734,12 +776,85 @@ def rehearse(
 def _record_failure(
     connection: Connection, who: history.Who, step: Step, seconds: float, error: str
 ) -> None:
-    """Write the failure row after the rollback; never hide the original error."""
+    """Write the failure row after the rollback; never hide the original error. When the
+    step's own connection is what failed, on a new one, if the server still answers."""
     try:
         connection.rollback()  # also lets an invalidated connection reconnect
         with connection.begin():
             started_at = datetime.now(UTC) - timedelta(seconds=seconds)
             _record(connection, who, step, started_at, seconds, error)
-    except Exception as exc:  # the connection itself may be what failed
-        cause = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
-        log.warning("could not record the failure of %s in the history: %s", step.revision, cause)
+    except Exception:
+        _record_elsewhere(connection.engine, who, step, seconds, error)
+
+
+_ELSEWHERE_SECONDS = 2.0
+"""How long a run that already failed or was interrupted waits to write its history row on
+a new connection: a server that does not answer by then is not worth waiting for."""
+
+
+def _record_elsewhere(
+    engine: Engine, who: history.Who, step: Step, seconds: float, error: str
+) -> None:
+    """The failure row on a new connection, given up after _ELSEWHERE_SECONDS: the step's
+    own connection is dead, stuck, or in the middle of a statement."""
+
+    def write() -> None:
+        with engine.connect() as other, other.begin():
+            # Bounded on the server too: the stopped step may still hold its locks.
+            other.execute(text("SET LOCAL statement_timeout = '2s'"))
+            started_at = datetime.now(UTC) - timedelta(seconds=seconds)
+            _record(other, who, step, started_at, seconds, error)
+
+    if (failed := _bounded(write)) is not None:
+        log.warning("could not record how %s ended in the history: %s", step.revision, failed)
+
+
+def _bounded(work: Callable[[], object]) -> str | None:
+    """Try `work` again and again for up to _ELSEWHERE_SECONDS (a crashed server is back
+    in a moment); None once it succeeded, else why not. In a daemon thread: a server that
+    does not answer must not keep the run from ending."""
+    outcome: list[str | None] = ["the server did not answer in time"]
+
+    def attempts() -> None:
+        deadline = time.monotonic() + _ELSEWHERE_SECONDS - 0.3
+        while True:
+            try:
+                work()
+                outcome[0] = None
+                return
+            except Exception as exc:
+                outcome[0] = " ".join(str(getattr(exc, "orig", None) or exc).split())[:200]
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.2)
+
+    worker = threading.Thread(target=attempts, name="after-the-step", daemon=True)
+    worker.start()
+    worker.join(_ELSEWHERE_SECONDS)
+    return outcome[0]
+
+
+_INTERRUPTS = {"KeyboardInterrupt": "Ctrl-C (SIGINT)", "Terminated": "SIGTERM"}
+
+
+def _record_interrupted(
+    engine: Engine, who: history.Who, step: Step, seconds: float, interrupt: BaseException
+) -> None:
+    """A row for the step an interrupt stopped (the server rolls it back): the history
+    says the run was there, and how it ended."""
+    how = _INTERRUPTS.get(type(interrupt).__name__, type(interrupt).__name__)
+    _record_elsewhere(engine, who, step, seconds, f"interrupted by {how}; rolled back")
+
+
+def revision_elsewhere(engine: Engine) -> str | None:
+    """The revision read on a new connection (the run's own one may be dead); None when
+    the server does not answer within _ELSEWHERE_SECONDS."""
+    found: list[str] = []
+
+    def read() -> None:
+        with engine.connect() as other:
+            found.append(current_revision(other) or "base")
+
+    if (failed := _bounded(read)) is not None:
+        log.info("could not read the revision after the step: %s", failed)
+    return found[0] if found else None

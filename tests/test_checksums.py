@@ -1,4 +1,5 @@
-"""Applied migrations are immutable: an edited or deleted file stops up, down and verify."""
+"""Applied migrations are immutable: an edited file stops up, down and verify; a database
+ahead of the checkout (revisions it lacks) stops them too, and is never accepted."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from tests.helpers import add_migration, as_env, current_revision
+from tests.helpers import add_migration, as_env, current_revision, scalar
 
 
 @pytest.fixture
@@ -49,9 +50,9 @@ def test_allow_changed_goes_ahead_and_records_a_note(
     assert verify.returncode == 0, "once accepted, the new checksum is the reference"
 
 
-def test_deleted_applied_migration_is_refused(
-    invoke, applied_copy: dict[str, str], versions_copy: Path
-) -> None:
+@pytest.fixture
+def database_ahead(invoke, applied_copy: dict[str, str], versions_copy: Path) -> dict[str, str]:
+    """A database at 002, and a checkout that stops at 001 (an older one, not yet pulled)."""
     extra = add_migration(
         versions_copy,
         "002",
@@ -62,10 +63,34 @@ def test_deleted_applied_migration_is_refused(
     )
     assert invoke("migrate.up", env=applied_copy).returncode == 0
     extra.unlink()
-    for command in ("migrate.verify", "migrate.up"):
-        result = invoke(command, env=applied_copy)
-        assert result.returncode == 7, result.explain()
-        assert "002 (extra): file deleted" in result.stderr, result.explain()
+    return applied_copy
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("migrate.verify",),
+        ("migrate.up",),
+        ("migrate.down",),
+        ("migrate.plan",),
+        ("migrate.up", "--allow-changed"),
+        ("migrate.down", "--allow-changed"),
+    ],
+    ids=" ".join,
+)
+def test_database_ahead_of_the_checkout_is_named_and_never_accepted(
+    invoke, database_ahead: dict[str, str], empty_db: URL, command: tuple[str, ...]
+) -> None:
+    rows_before = scalar(empty_db, "SELECT count(*) FROM migrations.history")
+    result = invoke(*command, env=database_ahead)
+    assert result.returncode == 2, result.explain()
+    assert "the database is ahead of this checkout" in result.stderr, result.explain()
+    assert "002 (extra)" in result.stderr, result.explain()
+    assert "git pull" in result.stderr, result.explain()
+    assert "Traceback" not in result.output, result.explain()
+    assert current_revision(empty_db) == "002"
+    # --allow-changed must not record an accept-changed row the newer checkout would trip on.
+    assert scalar(empty_db, "SELECT count(*) FROM migrations.history") == rows_before
 
 
 def test_untouched_chain_verifies(invoke, applied_copy: dict[str, str]) -> None:

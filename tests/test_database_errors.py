@@ -118,7 +118,7 @@ def test_a_reset_the_role_may_not_do_is_one_line(invoke, empty_db: URL) -> None:
     assert scalar(empty_db, "SELECT count(*) FROM users") == 1
 
 
-def test_a_connection_lost_mid_step_is_reported_once(
+def test_a_connection_lost_mid_step_is_a_connection_failure_saying_where_the_database_is(
     spawn, initial_db: URL, versions_copy: Path
 ) -> None:
     add_migration(
@@ -138,10 +138,19 @@ def test_a_connection_lost_mid_step_is_reported_once(
         "'SELECT pg_sleep(20)%%' AND pid <> pg_backend_pid()",
     )
     result = finish(process)
-    assert result.returncode == 4, result.explain()
-    assert "migration 002 (slow) failed" in result.stderr, result.explain()
+    assert result.returncode == 3, result.explain()
+    assert "connection to the server failed during migration 002 (slow)" in result.stderr
+    assert "not the migration" in result.stderr and "fix the migration" not in result.stderr
+    assert "the database is at 001" in result.stderr, result.explain()
+    assert result.stderr.count("error: ") == 1, result.explain()
     assert "Traceback" not in result.output
     assert current_revision(initial_db) == "001"
+    # The server still answers: the history says how the step ended.
+    failed = scalar(
+        initial_db,
+        "SELECT error FROM migrations.history WHERE revision = '002' AND NOT success",
+    )
+    assert failed and "terminating connection" in failed, failed
 
 
 def test_a_reset_is_recorded_so_the_history_replays(invoke, empty_db: URL) -> None:

@@ -32,6 +32,9 @@ from db.output import say
 
 _ARROW = re.compile(r"([\w.-]+) → ([\w.-]+)")
 _AT = re.compile(r"is (?:already )?at (\S+?)\.?$", re.M)
+_LEFT_AT = re.compile(r"the database is (?:still )?at (\w[\w-]*)")
+"""Where a failed run says it left the database (runner's and the interrupt's hints)."""
+_STEP_DONE = re.compile(r"^\s+[↑↓] ", re.M)
 
 
 class FleetFailed(UserError):
@@ -77,6 +80,14 @@ def _read(code: int, stdout: str, stderr: str, outcome: Outcome) -> None:
     elif at := _AT.search(stdout):
         outcome.start = outcome.end = at[1]
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    if code != 0 and outcome.detail is None and outcome.start:
+        # The arrow is where the run was headed; the row shows where it ended.
+        if left := _LEFT_AT.search(stderr):
+            outcome.end = left[1]
+        elif not _STEP_DONE.search(stdout):
+            outcome.end = outcome.start
+        else:
+            outcome.end = "?"
     if code == 0:
         outcome.result = "nothing to apply" if "Nothing to" in stdout else "ok"
     else:

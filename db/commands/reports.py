@@ -261,6 +261,7 @@ def migrate_verify() -> None:
         script = revisions.script_directory()
         recorded = history.applied_checksums(target.connection)
         drift = checksums.find_drift(target.connection, script, recorded)
+    checksums.refuse_if_ahead(drift)
     if drift:
         raise ChecksumMismatch(
             f"{len(drift)} applied migration(s) changed since they were applied: "

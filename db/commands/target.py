@@ -11,20 +11,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 
 from db import (
     checksums,
     connect,
+    failures,
     history,
     lock,
+    pooler,
     revisions,
     runner,
     settings,
     targets,
     urls,
 )
-from db.errors import ConfigError, Refused
+from db.errors import ConfigError, DatabaseRefused, Refused
 from db.output import say, step_line
 
 if TYPE_CHECKING:
@@ -128,6 +131,8 @@ def changing_target(
     have moved it while we waited.
     """
     with open_target(lock_timeout) as target:
+        refuse_standby(target)
+        pooler.refuse_per_transaction(target.connection, target.label)
         # The target's engine, whose dialect is set up already; the lock's session names
         # itself (lock.LOCK_SESSION_NAME).
         engine = target.connection.engine
@@ -145,6 +150,23 @@ def changing_target(
                 ):
                     say(f"[yellow]Accepted a changed migration:[/yellow] {drift.what}")
             yield target
+
+
+def refuse_standby(target: Target) -> None:
+    """A hot standby takes the lock and reads like the primary; only the first write
+    fails, inside a migration, where it looks like the migration's fault."""
+    in_recovery = target.connection.execute(text("SELECT pg_is_in_recovery()")).scalar()
+    target.connection.rollback()
+    if in_recovery:
+        raise failures.naming(
+            DatabaseRefused(
+                f"{target.label} is a read-only standby (pg_is_in_recovery() is true): "
+                "migrations, plans and resets must run on the primary. Nothing was changed.",
+                "point DATABASE_URL at the primary; read-only commands (status, history, "
+                "verify, drift) work on a standby",
+            ),
+            settings.url_source(),
+        )
 
 
 def report_step(step: runner.Step, seconds: float) -> None:
