@@ -177,6 +177,7 @@ class StepImpact:
     def as_dict(self) -> dict:
         return {
             "revision": self.revision,
+            "description": self.description,
             "seconds": round(self.seconds, 4),
             "statements": [s.as_dict() for s in self.statements],
         }
