@@ -324,6 +324,9 @@ def main() -> None:
         parser.error(f"unknown kinds {unknown} (known: {', '.join(KINDS)}), or workers not 1-16")
     with throwaway_server() as server, tempfile.TemporaryDirectory() as tmp:
         print(f"server: {server.kind}, PostgreSQL {server.version}", flush=True)
+        if not urls.is_local(server.admin_url):
+            # TEST_DATABASE_URL may name a shared server: never load one.
+            sys.exit("load: the throwaway server is not on this machine; unset TEST_DATABASE_URL")
         source = template(server, args.rows, Path(tmp))
         print(f"  template with {args.rows} tasks ready", flush=True)
         results = []

@@ -10,6 +10,8 @@ that existed and held rows:
   CONSTRAINT or SET NOT NULL, a foreign key's check, an index built without
   CONCURRENTLY. A scan under SHARE UPDATE EXCLUSIVE (VALIDATE CONSTRAINT, CREATE INDEX
   CONCURRENTLY) blocks none of them, and a backfill's UPDATE scans under ROW EXCLUSIVE.
+A strong lock held for an instant (ADD COLUMN, a rename, CREATE TRIGGER) is no danger by
+itself: what it makes the application wait is its queueing, which lock_timeout bounds.
 """
 
 from __future__ import annotations
