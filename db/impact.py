@@ -20,7 +20,8 @@ CONCURRENTLY form is reported (measured mode in the note).
 Limits, said in the output: the rehearsal is one transaction, so a lock that an earlier
 migration of the same plan already holds does not show again under a later one; and
 while a statement waits for its lock (up to lock_timeout), the statements it would block
-queue behind it too.
+queue behind it too. Likewise a lock the rehearsal held before the plan started is no
+statement's: the catalog read before it takes ACCESS SHARE on the tables views read.
 """
 
 from __future__ import annotations

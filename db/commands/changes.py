@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import textwrap
 import time
 from typing import TYPE_CHECKING
 
@@ -244,7 +245,8 @@ def _impact_text(rehearsed: preview.Rehearsed) -> None:
             title=f"{step.revision} {output.escaped(step.description)} ({step.seconds:.2f} s)",
         )
     for note in impact.notes(settings.timeouts().lock_ms):
-        say(f"  {note}", markup=False)
+        # Wrapped here: CI's summary shows it in a code block, which does not wrap.
+        say(textwrap.fill(note, 88, initial_indent="  ", subsequent_indent="  "), markup=False)
 
 
 def _plan_json(
