@@ -102,7 +102,7 @@ def test_a_foreign_key_locks_both_tables_and_validates(planned) -> None:
     for table in ("public.tasks", "public.users"):
         lock = _locks(statement, table)["SHARE ROW EXCLUSIVE"]
         assert lock["blocks"] == ["INSERT", "UPDATE", "DELETE"], table
-    assert statement["scanned"].get("public.tasks") == tasks
+    assert statement["scanned"].get("public.tasks", 0) >= tasks, "the check reads every row"
 
 
 def test_not_valid_then_validate_never_blocks_writes_while_it_scans(planned) -> None:
