@@ -133,3 +133,10 @@ def soak(session: nox.Session) -> None:
     """Soak (not in the default run): concurrent runs and kill -9 at random moments."""
     _install(session, "test")
     session.run("pytest", "-m", "soak", "-s", "tests/test_soak.py", *session.posargs)
+
+
+@nox.session
+def load(session: nox.Session) -> None:
+    """Load run (not in the default run): each corpus kind applied to 1M rows under traffic."""
+    _install(session, "test")
+    session.run("python", "benchmarks/load.py", *session.posargs)

@@ -252,6 +252,8 @@ def plan(
 
     The rehearsal runs the real statements on the target and takes their locks until it
     rolls back; an autocommit_block() runs inside the transaction, without CONCURRENTLY.
+    Per statement, it reports the locks measured on existing tables, how long each is
+    held, rewrites, scans, rows changed and the SELECT/INSERT/UPDATE/DELETE each blocks.
     Exits 4 when a migration fails in the rehearsal. On an environment of several
     databases, each is rehearsed, --parallel at a time, and the end is one table.
     """

@@ -15,7 +15,7 @@ from alembic import command
 from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 
-from db import catalog, history, loss, pgdump, revisions, runner, urls
+from db import catalog, history, impact, loss, pgdump, revisions, runner, urls
 from db.errors import ConfigError, Refused
 
 
@@ -200,6 +200,8 @@ class Rehearsed:
     loss: loss.Loss = field(default_factory=loss.Loss)
     """What the change destroys (rows of dropped tables, values of dropped columns, rows
     deleted or rewritten), measured in the rehearsal."""
+    impact: list[impact.StepImpact] = field(default_factory=list)
+    """Per migration and statement: locks, rewrites, scans, rows (with `measure`)."""
 
     def schema_diff(self) -> list[str]:
         return catalog.changes(self.before, self.after)
@@ -208,25 +210,27 @@ class Rehearsed:
 _START = "rehearsal_start"
 
 
-def rehearse(connection: Connection, plan: list[runner.Step]) -> Rehearsed:
+def rehearse(connection: Connection, plan: list[runner.Step], measure: bool = False) -> Rehearsed:
     """Run the plan in one transaction, look at the result, and roll it all back.
 
     What the change destroys is measured, not guessed: see db/loss.py. When it deletes
     or rewrites rows of a table that survives, the plan runs a second time, after the
-    rows it touches were fingerprinted.
+    rows it touches were fingerprinted. With `measure`, the first run also measures
+    each statement's locks and effects (db/impact.py).
     """
     connection.begin()
     try:
         before = catalog.read(connection)
         counts_before = loss.touched_counts(connection, before)
         connection.execute(text(f"SAVEPOINT {_START}"))
-        rehearsal = runner.rehearse(connection, plan)
+        with impact.measuring(connection, measure) as measured:
+            rehearsal = runner.rehearse(connection, plan, on_step=measured.step_done)
         after = catalog.read(connection)
         touched = loss.rewritten_tables(
             before, after, counts_before, loss.touched_counts(connection, before)
         )
         connection.execute(text(f"ROLLBACK TO SAVEPOINT {_START}"))
-        result = Rehearsed(rehearsal, before, after)
+        result = Rehearsed(rehearsal, before, after, impact=measured.steps)
         result.loss = loss.dropped(connection, before, after)
         if touched:
             _measure_rewrites(connection, plan, result, touched)

@@ -694,6 +694,11 @@ def in_transaction_instead(statement: str) -> str:
     return _CONCURRENTLY.sub("", statement)
 
 
+IN_AUTOCOMMIT_BLOCK = "worktracker_in_autocommit_block"
+"""Set in `Connection.info` while a rehearsal runs an autocommit_block(): its statements
+commit on their own in a real run (db/impact.py reports their locks per statement)."""
+
+
 def _rehearsed_autocommit(connection: Connection) -> Callable[[], object]:
     """A stand-in for MigrationContext.autocommit_block() inside a rehearsal: no COMMIT
     (it would end the rehearsal's transaction), and statements that need autocommit
@@ -705,9 +710,11 @@ def _rehearsed_autocommit(connection: Connection) -> Callable[[], object]:
     @contextmanager
     def block() -> Iterator[None]:
         event.listen(connection, "before_cursor_execute", rewrite, retval=True)
+        connection.info[IN_AUTOCOMMIT_BLOCK] = True
         try:
             yield
         finally:
+            connection.info.pop(IN_AUTOCOMMIT_BLOCK, None)
             event.remove(connection, "before_cursor_execute", rewrite)
 
     return block
@@ -724,13 +731,17 @@ class Rehearsal:
 
 
 def rehearse(
-    connection: Connection, plan: list[Step], timeouts: Timeouts | None = None
+    connection: Connection,
+    plan: list[Step],
+    timeouts: Timeouts | None = None,
+    on_step: StepDone | None = None,
 ) -> Rehearsal:
     """Run `plan` inside the caller's open transaction, which the caller rolls back.
 
     An autocommit_block() (CREATE INDEX CONCURRENTLY and the like) runs inside the
     transaction too, without CONCURRENTLY: the same catalog effect, and nothing commits.
-    A failing step stops the rehearsal; the steps before it are kept.
+    A failing step stops the rehearsal; the steps before it are kept. `on_step` is
+    called after each step that went through, inside the transaction.
     """
     if not connection.in_transaction():
         raise RuntimeError("rehearse() runs inside the caller's transaction; begin one first")
@@ -747,8 +758,10 @@ def rehearse(
     if not plan:
         return result
 
-    def on_step(step: Step, seconds: float) -> None:
+    def step_done(step: Step, seconds: float) -> None:
         result.steps.append((step, seconds))
+        if on_step is not None:
+            on_step(step, seconds)
         # A later failure rolls back to here, keeping the steps that went through.
         connection.execute(text("SAVEPOINT rehearsal_step"))
 
@@ -757,7 +770,7 @@ def rehearse(
         _run_once(
             connection,
             plan,
-            on_step,
+            step_done,
             None,
             rehearsal=True,
             autocommit_block=_rehearsed_autocommit(connection),

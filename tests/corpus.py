@@ -86,6 +86,15 @@ def write_chain(folder: Path, case: Case) -> list[Path]:
 
 # --- pieces used by several cases --------------------------------------------------------
 
+CHECK_NOT_VALID = """
+op.execute("ALTER TABLE tasks ADD CONSTRAINT ck_tasks_priority_not_negative "
+           "CHECK (priority >= 0) NOT VALID")
+"""
+FK_NOT_VALID = """
+op.create_foreign_key("fk_tasks_reviewer_id_users", "tasks", "users", ["reviewer_id"], ["id"],
+                      ondelete="SET NULL", postgresql_not_valid=True)
+"""
+
 ENUM_REBUILD = """
 op.execute("ALTER TABLE tasks DROP CONSTRAINT ck_tasks_completed_at_status")
 op.execute("ALTER TABLE tasks ALTER COLUMN status DROP DEFAULT")
@@ -1023,6 +1032,80 @@ CASES: list[Case] = [
         Expect(True),
         plan=("+ table public.things (4 columns",),
         plan_down=("- column public.things.code text",),
+    ),
+    # --- measured lock impact: constraints that validate (scan under a blocking lock) and
+    # their online form (NOT VALID, then VALIDATE in a migration of its own) -------------
+    Case(
+        "check-validating",
+        (
+            Migration(
+                "check_priority_not_negative",
+                'op.create_check_constraint("ck_tasks_priority_not_negative", "tasks", '
+                '"priority >= 0")',
+                'op.drop_constraint("ck_tasks_priority_not_negative", "tasks", type_="check")',
+            ),
+        ),
+        Expect(True),
+        guard=Expect(True),
+        lint=Expect(False, "lint", ("constraint-missing-not-valid",)),
+    ),
+    Case(
+        "check-not-valid-then-validate",
+        (
+            Migration(
+                "check_priority_not_negative",
+                CHECK_NOT_VALID,
+                'op.drop_constraint("ck_tasks_priority_not_negative", "tasks", type_="check")',
+            ),
+            Migration(
+                "validate_priority_check",
+                'op.execute("ALTER TABLE tasks VALIDATE CONSTRAINT '
+                'ck_tasks_priority_not_negative")',
+                # Back to NOT VALID: the catalog must be as it was before the upgrade.
+                'op.drop_constraint("ck_tasks_priority_not_negative", "tasks", type_="check")\n'
+                + CHECK_NOT_VALID,
+            ),
+        ),
+        Expect(True),
+        guard=Expect(True),
+        lint=Expect(True),
+    ),
+    Case(
+        "foreign-key-validating",
+        (
+            Migration(
+                "add_task_reviewer",
+                """
+                op.add_column("tasks", sa.Column("reviewer_id", sa.Uuid(), nullable=True))
+                op.create_foreign_key("fk_tasks_reviewer_id_users", "tasks", "users",
+                                      ["reviewer_id"], ["id"], ondelete="SET NULL")
+                """,
+                'op.drop_column("tasks", "reviewer_id")',
+            ),
+        ),
+        Expect(True, "data", ("drops what 002 created", "column public.tasks.reviewer_id")),
+        guard=Expect(False, "refused", ("column public.tasks.reviewer_id",)),
+        lint=Expect(False, "lint", ("adding-foreign-key-constraint",)),
+    ),
+    Case(
+        "foreign-key-not-valid-then-validate",
+        (
+            Migration(
+                "add_task_reviewer",
+                'op.add_column("tasks", sa.Column("reviewer_id", sa.Uuid(), nullable=True))\n'
+                + FK_NOT_VALID,
+                'op.drop_column("tasks", "reviewer_id")',
+            ),
+            Migration(
+                "validate_reviewer_fk",
+                'op.execute("ALTER TABLE tasks VALIDATE CONSTRAINT fk_tasks_reviewer_id_users")',
+                'op.drop_constraint("fk_tasks_reviewer_id_users", "tasks", type_="foreignkey")\n'
+                + FK_NOT_VALID,
+            ),
+        ),
+        Expect(True),
+        guard=Expect(True),
+        lint=Expect(True),
     ),
 ]
 

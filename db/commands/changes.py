@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import textwrap
 import time
 from typing import TYPE_CHECKING
 
@@ -207,7 +208,7 @@ def migrate_plan(
             from db import preview
 
             started = time.perf_counter()
-            rehearsed = preview.rehearse(target.connection, plan)
+            rehearsed = preview.rehearse(target.connection, plan, measure=True)
             seconds = time.perf_counter() - started
     if as_json:
         _plan_json(target.label, direction, start, end, rehearsed)
@@ -238,7 +239,32 @@ def _plan_text(rehearsed: preview.Rehearsed, down: bool, seconds: float) -> None
     if rehearsed.loss:
         verb = "rollback" if down else "change"
         say(f"[yellow]Data this {verb} would destroy:[/yellow] " + "; ".join(rehearsed.loss.lines))
+    _impact_text(rehearsed)
     say(f"Rolled back after {seconds:.2f} s: nothing was changed.")
+
+
+def _impact_text(rehearsed: preview.Rehearsed) -> None:
+    """Per migration, what each statement locks and for how long (db/impact.py)."""
+    from db import impact, output
+
+    measured = [step for step in rehearsed.impact if step.statements]
+    if not measured:
+        say("Locks on existing tables: none.")
+        return
+    say("Locks on existing tables, measured in the rehearsal:")
+    for number, step in enumerate(rehearsed.impact):
+        if not step.statements:
+            earlier = " beyond those the migrations before it hold" if number else ""
+            say(f"{step.revision} {output.escaped(step.description)}: no new lock{earlier}.")
+            continue
+        output.table(
+            impact.COLUMNS,
+            [[output.escaped(cell) for cell in row] for row in impact.rows(step)],
+            title=f"{step.revision} {output.escaped(step.description)} ({step.seconds:.2f} s)",
+        )
+    for note in impact.notes(settings.timeouts().lock_ms):
+        # Wrapped here: CI's summary shows it in a code block, which does not wrap.
+        say(textwrap.fill(note, 88, initial_indent="  ", subsequent_indent="  "), markup=False)
 
 
 def _plan_json(
@@ -259,6 +285,7 @@ def _plan_json(
         "error": rehearsal.reason if stopped is not None else None,
         "schema_changes": rehearsed.schema_diff() if rehearsed is not None else [],
         "data_loss": rehearsed.loss.lines if rehearsed is not None else [],
+        "impact": [s.as_dict() for s in rehearsed.impact] if rehearsed is not None else [],
         "ok": stopped is None,
     }
     print(json.dumps(document, indent=2))
