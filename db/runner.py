@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import signal
 import sys
 import threading
 import time
@@ -847,7 +848,7 @@ def _bounded(work: Callable[[], object]) -> str | None:
     return outcome[0]
 
 
-_INTERRUPTS = {"KeyboardInterrupt": "Ctrl-C (SIGINT)", "Terminated": "SIGTERM"}
+_INTERRUPTS = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 
 
 def _record_interrupted(
@@ -855,7 +856,12 @@ def _record_interrupted(
 ) -> None:
     """A row for the step an interrupt stopped (the server rolls it back): the history
     says the run was there, and how it ended."""
-    how = _INTERRUPTS.get(type(interrupt).__name__, type(interrupt).__name__)
+    # db.interrupts raises Interrupted(signum) while a statement is in flight, else
+    # Ctrl-C is Python's own KeyboardInterrupt.
+    signum = getattr(interrupt, "signum", None)
+    if signum is None and isinstance(interrupt, KeyboardInterrupt):
+        signum = signal.SIGINT
+    how = _INTERRUPTS.get(signum, type(interrupt).__name__)
     _record_elsewhere(engine, who, step, seconds, f"interrupted by {how}; rolled back")
 
 

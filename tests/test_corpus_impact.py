@@ -34,15 +34,26 @@ def test_lint_and_measured_locks_agree(
     case: Case, pg_server: Server, initial_template: str, tmp_path: Path, monkeypatch
 ) -> None:
     use_chain(case, tmp_path / "versions", monkeypatch)
-    findings = {r.revision: {f.rule for f in r.findings} for r in lint.lint_chain()}
+    # The rehearsal measures upgrades: lint's findings on downgrades are not compared, nor
+    # an upgrade lint could not render (it reads the database, or is not written yet).
+    reports = lint.lint_chain()
+    findings = {
+        r.revision: {f.rule for f in r.findings if f.function == "upgrade()"} for r in reports
+    }
+    unrendered = {
+        r.revision for r in reports if any(u.startswith("upgrade()") for u in r.unchecked)
+    }
     problems: list[str] = []
     with database_at_001(pg_server, initial_template) as url:
         engine = make_engine(url)
         with engine.connect() as connection:
-            sample_data.Filler().fill(connection)
+            filler = sample_data.Filler()
+            filler.fill(connection)
             script = revisions.script_directory()
             for migration in case_scripts():
                 plan = runner.plan_upgrade(script, migration.down_revision, migration.revision)
+                if migration.revision in unrendered:
+                    break  # it cannot run either (not written), or lint saw only part of it
                 rehearsed = preview.rehearse(connection, plan, measure=True)
                 assert rehearsed.rehearsal.stopped_before is None, rehearsed.rehearsal.reason
                 [step] = rehearsed.impact
@@ -54,5 +65,12 @@ def test_lint_and_measured_locks_agree(
                     found = kept
                 problems += found
                 runner.run(connection, plan)
+                # Tables an earlier migration created hold rows too, as they would live
+                # (where they can: a case may be about a table no row satisfies).
+                try:
+                    filler.fill(connection)
+                    connection.commit()
+                except sample_data.SampleDataError:
+                    connection.rollback()
         engine.dispose()
     assert not problems, f"{case.name}:\n" + "\n".join(problems)
