@@ -99,6 +99,20 @@ def add_migration(
     return path
 
 
+SLOW = "SELECT pg_sleep(30)"
+"""What start_slow_up()'s migration 002 runs while a test interrupts, kills or cuts it."""
+
+
+def start_slow_up(spawn, url: URL, versions: Path):
+    """`invoke migrate.up` from 001 over a 002 that sleeps in its transaction, returned
+    once its step has reached the sleep."""
+    add_migration(versions, "002", "001", "slow", f'op.execute("{SLOW}")', 'op.execute("SELECT 1")')
+    env = {**as_env(url), "WORKTRACKER_VERSIONS_DIR": str(versions)}
+    process = spawn("migrate.up", env=env)
+    wait_until(lambda: running(url, SLOW) == 1, "002 to reach its sleep")
+    return process
+
+
 SCHEMA_MOVED = {"42703", "42P01"}
 """SQLSTATEs of a statement that names a column or a table that no longer exists."""
 

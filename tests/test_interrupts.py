@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL
 
 from db.settings import PROJECT_ROOT
 from tests.conftest import _environ, finish
-from tests.helpers import add_migration, as_env, current_revision, running, scalar, wait_until
+from tests.helpers import add_migration, as_env, current_revision, scalar, start_slow_up, wait_until
 
 OURS = (
     "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'worktracker-migrate%%' "
@@ -26,21 +26,14 @@ def _wait(url: URL, sql: str, expect) -> None:
     wait_until(lambda: scalar(url, sql) == expect, f"{sql} == {expect}")
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_an_interrupted_run_says_where_the_database_is(
-    spawn, initial_db: URL, versions_copy: Path, sig: int, code: int
+@pytest.mark.parametrize(
+    ("sig", "code", "how"),
+    [(signal.SIGINT, 130, "Ctrl-C (SIGINT)"), (signal.SIGTERM, 143, "SIGTERM")],
+)
+def test_an_interrupted_run_says_where_the_database_is_and_records_the_step(
+    spawn, initial_db: URL, versions_copy: Path, sig: int, code: int, how: str
 ) -> None:
-    add_migration(
-        versions_copy,
-        "002",
-        "001",
-        "slow",
-        'op.execute("SELECT pg_sleep(30)")',
-        'op.execute("SELECT 1")',
-    )
-    env = {**as_env(initial_db), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
-    process = spawn("migrate.up", env=env)
-    wait_until(lambda: running(initial_db, "SELECT pg_sleep(30)") == 1, "002 to reach its sleep")
+    process = start_slow_up(spawn, initial_db, versions_copy)
     process.send_signal(sig)
     result = finish(process, timeout=30)
     assert result.returncode == code, result.explain()
@@ -49,6 +42,13 @@ def test_an_interrupted_run_says_where_the_database_is(
     assert "Traceback" not in result.output
     _wait(initial_db, OURS, 0)
     assert current_revision(initial_db) == "001"
+    # The server rolled the step back; the history still shows the run was there.
+    row = scalar(
+        initial_db,
+        "SELECT row(direction, success, error)::text FROM migrations.history "
+        "WHERE revision = '002'",
+    )
+    assert row == f'(up,f,"interrupted by {how}; rolled back")', result.explain()
 
 
 def test_a_closed_stdout_never_changes_what_is_applied(

@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests.conftest import finish
-from tests.helpers import add_migration, as_env, running, scalar, wait_until
+from tests.helpers import scalar, start_slow_up, wait_until
 from tests.production import standby_binaries, tcp_server
 
 BIN_DIR, WHY_NOT = standby_binaries()
@@ -31,17 +31,7 @@ def own_server() -> Iterator[URL]:
 def test_a_crash_mid_step_is_a_connection_failure_not_the_migrations(
     spawn, own_server: URL, versions_copy: Path
 ) -> None:
-    add_migration(
-        versions_copy,
-        "002",
-        "001",
-        "slow",
-        'op.execute("SELECT pg_sleep(30)")',
-        'op.execute("SELECT 1")',
-    )
-    env = {**as_env(own_server), "WORKTRACKER_VERSIONS_DIR": str(versions_copy)}
-    process = spawn("migrate.up", env=env)
-    wait_until(lambda: running(own_server, "SELECT pg_sleep(30)") == 1, "002 to reach its sleep")
+    process = start_slow_up(spawn, own_server, versions_copy)
     pid = scalar(
         own_server,
         "SELECT pid FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(30)%%'",
