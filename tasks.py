@@ -45,10 +45,7 @@ def _interrupted(action: Callable[..., None], signum: int, interrupt: BaseExcept
     for ignored in (signal.SIGINT, signal.SIGTERM):
         signal.signal(ignored, signal.SIG_IGN)
     sys.stdout.flush()
-    how, code = {
-        signal.SIGINT: ("stopped by Ctrl-C (SIGINT)", 130),
-        signal.SIGTERM: ("stopped by SIGTERM", 143),
-    }[signum]
+    how, code = f"stopped by {interrupts.NAMES[signum]}", 128 + signum
     where, hint = "", "a step in progress was rolled back by the server; run the command again"
     if action.__name__.startswith(_DATABASE_TASKS) and action.__name__ != "migrate_new":
         revision = None if interrupts.link_cut() else _revision_now()
@@ -77,10 +74,7 @@ def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
         except BaseException as error:
             # A signal wins over whatever the unwinding raised on the way (a connection
             # the interrupt shut down reports itself lost).
-            signum = interrupts.received()
-            if signum is None and isinstance(error, KeyboardInterrupt):
-                signum = signal.SIGINT
-            if signum is not None:
+            if (signum := interrupts.signal_of(error)) is not None:
                 raise _interrupted(action, signum, error) from None
             raise
     except (UserError, *failures.DRIVER_ERRORS) as error:

@@ -64,6 +64,19 @@ def received() -> int | None:
     return _received
 
 
+NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+
+
+def signal_of(error: BaseException) -> int | None:
+    """The signal behind `error`: the first one this process received, else the one an
+    Interrupted carries; Ctrl-C outside a statement is Python's own KeyboardInterrupt."""
+    if _received is not None:
+        return _received
+    if isinstance(error, Interrupted):
+        return error.signum
+    return signal.SIGINT if isinstance(error, KeyboardInterrupt) else None
+
+
 def link_cut() -> bool:
     """True when the interrupt found the link dead and shut our connections down: asking
     the server anything more over that path would only wait again. Waits for the verdict

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import signal
 import sys
 import threading
 import time
@@ -32,7 +31,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from db import history, revisions, settings
+from db import history, interrupts, revisions, settings
 from db.errors import ConnectionFailed, LockLost, MigrationFailed, RevisionError, UserError
 from db.settings import BOOKKEEPING_SCHEMA, Timeouts
 
@@ -848,20 +847,12 @@ def _bounded(work: Callable[[], object]) -> str | None:
     return outcome[0]
 
 
-_INTERRUPTS = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
-
-
 def _record_interrupted(
     engine: Engine, who: history.Who, step: Step, seconds: float, interrupt: BaseException
 ) -> None:
     """A row for the step an interrupt stopped (the server rolls it back): the history
     says the run was there, and how it ended."""
-    # db.interrupts raises Interrupted(signum) while a statement is in flight, else
-    # Ctrl-C is Python's own KeyboardInterrupt.
-    signum = getattr(interrupt, "signum", None)
-    if signum is None and isinstance(interrupt, KeyboardInterrupt):
-        signum = signal.SIGINT
-    how = _INTERRUPTS.get(signum, type(interrupt).__name__)
+    how = interrupts.NAMES.get(interrupts.signal_of(interrupt), type(interrupt).__name__)
     _record_elsewhere(engine, who, step, seconds, f"interrupted by {how}; rolled back")
 
 
