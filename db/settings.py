@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -92,7 +92,7 @@ def _positive_int(name: str, raw: object) -> int:
     return value
 
 
-def _seconds(name: str, raw: object) -> float:
+def seconds(name: str, raw: object) -> float:
     try:
         value = float(str(raw))
     except ValueError:
@@ -100,11 +100,6 @@ def _seconds(name: str, raw: object) -> float:
     if not value >= 0 or value == float("inf"):
         raise ConfigError(f"{name} must be a number of seconds, 0 or more, not {raw!r}.")
     return value
-
-
-def seconds(name: str, raw: object) -> float:
-    """A number of seconds, 0 or more (--lock-timeout); ConfigError naming `name` if not."""
-    return _seconds(name, raw)
 
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|min|h)?\s*$")
@@ -147,8 +142,9 @@ class Timeouts:
         return [f"SET {name} = '{value}'" for name, value in self.session_settings().items()]
 
 
-def timeouts(environ: Mapping[str, str] | None = None) -> Timeouts:
-    """lock_timeout, statement_timeout and retries for migrations ([tool.worktracker])."""
+def _picker(environ: Mapping[str, str] | None) -> Callable[[str, object], tuple[str, object]]:
+    """name, default → (the environment variable's name, its value): WORKTRACKER_NAME
+    wins over [tool.worktracker] name, which wins over the default."""
     env = os.environ if environ is None else environ
     section = pyproject_section()
 
@@ -156,6 +152,12 @@ def timeouts(environ: Mapping[str, str] | None = None) -> Timeouts:
         key = f"WORKTRACKER_{name.upper()}"
         return key, env.get(key) or section.get(name, default)
 
+    return pick
+
+
+def timeouts(environ: Mapping[str, str] | None = None) -> Timeouts:
+    """lock_timeout, statement_timeout and retries for migrations ([tool.worktracker])."""
+    pick = _picker(environ)
     retries_name, retries = pick("ddl_lock_retries", 5)
     if not str(retries).isdigit():
         raise ConfigError(f"{retries_name} must be a whole number, 0 or more, not {retries!r}.")
@@ -163,7 +165,7 @@ def timeouts(environ: Mapping[str, str] | None = None) -> Timeouts:
         lock_ms=_milliseconds(*pick("ddl_lock_timeout", "5s")),
         statement_ms=_milliseconds(*pick("statement_timeout", "15min")),
         retries=int(str(retries)),
-        backoff_seconds=_seconds(*pick("ddl_lock_backoff", 1)),
+        backoff_seconds=seconds(*pick("ddl_lock_backoff", 1)),
     )
 
 
@@ -217,13 +219,7 @@ class Link:
 def link(environ: Mapping[str, str] | None = None) -> Link:
     """The stalled-link bounds ([tool.worktracker] idle_in_transaction_timeout and
     link_timeout, or WORKTRACKER_IDLE_IN_TRANSACTION_TIMEOUT and WORKTRACKER_LINK_TIMEOUT)."""
-    env = os.environ if environ is None else environ
-    section = pyproject_section()
-
-    def pick(name: str, default: object) -> tuple[str, object]:
-        key = f"WORKTRACKER_{name.upper()}"
-        return key, env.get(key) or section.get(name, default)
-
+    pick = _picker(environ)
     return Link(
         idle_in_transaction_ms=_milliseconds(*pick("idle_in_transaction_timeout", "30s")),
         dead_after_seconds=_positive_int(*pick("link_timeout", 30)),
@@ -264,7 +260,7 @@ def load(
             "WORKTRACKER_CONNECT_TIMEOUT",
             env.get("WORKTRACKER_CONNECT_TIMEOUT") or section.get("connect_timeout", 10),
         ),
-        lock_timeout=_seconds(
+        lock_timeout=seconds(
             lock_source,
             env.get("WORKTRACKER_LOCK_TIMEOUT") or section.get("lock_timeout", 60),
         ),
