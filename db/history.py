@@ -7,6 +7,7 @@ import functools
 import getpass
 import hashlib
 import socket
+import subprocess
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import metadata
@@ -17,6 +18,7 @@ from sqlalchemy import TextClause, text
 from sqlalchemy.engine import Connection
 
 from db.settings import BOOKKEEPING_SCHEMA as SCHEMA
+from db.settings import PROJECT_ROOT
 
 TABLE = f"{SCHEMA}.history"
 DIRECTIONS = ("up", "down", "accept-changed", "reset")
@@ -118,11 +120,34 @@ def checksum(path: Path) -> str | None:
 
 
 def tool_version() -> str:
+    """What a history row says ran the step: the installed version (setuptools-scm's, from
+    the tags) and, when db/ runs from a git checkout, that checkout's state. An editable
+    install keeps the version of the commit it was installed at, and whether the tree was
+    edited when a migration ran is what a reader of the history needs most."""
     try:
         ours = metadata.version("worktracker-schema")
     except metadata.PackageNotFoundError:
         ours = "unknown"
+    # PROJECT_ROOT is a checkout where the project is installed editable, as the README and
+    # the deploy workflow install it; site-packages otherwise.
+    state = checkout_state(PROJECT_ROOT)
+    if state:
+        ours += f" (checkout {state})"
     return f"worktracker-schema {ours}, alembic {metadata.version('alembic')}"
+
+
+def checkout_state(root: Path) -> str | None:
+    """`git describe` of the checkout at `root`: v0.4.0-12-gabc1234, with -dirty when a
+    tracked file differs from the commit, the commit alone where no tag is reachable; None
+    where `root` is no checkout or git does not answer (not installed, another owner)."""
+    if not (root / ".git").exists():
+        return None
+    command = ["git", "describe", "--tags", "--long", "--dirty", "--always", "--match", "v[0-9]*"]
+    try:
+        done = subprocess.run(command, cwd=root, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None
 
 
 @dataclass(frozen=True)
