@@ -151,3 +151,15 @@ def test_the_installed_version_follows_the_checkouts_tags() -> None:
         # The next patch's dev release: 0.4.1.dev12+gabc1234 after v0.4.0.
         assert installed.release == (*released.release[:-1], released.release[-1] + 1), hint
         assert installed.is_devrelease, hint
+
+
+def test_every_release_tag_has_a_changelog_section() -> None:
+    if not (PROJECT_ROOT / ".git").exists():
+        pytest.skip("no .git here: no tags to compare with CHANGELOG.md")
+    tags = _git(PROJECT_ROOT, "tag", "--list", "v[0-9]*").split()
+    if not tags:
+        pytest.skip("no vX.Y.Z tag in this clone (tags are not always fetched)")
+    changelog = (PROJECT_ROOT / "CHANGELOG.md").read_text()
+    sections = set(re.findall(r"^## \[(\d+\.\d+\.\d+)\] - \d{4}-\d{2}-\d{2}$", changelog, re.M))
+    missing = sorted(t for t in tags if t.removeprefix("v") not in sections)
+    assert not missing, f"tags without a section in CHANGELOG.md: {missing}"
