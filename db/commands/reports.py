@@ -12,8 +12,8 @@ from db import (
     drift,
     history,
     output,
+    planning,
     revisions,
-    runner,
     targets,
     urls,
 )
@@ -56,7 +56,7 @@ def _environment_row(target: targets.Target) -> dict[str, Any]:
         return row
     try:
         with targets.use(target), open_target() as opened:
-            current = runner.current_revision(opened.connection)
+            current = planning.current_revision(opened.connection)
             script = revisions.script_directory()
             chain = [s.revision for s in revisions.chain(script)]
             if current is not None and current not in chain:
@@ -133,10 +133,10 @@ def migrate_status(
         _status_of_environments(env, as_json, check_drift)
         return
     with open_target() as target:
-        current = runner.current_revision(target.connection)
+        current = planning.current_revision(target.connection)
         script = revisions.script_directory()
         applied_steps = (
-            runner.plan_downgrade(script, current, steps=None, target=revisions.BASE)
+            planning.plan_downgrade(script, current, steps=None, target=revisions.BASE)
             if current
             else []
         )
