@@ -10,6 +10,7 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from alembic import command
 from sqlalchemy import text
@@ -62,7 +63,8 @@ class _Traced(io.StringIO):
         self.origins: list[tuple[int, int | None]] = []
 
     def write(self, text: str) -> int:
-        frame, line = sys._getframe(1), None
+        frame: FrameType | None = sys._getframe(1)
+        line = None
         while frame is not None:
             if frame.f_code.co_filename in self.paths:
                 line = frame.f_lineno

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from typing import TypeGuard
 
 from alembic.script import ScriptDirectory
 
@@ -20,11 +21,13 @@ from db import revisions
 
 def _assigned(tree: ast.Module, name: str) -> ast.expr | None:
     for node in tree.body:
-        targets = (
-            node.targets
-            if isinstance(node, ast.Assign)
-            else ([node.target] if isinstance(node, ast.AnnAssign) else [])
-        )
+        targets: list[ast.expr]
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, ast.AnnAssign):
+            targets = [node.target]
+        else:
+            continue
         if any(isinstance(t, ast.Name) and t.id == name for t in targets):
             return node.value
     return None
@@ -63,7 +66,7 @@ _EMITS_NOTHING = {"get_context", "get_bind", "f", "inline_literal"}
 """op.* calls that run no SQL."""
 
 
-def _runs_sql(node: ast.AST) -> bool:
+def _runs_sql(node: ast.AST) -> TypeGuard[ast.Call]:
     """A call of op.* that runs SQL (op.add_column, op.execute…), or of .execute() on a
     connection."""
     if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
