@@ -42,7 +42,7 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from db import revisions, runner, settings, urls
+from db import planning, revisions, runner, settings, urls
 from db.errors import UserError
 from db.roundtrip import sample_data
 from db.throwaway import Server, throwaway_server
@@ -102,7 +102,7 @@ def template(server: Server, rows: int, folder: Path) -> str:
 
     engine = create_engine(url, poolclass=NullPool)
     with engine.connect() as connection:
-        runner.run(connection, runner.plan_upgrade(revisions.script_directory(), None, "001"))
+        runner.run(connection, planning.plan_upgrade(revisions.script_directory(), None, "001"))
         sample_data.Filler().fill(connection)
     engine.dispose()
     with psycopg.connect(_conninfo(server, url.database), autocommit=True) as conn:
@@ -226,7 +226,7 @@ def run_kind(server: Server, source: str, kind: str, args, folder: Path) -> Resu
 
             try:
                 with engine.connect() as connection:
-                    plan = runner.plan_upgrade(revisions.script_directory(), "001", "head")
+                    plan = planning.plan_upgrade(revisions.script_directory(), "001", "head")
                     runner.run(connection, plan, timeouts=timeouts, say=said)
             except UserError as exc:
                 result.error = " ".join(exc.message.split())[:160]

@@ -16,7 +16,9 @@ from db.errors import ChecksumMismatch, RevisionError
 
 
 @dataclass(frozen=True)
-class Drift:
+class ChangedFile:
+    """An applied migration whose file changed (or vanished) since it was applied."""
+
     revision: str
     description: str
     path: Path | None
@@ -31,16 +33,16 @@ class Drift:
 
     @property
     def what(self) -> str:
-        if self.missing:
+        if self.path is None or self.missing:
             return f"{self.revision} ({self.description}): not in this checkout"
         return f"{self.path.name}: edited"
 
 
-def refuse_if_ahead(drift: list[Drift]) -> None:
+def refuse_if_ahead(changed: list[ChangedFile]) -> None:
     """Raise RevisionError when the database has applied revisions this checkout lacks:
     an older checkout must neither run nor accept anything there (--allow-changed would
     record a row that breaks the newer checkout's history)."""
-    missing = [d for d in drift if d.missing]
+    missing = [d for d in changed if d.missing]
     if missing:
         raise RevisionError(
             "the database is ahead of this checkout: it has "
@@ -60,24 +62,24 @@ def _path(script: ScriptDirectory, revision: str) -> Path | None:
     return revisions.path_of(found) if found is not None else None
 
 
-def find_drift(
+def changed_files(
     connection: Connection,
     script: ScriptDirectory,
     applied: dict[str, dict[str, Any]] | None = None,
-) -> list[Drift]:
+) -> list[ChangedFile]:
     """Applied migrations whose file changed or vanished since it was applied.
 
     `applied` is history.applied_checksums(), for a caller that has read it already.
     """
     if applied is None:
         applied = history.applied_checksums(connection)
-    drift = []
+    changed = []
     for revision, row in applied.items():
         path = _path(script, revision)
         actual = history.checksum(path) if path is not None else None
         if actual != row["checksum"]:
-            drift.append(Drift(revision, row["description"], path, row["checksum"], actual))
-    return sorted(drift, key=lambda d: d.revision)
+            changed.append(ChangedFile(revision, row["description"], path, row["checksum"], actual))
+    return sorted(changed, key=lambda d: d.revision)
 
 
 def verify(
@@ -86,17 +88,17 @@ def verify(
     *,
     allow_changed: bool = False,
     who: history.Who | None = None,
-) -> list[Drift]:
-    """Raise ChecksumMismatch on drift, unless allowed; an allowed drift is recorded.
+) -> list[ChangedFile]:
+    """Raise ChecksumMismatch on a changed file, unless allowed; an allowed change is recorded.
     RevisionError, allowed or not, when the database is ahead of this checkout."""
-    drift = find_drift(connection, script)
-    if not drift:
+    changed = changed_files(connection, script)
+    if not changed:
         return []
-    refuse_if_ahead(drift)
+    refuse_if_ahead(changed)
     if not allow_changed:
         raise ChecksumMismatch(
             "applied migrations changed since they were applied: "
-            + "; ".join(d.what for d in drift)
+            + "; ".join(d.what for d in changed)
             + ".",
             "released migrations are immutable: restore the file (git checkout -- FILE) and "
             "put the change in a new migration (invoke migrate.new). If the edit is harmless, "
@@ -105,7 +107,7 @@ def verify(
         )
     who = who or history.Who.here()
     with connection.begin():
-        for d in drift:
+        for d in changed:
             history.record(
                 connection,
                 revision=d.revision,
@@ -121,4 +123,4 @@ def verify(
                 note=f"--allow-changed accepted {d.what}: checksum was {d.recorded}, "
                 f"now {d.actual}",
             )
-    return drift
+    return changed

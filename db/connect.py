@@ -184,3 +184,11 @@ def connect(engine: Engine) -> Iterator[Connection]:
         raise describe_failure(engine.url, exc) from None
     with connection:
         yield connection
+
+
+def server_major(connection: Connection) -> int:
+    """The server's major version (14 for 14.x), which the dialect read on connecting."""
+    version = connection.dialect.server_version_info
+    if not version:  # only an engine that never connected lacks it
+        raise RuntimeError("the server's version is read on connecting; connect first")
+    return int(version[0])

@@ -31,6 +31,7 @@ from db import (
     connect,
     failures,
     output,
+    planning,
     revisions,
     runner,
     settings,
@@ -121,7 +122,7 @@ def _read_live(finding: Finding) -> None:
                 connection.execute(text("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"))
                 connection.commit()
                 finding.server_major = connection.dialect.server_version_info[0]
-                finding.revision = runner.current_revision(connection)
+                finding.revision = planning.current_revision(connection)
                 finding.live = catalog.read(connection)
                 connection.rollback()
         finally:
@@ -178,7 +179,7 @@ def _expected(
                 for revision in [r for r in [None, *chain] if r in wanted]:
                     try:
                         if revision is not None:
-                            plan = runner.plan_upgrade(script, current, revision)
+                            plan = planning.plan_upgrade(script, current, revision)
                             runner.run(connection, plan)
                     except UserError as error:
                         failed = UserError(

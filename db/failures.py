@@ -1,7 +1,7 @@
 """Database errors raised outside a migration step (bookkeeping, the lock, reading the
 catalog, a reset), turned into one line and a hint with a documented exit code.
 
-A failing migration step has its own report (db/runner.py); everything else the
+A failing migration step has its own report (db/step_failures.py); everything else the
 database refuses ends up here rather than in a traceback.
 """
 

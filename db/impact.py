@@ -2,10 +2,10 @@
 took, how long they stay held, whether it rewrote or scanned a table, the rows it
 touched, and which of the application's statements each lock would block.
 
-Measured, not guessed: while `preview.rehearse` runs the plan, a hook on the rehearsal's
-connection reads, after each statement, `pg_locks` for its own backend (the locks held
-so far; those new since the previous statement are this statement's) and the
-transaction's per-table counters (`pg_stat_get_xact_*`) and file nodes from `pg_class`.
+Measured, not guessed: while `preview.rehearse_and_roll_back` runs the plan, a hook on
+the rehearsal's connection reads, after each statement, `pg_locks` for its own backend
+(the locks held so far; those new since the previous statement are this statement's) and
+the transaction's per-table counters (`pg_stat_get_xact_*`) and file nodes from `pg_class`.
 Those reads go through the DBAPI cursor (no SQLAlchemy events, so no recursion) and
 touch only catalogs and statistics, never a user table, so they add no lock of their
 own to what is reported.
@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from db import runner, settings
+from db import planning, rehearsal, settings
 
 # PostgreSQL's table-level lock modes, weakest first, as pg_locks names them.
 MODES = (
@@ -279,7 +279,7 @@ class Measurer:
 
     def after(self, conn, cursor, statement, parameters, context, executemany) -> None:
         seconds = time.perf_counter() - self._started
-        autocommit = bool(conn.info.get(runner.IN_AUTOCOMMIT_BLOCK))
+        autocommit = bool(conn.info.get(rehearsal.IN_AUTOCOMMIT_BLOCK))
         new, state = self._look()
         found = Statement(" ".join(self._original.split()), seconds, autocommit)
         concurrent = (
@@ -338,7 +338,7 @@ class Measurer:
         if found.locks or touched:
             self._pending.append((found, self._started))
 
-    def step_done(self, step: runner.Step, seconds: float) -> None:
+    def step_done(self, step: planning.Step, seconds: float) -> None:
         """Close a migration: each of its locks that lasts to commit is held from its
         statement's start to now (the end of the migration's transaction)."""
         now = time.perf_counter()
@@ -358,7 +358,7 @@ class _Off:
     def __init__(self) -> None:
         self.steps: list[StepImpact] = []
 
-    def step_done(self, step: runner.Step, seconds: float) -> None:
+    def step_done(self, step: planning.Step, seconds: float) -> None:
         pass
 
 

@@ -64,7 +64,7 @@ def received() -> int | None:
     return _received
 
 
-NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+NAMES: dict[int, str] = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
 
 
 def signal_of(error: BaseException) -> int | None:

@@ -21,7 +21,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from db import preview, revisions, runner, settings
+from db import planning, preview, revisions, settings
 from db.errors import CheckFailed, ConfigError
 
 _VERSION_TABLE_DDL = re.compile(
@@ -150,7 +150,7 @@ def _unchecked(failed: preview.NotOffline) -> str:
 
 
 def _lint_direction(report: FileReport, script, direction: str, squawk: str, folder: Path) -> None:
-    step = runner.Step(script, direction)
+    step = planning.Step(script, direction)
     function = f"{direction}grade()"
     if direction == "down" and getattr(script.module, "irreversible", None):
         return  # migrate.down refuses it: its downgrade never runs

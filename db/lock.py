@@ -155,9 +155,7 @@ def migration_lock(
     named LOCK_SESSION_NAME in pg_stat_activity.
     """
     with connect.connect(engine) as connection:
-        # Set on connect (None only before); without it, the form every version accepts.
-        version = connection.dialect.server_version_info or ()
-        since_14 = _SINCE_14 if version >= (14,) else ""
+        since_14 = _SINCE_14 if connect.server_major(connection) >= 14 else ""
         link = settings.link().server_settings()
         calls = "".join(f"\n           set_config('{name}', :{name}, false)," for name in link)
         opened = connection.execute(

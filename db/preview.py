@@ -10,13 +10,16 @@ import sys
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 
 from alembic import command
 from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 
-from db import catalog, history, impact, loss, pgdump, revisions, runner, urls
+from db import catalog, history, impact, loss, pgdump, revisions, urls
 from db.errors import ConfigError, Refused
+from db.planning import Step
+from db.rehearsal import Rehearsal, run_in_transaction
 
 
 def _literal(value: object) -> str:
@@ -29,7 +32,7 @@ def _literal(value: object) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def _history_insert(step: runner.Step, who: history.Who) -> str:
+def _history_insert(step: Step, who: history.Who) -> str:
     values = [
         step.revision,
         step.from_revision,
@@ -60,7 +63,8 @@ class _Traced(io.StringIO):
         self.origins: list[tuple[int, int | None]] = []
 
     def write(self, text: str) -> int:
-        frame, line = sys._getframe(1), None
+        frame: FrameType | None = sys._getframe(1)
+        line = None
         while frame is not None:
             if frame.f_code.co_filename in self.paths:
                 line = frame.f_lineno
@@ -75,7 +79,7 @@ class _Traced(io.StringIO):
 class NotOffline:
     """A migration whose code cannot run without a database, so has no offline SQL."""
 
-    step: runner.Step
+    step: Step
     why: str
     """What it does, to follow its revision: "reads the database (op.get_bind())"."""
     line: int
@@ -109,7 +113,7 @@ _READS = re.compile(r"\bget_bind\s*\(|\.bind\b|\.connection\b|\binspect\s*\(")
 sa.inspect(...)): offline, that connection is a mock that returns nothing."""
 
 
-def _not_offline(plan: list[runner.Step], error: BaseException) -> NotOffline | None:
+def _not_offline(plan: list[Step], error: BaseException) -> NotOffline | None:
     """Which migration of `plan` stopped an offline rendering, and why; None if the error
     did not come from a migration's own code."""
     steps = {str(step.path): step for step in plan}
@@ -128,7 +132,7 @@ def _not_offline(plan: list[runner.Step], error: BaseException) -> NotOffline | 
     return NotOffline(step, why, frame.lineno or 0)
 
 
-def render(current: str | None, plan: list[runner.Step], bookkeeping: bool = True) -> Rendered:
+def render(current: str | None, plan: list[Step], bookkeeping: bool = True) -> Rendered:
     """The SQL the plan would run from `current`, as Alembic's offline mode renders it; a
     migration that cannot run offline stops it (see Rendered.failed)."""
     config = revisions.alembic_config()
@@ -179,7 +183,7 @@ class OfflineImpossible(ConfigError):
         self.failed = failed
 
 
-def offline_sql(current: str | None, plan: list[runner.Step], bookkeeping: bool = True) -> str:
+def offline_sql(current: str | None, plan: list[Step], bookkeeping: bool = True) -> str:
     """render(), or OfflineImpossible naming every migration of the plan that cannot be
     rendered (each one after the first is tried alone)."""
     rendered = render(current, plan, bookkeeping)
@@ -194,7 +198,7 @@ def offline_sql(current: str | None, plan: list[runner.Step], bookkeeping: bool 
 
 @dataclass
 class Rehearsed:
-    rehearsal: runner.Rehearsal
+    rehearsal: Rehearsal
     before: catalog.Catalog
     after: catalog.Catalog
     loss: loss.Loss = field(default_factory=loss.Loss)
@@ -210,7 +214,9 @@ class Rehearsed:
 _START = "rehearsal_start"
 
 
-def rehearse(connection: Connection, plan: list[runner.Step], measure: bool = False) -> Rehearsed:
+def rehearse_and_roll_back(
+    connection: Connection, plan: list[Step], measure: bool = False
+) -> Rehearsed:
     """Run the plan in one transaction, look at the result, and roll it all back.
 
     What the change destroys is measured, not guessed: see db/loss.py. When it deletes
@@ -224,7 +230,7 @@ def rehearse(connection: Connection, plan: list[runner.Step], measure: bool = Fa
         counts_before = loss.touched_counts(connection, before)
         connection.execute(text(f"SAVEPOINT {_START}"))
         with impact.measuring(connection, measure) as measured:
-            rehearsal = runner.rehearse(connection, plan, on_step=measured.step_done)
+            rehearsal = run_in_transaction(connection, plan, on_step=measured.step_done)
         after = catalog.read(connection)
         touched = loss.rewritten_tables(
             before, after, counts_before, loss.touched_counts(connection, before)
@@ -243,7 +249,7 @@ _ROWS = "pg_temp.worktracker_rehearsal_rows"
 
 
 def _measure_rewrites(
-    connection: Connection, plan: list[runner.Step], result: Rehearsed, touched: list[int]
+    connection: Connection, plan: list[Step], result: Rehearsed, touched: list[int]
 ) -> None:
     """Fingerprint each touched table's rows, run the plan again, and count the rows that
     are no longer there as they were (over the columns on both sides)."""
@@ -264,7 +270,7 @@ def _measure_rewrites(
         totals[oid] = connection.execute(
             text(f"SELECT count(*) FROM {_ROWS} WHERE rel = {oid}")
         ).scalar_one()
-    runner.rehearse(connection, plan)
+    run_in_transaction(connection, plan)
     for oid in touched:
         if not totals[oid]:
             continue

@@ -12,7 +12,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
 from sqlalchemy.pool import NullPool
 
-from db import catalog, revisions, runner
+from db import catalog, planning, revisions, runner
 from db.roundtrip import snapshot
 from db.settings import PROJECT_ROOT
 from db.throwaway import Server, throwaway_server
@@ -32,7 +32,7 @@ def database_at_head() -> Iterator[tuple[Server, str, Connection]]:
         engine = create_engine(url, poolclass=NullPool)
         try:
             with engine.connect() as connection:
-                plan = runner.plan_upgrade(revisions.script_directory(), None, "head")
+                plan = planning.plan_upgrade(revisions.script_directory(), None, "head")
                 runner.run(connection, plan)
                 yield server, database, connection
         finally:

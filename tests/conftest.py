@@ -26,8 +26,8 @@ from sqlalchemy import create_engine
 from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import NullPool
 
-from db import revisions, runner
-from db.roundtrip.cycle import CHECK_READS
+from db import planning, revisions, runner
+from db.roundtrip.stairway import CHECK_READS
 from db.settings import PROJECT_ROOT
 from db.throwaway import Server, throwaway_server
 from tests import forked
@@ -75,7 +75,7 @@ def _template_at(server: Server, target: str) -> Iterator[str]:
     url = server.create_database()
     engine = make_engine(url)
     with engine.connect() as connection:
-        runner.run(connection, runner.plan_upgrade(revisions.script_directory(), None, target))
+        runner.run(connection, planning.plan_upgrade(revisions.script_directory(), None, target))
     engine.dispose()
     yield url.database
     server.drop_database(url.database)

@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from db import revisions, runner
-from db.roundtrip import cycle, sample_data
+from db import planning, revisions, runner
+from db.roundtrip import sample_data
+from db.roundtrip.results import DECLARED, FAIL, Result
+from db.roundtrip.stairway import Stairway
 from db.throwaway import Server
 from tests.conftest import VERSIONS, make_engine
 from tests.corpus import Case, Expect, write_chain
@@ -24,7 +26,7 @@ compares unrelated things, and the corpus tests leave that step to the real chai
 tests (test_models_match_migrations.py, test_roundtrip.py)."""
 
 
-def chain_results(results: list[cycle.Result]) -> list[cycle.Result]:
+def chain_results(results: list[Result]) -> list[Result]:
     """The results of a corpus chain's whole roundtrip that are about the case."""
     return [
         r for r in results if r.revision != "001" and (MODELS_AT_001 or r.step != "models vs head")
@@ -59,19 +61,19 @@ def upgrade_and_fill(url: URL, to: str = "head", rounds: int = 2) -> None:
         script = revisions.script_directory()
         filler = sample_data.Filler()
         filler.fill(connection)
-        runner.run(connection, runner.plan_upgrade(script, "001", to))
+        runner.run(connection, planning.plan_upgrade(script, "001", to))
         for _ in range(rounds):
             filler.fill(connection)
     engine.dispose()
 
 
 @contextmanager
-def stairway_on(server: Server, url: URL) -> Iterator[cycle.Stairway]:
+def stairway_on(server: Server, url: URL) -> Iterator[Stairway]:
     """A stairway on the database at `url`, which must be at 001."""
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            stairway = cycle.Stairway(server, url.database, connection)
+            stairway = Stairway(server, url.database, connection)
             try:
                 yield stairway
             finally:
@@ -85,25 +87,25 @@ def case_scripts() -> list:
     return revisions.chain(revisions.script_directory())[1:]
 
 
-def stairway_from_001(server: Server, url: URL) -> list[cycle.Result]:
+def stairway_from_001(server: Server, url: URL) -> list[Result]:
     """The stairway over the case's migrations, stopping where the roundtrip would."""
-    results: list[cycle.Result] = []
+    results: list[Result] = []
     with stairway_on(server, url) as stairway:
         for script in case_scripts():
             found = stairway.revision(script)
             results += found
-            if any(r.status == cycle.FAIL for r in found):
+            if any(r.status == FAIL for r in found):
                 break
     return results
 
 
-def check_verdict(results: list[cycle.Result], expect: Expect, name: str) -> None:
+def check_verdict(results: list[Result], expect: Expect, name: str) -> None:
     shown = "\n".join(f"  {r.revision} {r.step}: {r.status} {r.note}\n{r.detail}" for r in results)
-    failures = [r for r in results if r.status == cycle.FAIL]
+    failures = [r for r in results if r.status == FAIL]
     if expect.ok:
         assert not failures, f"{name}: expected a pass, got failures:\n{shown}"
         if expect.step:
-            wanted = cycle.DECLARED if expect.step == "declared" else None
+            wanted = DECLARED if expect.step == "declared" else None
             found = [
                 r
                 for r in results

@@ -12,7 +12,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 
 from db import catalog, settings
-from db.roundtrip import cycle, ddl_log
+from db.roundtrip import ddl_log
+from db.roundtrip.results import FAIL
 from db.throwaway import Server
 from tests.conftest import make_engine
 
@@ -332,7 +333,7 @@ def test_the_stairway_reads_only_what_a_new_table_touched(
         stairway_on(pg_server, url) as stairway,
     ):
         for script in case_scripts():
-            assert all(r.status != cycle.FAIL for r in stairway.revision(script))
+            assert all(r.status != FAIL for r in stairway.revision(script))
     assert stairway.logged
     assert stairway.reads["partial"] == 3, stairway.reads  # up, down, up again
 
@@ -353,5 +354,5 @@ def test_a_change_the_log_missed_fails_the_step_under_check_reads(
         stairway_on(pg_server, url) as stairway,
     ):
         results = stairway.revision(case_scripts()[0])
-    assert results[0].step == "up" and results[0].status == cycle.FAIL, results
+    assert results[0].step == "up" and results[0].status == FAIL, results
     assert "its DDL log missed a change" in results[0].detail, results[0].detail

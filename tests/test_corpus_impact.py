@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from db import impact_rules, lint, preview, revisions, runner
+from db import impact_rules, lint, planning, preview, revisions, runner
 from db.roundtrip import sample_data
 from db.throwaway import Server
 from tests.conftest import make_engine
@@ -51,10 +51,10 @@ def test_lint_and_measured_locks_agree(
             filler.fill(connection)
             script = revisions.script_directory()
             for migration in case_scripts():
-                plan = runner.plan_upgrade(script, migration.down_revision, migration.revision)
+                plan = planning.plan_upgrade(script, migration.down_revision, migration.revision)
                 if migration.revision in unrendered:
                     break  # it cannot run either (not written), or lint saw only part of it
-                rehearsed = preview.rehearse(connection, plan, measure=True)
+                rehearsed = preview.rehearse_and_roll_back(connection, plan, measure=True)
                 assert rehearsed.rehearsal.stopped_before is None, rehearsed.rehearsal.reason
                 [step] = rehearsed.impact
                 found = impact_rules.mismatches(findings[migration.revision], step)

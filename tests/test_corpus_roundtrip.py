@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from db.roundtrip import cycle
+from db.roundtrip import check
+from db.roundtrip.models_check import unimported_model_modules
+from db.roundtrip.results import FAIL, OK, SKIPPED
 from db.throwaway import Server
 from tests.corpus import BY_NAME, CASES, Case
 from tests.corpus_run import (
@@ -26,7 +28,7 @@ def test_roundtrip_verdict(
 ) -> None:
     use_chain(case, tmp_path / "versions", monkeypatch)
     if case.whole_chain:
-        results = chain_results(cycle.run(pg_server).results)
+        results = chain_results(check.run(pg_server).results)
     else:
         with database_at_001(pg_server, initial_template) as url:
             results = stairway_from_001(pg_server, url)
@@ -37,22 +39,22 @@ def test_irreversible_skips_only_its_own_rollback(
     pg_server: Server, tmp_path: Path, monkeypatch
 ) -> None:
     use_chain(BY_NAME["irreversible-in-the-middle"], tmp_path / "versions", monkeypatch)
-    report = cycle.run(pg_server)
+    report = check.run(pg_server)
     steps = {(r.revision, r.step): r for r in report.results}
-    assert steps[("002", "down")].status == cycle.SKIPPED
-    assert steps[("003", "down")].status == cycle.OK, "later migrations are still checked"
-    assert steps[("chain", "head → 002")].status == cycle.OK, "the chain goes down to 002"
+    assert steps[("002", "down")].status == SKIPPED
+    assert steps[("003", "down")].status == OK, "later migrations are still checked"
+    assert steps[("chain", "head → 002")].status == OK, "the chain goes down to 002"
     if MODELS_AT_001:
-        assert steps[("head", "models vs head")].status == cycle.OK, "models are still compared"
+        assert steps[("head", "models vs head")].status == OK, "models are still compared"
     assert not chain_results(report.failures), report.failures
 
 
 def test_models_vs_head_sees_enum_labels(pg_server: Server, tmp_path: Path, monkeypatch) -> None:
     """A label added by a migration but not to TaskStatus: autogenerate alone misses it."""
     use_chain(BY_NAME["enum-label-add"], tmp_path / "versions", monkeypatch)
-    report = cycle.run(pg_server)
+    report = check.run(pg_server)
     models = next(r for r in report.results if r.step == "models vs head")
-    assert models.status == cycle.FAIL, report.results
+    assert models.status == FAIL, report.results
     assert "on_hold" in models.detail, models.detail
 
 
@@ -63,5 +65,5 @@ def test_a_model_module_nothing_imports_is_named(tmp_path: Path, monkeypatch) ->
     (package / "tasks.py").write_text('"""Imported."""\n')
     (package / "reminders.py").write_text('"""Nothing imports this one."""\n')
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert cycle.unimported_model_modules("orphan_models") == ["orphan_models/reminders.py"]
-    assert cycle.unimported_model_modules() == [], "every module of db/models is imported"
+    assert unimported_model_modules("orphan_models") == ["orphan_models/reminders.py"]
+    assert unimported_model_modules() == [], "every module of db/models is imported"

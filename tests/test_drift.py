@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from db import drift, revisions, runner, targets, throwaway
+from db import drift, planning, revisions, runner, targets, throwaway
 from tests.conftest import make_engine
 from tests.helpers import add_migration, as_env, connect, scalar
 
@@ -173,7 +173,7 @@ def test_the_expected_schema_is_built_on_the_targets_major_version(
         url = server.create_database()
         engine = make_engine(url)
         with engine.connect() as connection:
-            runner.run(connection, runner.plan_upgrade(revisions.script_directory(), None, "001"))
+            runner.run(connection, planning.plan_upgrade(revisions.script_directory(), None, "001"))
         engine.dispose()
         _run_sql(url, "CREATE INDEX tasks_title_by_hand ON tasks (title)")
         [finding] = drift.check([_target(url)])

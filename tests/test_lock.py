@@ -15,7 +15,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
-from db import lock, revisions, runner
+from db import lock, planning, revisions, runner
 from db.settings import PROJECT_ROOT
 from tests.conftest import finish
 from tests.helpers import add_migration, as_env, connect, current_revision, scalar, wait_until
@@ -142,7 +142,7 @@ def test_runner_refuses_a_connection_with_an_open_transaction(empty_db: URL) -> 
     engine = create_engine(empty_db, poolclass=NullPool)
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))  # autobegins
-        plan = runner.plan_upgrade(revisions.script_directory(), None, "head")
+        plan = planning.plan_upgrade(revisions.script_directory(), None, "head")
         try:
             runner.run(connection, plan)
         except RuntimeError as error:

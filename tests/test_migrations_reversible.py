@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from sqlalchemy.engine import URL
 
-from db import revisions, runner
+from db import planning, revisions, runner
 from db.catalog import app_inventory
 from tests.conftest import make_engine
 
@@ -22,12 +22,12 @@ def test_up_down_up_consistency(empty_db: URL) -> None:
     engine = make_engine(empty_db)
     with engine.connect() as connection:
         empty = app_inventory(connection)
-        runner.run(connection, runner.plan_upgrade(script, None, "head"))
+        runner.run(connection, planning.plan_upgrade(script, None, "head"))
         at_head = app_inventory(connection)
         assert len(at_head) > 100, "the upgrade created (almost) nothing"
 
-        plan = runner.plan_downgrade(
-            script, runner.current_revision(connection), steps=None, target="base"
+        plan = planning.plan_downgrade(
+            script, planning.current_revision(connection), steps=None, target="base"
         )
         runner.run(connection, plan)
         after_down = app_inventory(connection)
@@ -36,9 +36,9 @@ def test_up_down_up_consistency(empty_db: URL) -> None:
             "Likely cause: a downgrade() forgets to drop something its upgrade() created.\n"
             f"--- diff (- before upgrade, + after downgrade) ---\n{_diff(empty, after_down)}"
         )
-        assert runner.current_revision(connection) is None
+        assert planning.current_revision(connection) is None
 
-        runner.run(connection, runner.plan_upgrade(script, None, "head"))
+        runner.run(connection, planning.plan_upgrade(script, None, "head"))
         again = app_inventory(connection)
         assert again == at_head, (
             "the second upgrade built something else than the first.\n"

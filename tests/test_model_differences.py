@@ -9,7 +9,8 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import URL
 
-from db.roundtrip import cycle
+from db.roundtrip.models_check import models_match
+from db.roundtrip.results import FAIL, Result
 from tests.conftest import make_engine
 
 MODELS = sa.MetaData()
@@ -34,7 +35,7 @@ DATABASE = [
 
 
 @pytest.fixture
-def report(empty_db: URL, monkeypatch: pytest.MonkeyPatch) -> cycle.Result:
+def report(empty_db: URL, monkeypatch: pytest.MonkeyPatch) -> Result:
     import db.models
 
     monkeypatch.setattr(db.models, "metadata", MODELS)
@@ -44,13 +45,13 @@ def report(empty_db: URL, monkeypatch: pytest.MonkeyPatch) -> cycle.Result:
             for statement in DATABASE:
                 connection.execute(sa.text(statement))
             connection.commit()
-            return cycle.models_match(connection)
+            return models_match(connection)
     finally:
         engine.dispose()
 
 
-def test_every_kind_of_model_difference_reads_as_a_sentence(report: cycle.Result) -> None:
-    assert report.status == cycle.FAIL
+def test_every_kind_of_model_difference_reads_as_a_sentence(report: Result) -> None:
+    assert report.status == FAIL
     lines = report.detail.split("Fix:")[0]
     for expected in (
         "table public.wanted: in the models, not in the database",
@@ -70,7 +71,7 @@ def test_every_kind_of_model_difference_reads_as_a_sentence(report: cycle.Result
         assert raw not in lines, f"a raw entry ({raw}) in:\n{report.detail}"
 
 
-def test_a_missing_enum_label_gets_add_value_not_sync_enum_values(report: cycle.Result) -> None:
+def test_a_missing_enum_label_gets_add_value_not_sync_enum_values(report: Result) -> None:
     assert "op.sync_enum_values(" not in report.detail, report.detail
     assert "ALTER TYPE public.mood ADD VALUE IF NOT EXISTS 'blocked' AFTER 'busy'" in (
         report.detail

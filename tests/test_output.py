@@ -104,5 +104,13 @@ def test_a_piped_up_at_head_imports_only_what_it_uses(initial_db, initial_chain)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "Nothing to apply" in done.stdout, done.stdout
     loaded = set(done.stderr.split())
-    unwanted = {"rich", "db.catalog", "db.preview", "db.loss", "db.embedded", "db.models"}
+    unwanted = {
+        "rich",
+        "db.catalog",
+        "db.preview",
+        "db.rehearsal",
+        "db.loss",
+        "db.embedded",
+        "db.models",
+    }
     assert not unwanted & loaded, f"imported without need: {sorted(unwanted & loaded)}"

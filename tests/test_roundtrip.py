@@ -6,8 +6,10 @@ from __future__ import annotations
 import pytest
 from alembic.script import Script
 
-from db import revisions, runner
-from db.roundtrip import cycle
+from db import planning, revisions, runner
+from db.roundtrip.chain import whole_chain
+from db.roundtrip.results import FAIL, Result
+from db.roundtrip.stairway import Stairway
 from db.throwaway import Server
 from tests.conftest import VERSIONS, make_engine
 from tests.helpers import as_env
@@ -15,7 +17,7 @@ from tests.helpers import as_env
 CHAIN = revisions.chain(revisions.script_directory())
 
 
-def _explain(results: list[cycle.Result]) -> str:
+def _explain(results: list[Result]) -> str:
     return "\n\n".join(
         f"--- {r.revision} {r.step}: {r.status} ---\n{r.detail}" for r in results if r.detail
     )
@@ -30,21 +32,21 @@ def test_up_down_up_consistency(pg_server: Server, script: Script) -> None:
             parent = script.down_revision or "base"
             if script.down_revision:
                 runner.run(
-                    connection, runner.plan_upgrade(revisions.script_directory(), None, parent)
+                    connection, planning.plan_upgrade(revisions.script_directory(), None, parent)
                 )
-            results = cycle.Stairway(pg_server, url.database, connection).revision(script)
+            results = Stairway(pg_server, url.database, connection).revision(script)
     finally:
         engine.dispose()
         pg_server.drop_database(url.database)
-    failed = [r for r in results if r.status == cycle.FAIL]
+    failed = [r for r in results if r.status == FAIL]
     assert not failed, f"revision {script.revision} is not reversible:\n{_explain(failed)}"
     steps = [r.step for r in results]
     assert steps == ["up", "down", "data", "up again"], steps
 
 
 def test_whole_chain_and_models_match_head(pg_server: Server) -> None:
-    results = cycle.whole_chain(pg_server)
-    failed = [r for r in results if r.status == cycle.FAIL]
+    results = whole_chain(pg_server)
+    failed = [r for r in results if r.status == FAIL]
     assert not failed, _explain(failed)
     assert [r.step for r in results] == [
         "base → head",

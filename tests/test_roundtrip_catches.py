@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from db.roundtrip import cycle
+from db.roundtrip import check
+from db.roundtrip.results import DECLARED, FAIL, OK, Report
 from db.throwaway import Server
 from tests.helpers import add_migration
 
@@ -69,7 +70,7 @@ BROKEN = {
 
 def _run_with_002(
     pg_server: Server, versions: Path, monkeypatch, upgrade: str, downgrade: str, **extra: str
-) -> cycle.Report:
+) -> Report:
     path = add_migration(versions, "002", "001", "broken", upgrade, downgrade)
     source = path.read_text().replace(
         "from alembic import op\n", "import sqlalchemy as sa\nfrom alembic import op\n"
@@ -78,7 +79,7 @@ def _run_with_002(
         source = source.replace("branch_labels = None", f"branch_labels = None\n{name} = {value!r}")
     path.write_text(source)
     monkeypatch.setenv("WORKTRACKER_VERSIONS_DIR", str(versions))
-    return cycle.run(pg_server)
+    return check.run(pg_server)
 
 
 @pytest.mark.parametrize("case", BROKEN, ids=list(BROKEN))
@@ -105,7 +106,7 @@ def test_declared_data_loss_is_listed_not_failed(
         downgrade_loses_data="titles were cut to five characters",
     )
     data = next(r for r in report.results if r.revision == "002" and r.step == "data")
-    assert data.status == cycle.DECLARED, data
+    assert data.status == DECLARED, data
     assert "titles were cut to five characters" in data.detail
     assert "public.tasks" in data.detail, data.detail
     stair = [r for r in report.failures if r.revision == "002"]
@@ -129,7 +130,7 @@ def test_rows_of_what_the_upgrade_created_are_listed_not_failed(
         'op.drop_table("reminders")',
     )
     data = next(r for r in report.results if r.revision == "002" and r.step == "data")
-    assert data.status == cycle.OK, data
+    assert data.status == OK, data
     assert "drops what 002 created: table public.reminders (3 rows)" in data.note, data
 
 
@@ -145,7 +146,7 @@ def test_models_that_disagree_show_the_rendered_ops(
         downgrade_loses_data="estimates are dropped",
     )
     models = next(r for r in report.results if r.step == "models vs head")
-    assert models.status == cycle.FAIL, models
+    assert models.status == FAIL, models
     assert "op.drop_column('tasks', 'estimate')" in models.detail, models.detail
 
 
@@ -178,9 +179,9 @@ def test_models_in_another_schema_match_their_migration(
         # Only what concerns the planning table: the models may be past 001 (conftest).
         assert "forecasts" not in models.detail, models.detail
         table.append_column(sa.Column("extra", sa.Integer, nullable=True))
-        report = cycle.run(pg_server)  # the same chain, the model one column ahead
+        report = check.run(pg_server)  # the same chain, the model one column ahead
         models = next(r for r in report.results if r.step == "models vs head")
-        assert models.status == cycle.FAIL, "a column only the model has must be seen"
+        assert models.status == FAIL, "a column only the model has must be seen"
         assert "planning" in models.detail and "extra" in models.detail, models.detail
     finally:
         metadata.remove(table)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from db.roundtrip import cycle
+from db.roundtrip import check
+from db.roundtrip.results import OK, SKIPPED, Result
 from db.throwaway import Server
 from tests.corpus import Case, Expect, Migration
 from tests.corpus_run import chain_results, use_chain
@@ -87,7 +88,7 @@ SEVERAL_DEFECTS = Case(
 )
 
 
-def _shown(results: list[cycle.Result]) -> str:
+def _shown(results: list[Result]) -> str:
     return "\n".join(f"  {r.revision} {r.step}: {r.status} {r.note}" for r in results)
 
 
@@ -95,7 +96,7 @@ def test_one_run_lists_every_defect_once_without_cascade(
     pg_server: Server, tmp_path: Path, monkeypatch
 ) -> None:
     use_chain(SEVERAL_DEFECTS, tmp_path / "versions", monkeypatch)
-    report = cycle.run(pg_server)
+    report = check.run(pg_server)
     results = chain_results(report.results)
     shown = _shown(results)
     failures = {(r.revision, r.step) for r in report.failures}
@@ -112,20 +113,20 @@ def test_one_run_lists_every_defect_once_without_cascade(
     steps = {(r.revision, r.step): r for r in results}
     assert "+ column public.tasks.estimate" in steps[("003", "down")].detail
     assert "estimate" not in steps[("003", "data")].note, "the down did not drop it"
-    assert steps[("003", "rebuilt")].status == cycle.OK, shown
-    assert steps[("004", "up again")].status == cycle.OK, "004 runs on 003's up state"
+    assert steps[("003", "rebuilt")].status == OK, shown
+    assert steps[("004", "up again")].status == OK, "004 runs on 003's up state"
     assert "public.notes" in steps[("005", "data")].detail
     assert "public.archive" in steps[("007", "data")].detail, "006 left rows in its table"
     assert ("008", "rebuilt") not in steps, "a down rolled back leaves 008's state as it was"
     assert "public.odd (see 009)" in steps[("010", "sample rows")].note, shown
     assert [r.step for r in results if r.revision == "009"].count("sample rows") == 1, shown
-    assert steps[("010", "data")].status == cycle.OK, "the other tables' rows are compared"
+    assert steps[("010", "data")].status == OK, "the other tables' rows are compared"
     assert steps[("010", "rebuilt")].note.startswith("the schema after its down differs: 003 → 010")
     skipped = steps[("012-013", "stairway")]
-    assert skipped.status == cycle.SKIPPED and "011's upgrade fails" in skipped.note, shown
+    assert skipped.status == SKIPPED and "011's upgrade fails" in skipped.note, shown
     assert not [r for r in results if r.revision in ("012", "013")], shown
     chain = steps[("chain", "whole chain")]
-    assert chain.status == cycle.SKIPPED and "011's upgrade fails" in chain.note, shown
+    assert chain.status == SKIPPED and "011's upgrade fails" in chain.note, shown
 
 
 def test_a_schema_failure_at_down_still_reports_the_data_it_loses(
@@ -144,7 +145,7 @@ def test_a_schema_failure_at_down_still_reports_the_data_it_loses(
         whole_chain=True,
     )
     use_chain(case, tmp_path / "versions", monkeypatch)
-    report = cycle.run(pg_server)
+    report = check.run(pg_server)
     shown = _shown(report.results)
     # The models stay at 001 and know no `pinned`: models vs head is not this test's.
     failures = {(r.revision, r.step): r for r in report.failures if r.step != "models vs head"}
@@ -152,9 +153,9 @@ def test_a_schema_failure_at_down_still_reports_the_data_it_loses(
     assert "public.labels" in failures[("002", "data")].detail
     assert "public.comments" not in failures[("002", "data")].detail, "its shape differs"
     steps = {(r.revision, r.step): r for r in report.results}
-    assert steps[("chain", "base → head")].status == cycle.OK, shown
+    assert steps[("chain", "base → head")].status == OK, shown
     way_down = steps[("chain", "head → base")]
-    assert way_down.status == cycle.SKIPPED and "down of 002" in way_down.note, shown
+    assert way_down.status == SKIPPED and "down of 002" in way_down.note, shown
 
 
 def test_a_failed_second_up_is_rebuilt_and_the_next_revision_still_runs(
@@ -179,11 +180,11 @@ def test_a_failed_second_up_is_rebuilt_and_the_next_revision_still_runs(
         whole_chain=True,
     )
     use_chain(case, tmp_path / "versions", monkeypatch)
-    report = cycle.run(pg_server)
+    report = check.run(pg_server)
     shown = _shown(report.results)
     failures = [(r.revision, r.step) for r in report.failures if r.step != "models vs head"]
     assert failures == [("003", "up again")], shown
     steps = {(r.revision, r.step): r for r in report.results}
     assert "it failed to go up again" in steps[("003", "rebuilt")].note, shown
-    assert steps[("004", "up again")].status == cycle.OK, shown
-    assert steps[("chain", "head → base")].status == cycle.OK, "a failed second up does not skip it"
+    assert steps[("004", "up again")].status == OK, shown
+    assert steps[("chain", "head → base")].status == OK, "a failed second up does not skip it"

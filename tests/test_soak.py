@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from db import catalog, lock, revisions, runner
+from db import catalog, lock, planning, revisions, runner
 from db.throwaway import Server
 from tests.conftest import finish, make_engine
 from tests.helpers import add_migration, as_env, connect, current_revision, scalar, wait_until
@@ -70,7 +70,7 @@ def _references(server: Server) -> dict[str | None, list[str]]:
     engine = make_engine(url)
     with engine.connect() as connection:
         for script in revisions.chain(revisions.script_directory()):
-            runner.run(connection, [runner.Step(script, "up")])
+            runner.run(connection, [planning.Step(script, "up")])
             found[script.revision] = _lines(url)
     engine.dispose()
     server.drop_database(url.database)

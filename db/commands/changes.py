@@ -9,8 +9,8 @@ import time
 from typing import TYPE_CHECKING
 
 from db import (
+    planning,
     revisions,
-    runner,
     settings,
 )
 from db.commands.target import (
@@ -34,7 +34,7 @@ def _plan(
     *,
     to: str | None = None,
     steps: int | None = None,
-) -> list[runner.Step]:
+) -> list[planning.Step]:
     """The steps of an up or down from `current`, refused early when they make no sense."""
     if to is not None and not to.strip():
         raise ConfigError(
@@ -43,7 +43,7 @@ def _plan(
         )
     script = revisions.script_directory()
     if direction == "up":
-        return runner.plan_upgrade(script, current, to or "head")
+        return planning.plan_upgrade(script, current, to or "head")
     if steps is not None and to is not None:
         raise ConfigError("give --steps or --to, not both.")
     if current is None:
@@ -51,7 +51,7 @@ def _plan(
             f"nothing to roll back: {label} is at base.",
             "`invoke migrate.status` shows what is applied",
         )
-    plan = runner.plan_downgrade(script, current, steps=steps, target=to)
+    plan = planning.plan_downgrade(script, current, steps=steps, target=to)
     for step in plan:
         if reason := getattr(step.script.module, "irreversible", None):
             raise Refused(
@@ -63,7 +63,7 @@ def _plan(
     return plan
 
 
-def _refuse_half_applicable(plan: list[runner.Step]) -> None:
+def _refuse_half_applicable(plan: list[planning.Step]) -> None:
     """The roundtrip's static check on the files about to run (an AST read, no import):
     a step whose failure would leave the database between two revisions is not started."""
     from db.roundtrip import static
@@ -84,7 +84,7 @@ def _dry_run(
         where = f"a database at {from_rev} (--from)"
     else:
         with open_target() as target:
-            current = runner.current_revision(target.connection)
+            current = planning.current_revision(target.connection)
             where = target.label
     plan = _plan(current, direction, where, to=to, steps=steps)
     end = plan[-1].to_revision or "base" if plan else current or "base"
@@ -121,7 +121,7 @@ def migrate_up(
         _dry_run("up", to=to, from_rev=from_rev)
         return
     with changing_target(lock_timeout, allow_changed=allow_changed) as target:
-        current = runner.current_revision(target.connection)
+        current = planning.current_revision(target.connection)
         plan = _plan(current, "up", target.label, to=to)
         if not plan:
             say(f"Nothing to apply: {target.label} is at {current or 'base'}.")
@@ -144,14 +144,14 @@ def migrate_down(
         _dry_run("down", to=to, steps=steps, from_rev=from_rev)
         return
     with changing_target(lock_timeout, allow_changed=allow_changed) as target:
-        current = runner.current_revision(target.connection)
+        current = planning.current_revision(target.connection)
         plan = _plan(current, "down", target.label, to=to, steps=steps)
         if not plan:
             say(f"Nothing to roll back: {target.label} is already at {current}.")
             return
         from db import preview
 
-        rehearsed = preview.rehearse(target.connection, plan)
+        rehearsed = preview.rehearse_and_roll_back(target.connection, plan)
         stopped = rehearsed.rehearsal.stopped_before
         if stopped is not None and not allow_data_loss:
             # The real run would fail the same way: say so now, having changed nothing.
@@ -193,7 +193,7 @@ def migrate_plan(
     # Quiet while rehearsing when the output is JSON: stdout must hold the JSON alone.
     tell = (lambda _text: None) if as_json else say
     with changing_target(lock_timeout, bookkeeping=False) as target:
-        current = runner.current_revision(target.connection)
+        current = planning.current_revision(target.connection)
         plan = _plan(current, direction, target.label, to=to, steps=steps)
         start = plan[0].from_revision or "base" if plan else current or "base"
         end = plan[-1].to_revision or "base" if plan else current or "base"
@@ -208,7 +208,7 @@ def migrate_plan(
             from db import preview
 
             started = time.perf_counter()
-            rehearsed = preview.rehearse(target.connection, plan, measure=True)
+            rehearsed = preview.rehearse_and_roll_back(target.connection, plan, measure=True)
             seconds = time.perf_counter() - started
     if as_json:
         _plan_json(target.label, direction, start, end, rehearsed)
@@ -372,7 +372,7 @@ def _models_in(path) -> list[str]:
 def _refuse_unimported_models() -> None:
     """Autogenerate sees only the tables of imported modules: a model module that
     db/models/__init__.py does not import would silently be left out of the file."""
-    from db.roundtrip.cycle import unimported_model_modules
+    from db.roundtrip.models_check import unimported_model_modules
 
     orphans = unimported_model_modules()
     if not orphans:

@@ -49,17 +49,17 @@ def migrate_lint() -> None:
 
 def migrate_roundtrip(server_kind: str | None = None, as_json: bool = False) -> None:
     from db import throwaway
-    from db.roundtrip import cycle, report
+    from db.roundtrip import check, report
 
     if server_kind is not None and (reason := throwaway.why_not(server_kind)) is not None:
         raise ConfigError(f"cannot start a {server_kind} server here: {reason}.")
     with throwaway.throwaway_server(kind=server_kind) as server:
         if as_json:
-            result = cycle.run(server)
+            result = check.run(server)
         else:
             say(f"Roundtrip on a throwaway {server.kind} server (PostgreSQL {server.version}).")
             with report.progress() as on_result:
-                result = cycle.run(server, on_result=on_result)
+                result = check.run(server, on_result=on_result)
     if as_json:
         report.as_json(result)
     else:

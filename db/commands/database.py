@@ -17,8 +17,8 @@ from db import (
     embedded,
     history,
     loss,
+    planning,
     revisions,
-    runner,
     settings,
     urls,
 )
@@ -144,7 +144,7 @@ def db_reset(
         target.connection.rollback()
         guard_data(target, at_risk, unknown="", allow_data_loss=allow_data_loss, backup=backup)
         schemas = list(before.schemas)
-        was_at = runner.current_revision(target.connection)
+        was_at = planning.current_revision(target.connection)
         say(f"Resetting {target.label}: dropping schemas {', '.join(schemas)}")
         started = datetime.now(UTC)
         with target.connection.begin():
@@ -165,6 +165,6 @@ def db_reset(
                 note=f"dropped schemas {', '.join(schemas)}"
                 + (f"; destroyed {'; '.join(at_risk.lines)}" if at_risk else ""),
             )
-        plan = runner.plan_upgrade(revisions.script_directory(), None, "head")
+        plan = planning.plan_upgrade(revisions.script_directory(), None, "head")
         if plan:
             apply_plan(target, plan, "Upgrading")

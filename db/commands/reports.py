@@ -12,8 +12,8 @@ from db import (
     drift,
     history,
     output,
+    planning,
     revisions,
-    runner,
     targets,
     urls,
 )
@@ -56,7 +56,7 @@ def _environment_row(target: targets.Target) -> dict[str, Any]:
         return row
     try:
         with targets.use(target), open_target() as opened:
-            current = runner.current_revision(opened.connection)
+            current = planning.current_revision(opened.connection)
             script = revisions.script_directory()
             chain = [s.revision for s in revisions.chain(script)]
             if current is not None and current not in chain:
@@ -70,7 +70,7 @@ def _environment_row(target: targets.Target) -> dict[str, Any]:
                 for r in history.rows(opened.connection)
                 if r["success"] and r["direction"] == "up"
             ]
-            drift = checksums.find_drift(opened.connection, script)
+            drift = checksums.changed_files(opened.connection, script)
     except (UserError, DBAPIError) as error:
         message = error.message if isinstance(error, UserError) else str(error.orig)
         row["error"] = " ".join(message.split())
@@ -133,16 +133,16 @@ def migrate_status(
         _status_of_environments(env, as_json, check_drift)
         return
     with open_target() as target:
-        current = runner.current_revision(target.connection)
+        current = planning.current_revision(target.connection)
         script = revisions.script_directory()
         applied_steps = (
-            runner.plan_downgrade(script, current, steps=None, target=revisions.BASE)
+            planning.plan_downgrade(script, current, steps=None, target=revisions.BASE)
             if current
             else []
         )
         applied_by = _last_applied(history.rows(target.connection))
         # As verify sees them; status only shows them (verify is the check that fails).
-        changed = checksums.find_drift(target.connection, script)
+        changed = checksums.changed_files(target.connection, script)
     applied = {s.revision for s in applied_steps}
     edited = {d.revision for d in changed if d.actual is not None}
     rows = []
@@ -260,7 +260,7 @@ def migrate_verify() -> None:
     with open_target() as target:
         script = revisions.script_directory()
         recorded = history.applied_checksums(target.connection)
-        drift = checksums.find_drift(target.connection, script, recorded)
+        drift = checksums.changed_files(target.connection, script, recorded)
     checksums.refuse_if_ahead(drift)
     if drift:
         raise ChecksumMismatch(

@@ -20,6 +20,7 @@ from db import (
     failures,
     history,
     lock,
+    planning,
     pooler,
     revisions,
     runner,
@@ -169,11 +170,11 @@ def refuse_standby(target: Target) -> None:
         )
 
 
-def report_step(step: runner.Step, seconds: float) -> None:
+def report_step(step: planning.Step, seconds: float) -> None:
     step_line("↑" if step.direction == "up" else "↓", step.revision, step.description, seconds)
 
 
-def apply_plan(target: Target, plan: list[runner.Step], verb: str) -> None:
+def apply_plan(target: Target, plan: list[planning.Step], verb: str) -> None:
     started = time.perf_counter()
     start, end = plan[0].from_revision or "base", plan[-1].to_revision or "base"
     say(f"{verb} {target.label}: {start} → {end}")
@@ -234,6 +235,6 @@ def revision_now() -> str:
         url = connect.target_url(current)
         engine = connect.engine_for(url, current, f"{settings.APPLICATION_NAME} (status)")
         with connect.connect(engine) as connection:
-            return runner.current_revision(connection) or "base"
+            return planning.current_revision(connection) or "base"
     except Exception as exc:  # the database may be what went away
         return f"unknown ({type(exc).__name__}: {' '.join(str(exc).split())[:120]})"

@@ -5,5 +5,6 @@ database. It compares the real catalog (pg_dump), not autogenerate's view of it.
   no model imports).
 - `snapshot`: a deterministic, normalised pg_dump of the app schemas.
 - `sample_data`: representative rows for every table, derived from the live catalog.
-- `cycle`: the stairway (up, down, up per revision), the whole chain, and models vs head.
+- `stairway`: up, down, up per revision, with rows; `chain`: base → head → base → head;
+  `models_check`: models vs head; `check`: all of it in order, into `results`.
 """

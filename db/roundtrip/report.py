@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from db import output
 from db.catalog import counted
 from db.output import say
-from db.roundtrip.cycle import DECLARED, FAIL, OK, Report, Result
+from db.roundtrip.results import DECLARED, FAIL, OK, Report, Result
 
 _STYLE = {OK: "green", FAIL: "bold red", DECLARED: "yellow"}
 

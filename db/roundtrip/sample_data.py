@@ -212,16 +212,16 @@ def read_tables(
     references = connection.execute(_REFERENCES[some], params)
     for schema, name, column, referred, referred_column, key, deferrable in references:
         referred_schema, _, referred_name = referred.partition(".")
-        referring = tables.get(catalog.quoted(schema, name))
-        if referring is None:
+        child = tables.get(catalog.quoted(schema, name))
+        if child is None:
             continue
-        referring.references[column] = (
+        child.references[column] = (
             catalog.quoted(referred_schema.strip('"'), referred_name.strip('"')),
             referred_column,
         )
-        referring.key_names[column] = key
+        child.key_names[column] = key
         if deferrable:
-            referring.deferrable.add(column)
+            child.deferrable.add(column)
     for schema, name, constraint, definition, columns in connection.execute(_CHECKS[some], params):
         table = tables[catalog.quoted(schema, name)]
         table.checks[constraint] = list(columns)

@@ -20,16 +20,16 @@ from db import revisions
 
 
 def _assigned(tree: ast.Module, name: str) -> ast.expr | None:
-    value: ast.expr | None
     for node in tree.body:
+        targets: list[ast.expr]
         if isinstance(node, ast.Assign):
-            targets, value = node.targets, node.value
+            targets = node.targets
         elif isinstance(node, ast.AnnAssign):
-            targets, value = [node.target], node.value  # None for a bare `name: type`
+            targets = [node.target]
         else:
             continue
         if any(isinstance(t, ast.Name) and t.id == name for t in targets):
-            return value
+            return node.value
     return None
 
 

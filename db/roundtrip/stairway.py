@@ -1,4 +1,5 @@
-"""Apply → rollback → reapply, with the real catalog and real rows compared at each step.
+"""The stairway: apply → rollback → reapply for each revision in order, on one database
+that keeps its rows, with the real catalog and real rows compared at each step.
 
 The policy (README, "Roundtrip"): a rollback must leave every row that existed before
 the upgrade, in every table and column that existed before it, exactly as it was, and the
@@ -6,7 +7,7 @@ catalog of every application schema exactly as it was. Rows held only by objects
 upgrade itself created are lost by definition: they are listed, not failed. Tables and
 columns are followed by identity (oid, attnum), so a rename is not a loss.
 
-Stairway, for each revision R in order, on one database that keeps its rows:
+For each revision R in order:
   fill every table → snapshot S0, fingerprint every row → up R → snapshot S1 → fill
   again (now with R's new labels, columns and tables) → down R: the snapshot must be S0
   again and every row fingerprinted before up must still be there, unchanged; rows added
@@ -17,10 +18,6 @@ Stairway, for each revision R in order, on one database that keeps its rows:
   A failure does not stop the stairway: the database is put back at R (`Stairway.climb`)
   and the next revision runs, so one run reports every defect. Only a failed upgrade
   of R stops it.
-Whole chain: base → head → base (must equal the empty start) → head (must equal the
-first head); with irreversible migrations, down to the newest of them instead of base.
-Models vs head: autogenerate (with enum labels) must find nothing, and every module
-under db/models/ must be imported.
 """
 
 from __future__ import annotations
@@ -28,61 +25,18 @@ from __future__ import annotations
 import os
 import re
 import time
-import traceback
 from collections import Counter
-from collections.abc import Callable, Collection
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
 from alembic.script import Script, ScriptDirectory
-from sqlalchemy import create_engine, text
+from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import NullPool
 
-from db import catalog, loss, revisions, runner, settings
+from db import catalog, loss, planning, revisions, runner
 from db.errors import CheckFailed, UserError
-from db.roundtrip import ddl_log, relaxed, sample_data, snapshot, static
+from db.roundtrip import ddl_log, relaxed, sample_data, scratch, snapshot, static
+from db.roundtrip.results import DECLARED, FAIL, OK, SKIPPED, OnResult, Result, timed
 from db.throwaway import Server
-
-OK, FAIL, DECLARED, SKIPPED = "ok", "FAIL", "declared", "skipped"
-
-
-@dataclass
-class Result:
-    revision: str
-    step: str
-    status: str
-    seconds: float = 0.0
-    detail: str = ""
-    """Everything a reader needs: the diff, the revision, the database error."""
-    note: str = ""
-    """One short line for the summary table."""
-
-
-@dataclass
-class Report:
-    server: str
-    results: list[Result] = field(default_factory=list)
-    seconds: float = 0.0
-
-    @property
-    def failures(self) -> list[Result]:
-        return [r for r in self.results if r.status == FAIL]
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-    def as_dict(self) -> dict:
-        return {
-            "server": self.server,
-            "ok": self.ok,
-            "seconds": round(self.seconds, 3),
-            "results": [asdict(r) for r in self.results],
-        }
-
-
-OnResult = Callable[[Result], None]
 
 
 def declared(script: Script, name: str) -> str | None:
@@ -177,6 +131,8 @@ class _Cycle:
     rows_before: dict[int, list[tuple]]
     results: list[Result]
     after: catalog.Catalog = field(default_factory=catalog.Catalog)
+    down: catalog.Catalog = field(default_factory=catalog.Catalog)
+    """The catalog after down, where the second up starts."""
     changed_up: set[int] = field(default_factory=set)
     suspects: set[int] = field(default_factory=set)
     """Tables some step wrote to or changed: the others need no row comparison."""
@@ -229,7 +185,9 @@ class Stairway:
 
     def _read_after(self, before: catalog.Catalog, tables: set[int] | None) -> catalog.Catalog:
         """The catalog after a step that changed only `tables` (None: anything)."""
-        found = None if tables is None else catalog.reread(self.connection, before, tables)
+        if tables is None:
+            return self._read()
+        found = catalog.reread(self.connection, before, tables)
         if found is None:
             return self._read()
         self.reads["partial"] += 1
@@ -253,12 +211,12 @@ class Stairway:
     ) -> tuple[float, set[int], catalog.Catalog, set[int]]:
         """One step: the seconds it took, the tables whose rows it wrote, the catalog
         after it, and the tables whose rows may now read differently (_changed_tables)."""
-        step = runner.Step(script, direction)
+        step = planning.Step(script, direction)
         touched: set[int] = set()
         oids = [o for o, r in cat.relations.items() if r.kind in ("r", "p")]
         logged: list[set[int] | None] = [None]
 
-        def inside(step: runner.Step, seconds: float) -> None:
+        def inside(step: planning.Step, seconds: float) -> None:
             # Still inside the step's transaction: its own row counts are visible here.
             touched.update(self.connection.execute(_TOUCHED, {"oids": oids}).scalars())
             if self.logged:
@@ -397,11 +355,11 @@ class Stairway:
                 Result(rev, "down", FAIL, detail=detail),
                 Result(rev, "up again", SKIPPED, note="the down step failed"),
             ]
-            if not self._still_at(rev, steps.after, runner.Step(script, "down").online):
+            if not self._still_at(rev, steps.after, planning.Step(script, "down").online):
                 self.needs_rebuild = "its failed down left the database between revisions"
             return False
         steps.suspects |= touched | changed
-        self.catalog = down
+        self.catalog = steps.down = down
         self._refresh(down, touched | changed)
         schema_ok = down.lines() == steps.before.lines()
         if not schema_ok:
@@ -430,7 +388,7 @@ class Stairway:
     def _up_again(self, steps: _Cycle) -> bool:
         script, rev = steps.script, steps.script.revision
         try:
-            seconds, touched, again, changed = self._step(script, "up", self.catalog)
+            seconds, touched, again, changed = self._step(script, "up", steps.down)
         except UserError as error:
             detail = (
                 f"{rev} went up, down and then failed to go up again, with rows present.\n"
@@ -455,7 +413,7 @@ class Stairway:
     def _still_at(self, rev: str, expected: catalog.Catalog, online: bool) -> bool:
         """After a failed step: whether its rollback left the database at `rev` with the
         schema `expected` (an online step commits as it goes, so never)."""
-        if online or runner.current_revision(self.connection) != rev:
+        if online or planning.current_revision(self.connection) != rev:
             return False
         return self._read().lines() == expected.lines()
 
@@ -468,24 +426,24 @@ class Stairway:
         migration once or so, not base → R again for each of them."""
         started = time.perf_counter()
         base, start = self._checkpoint or (None, None)
-        url = self.server.create_database(template=base)
-        engine = _engine(self.server, url.database)
+        database = scratch.create(self.server, template=base)
+        engine = scratch.engine(self.server, database)
         try:
             with engine.connect() as connection:
-                plan = runner.plan_upgrade(self.scripts, start, rev)
+                plan = planning.plan_upgrade(self.scripts, start, rev)
                 runner.run(connection, plan, scripts=self.scripts)
             # Only now: CREATE DATABASE … TEMPLATE wants no other connection to its source.
-            checkpoint = self.server.create_database(template=url.database).database
+            checkpoint = scratch.create(self.server, template=database)
             connection = engine.connect()
         except BaseException:
             engine.dispose()
-            self.server.drop_database(url.database)
+            self.server.drop_database(database)
             raise
         self._drop_owned()
         if base is not None:
             self.server.drop_database(base)
         self._checkpoint = (checkpoint, rev)
-        self.database, self.connection, self._owned = url.database, connection, engine
+        self.database, self.connection, self._owned = database, connection, engine
         self.logged = ddl_log.install(connection)
         self.rows = {}
         self.catalog = self._read()
@@ -534,14 +492,14 @@ class Stairway:
         results: list[Result] = []
         for index, script in enumerate(chain):
             for result in self.revision(script):
-                _timed(results, on_result, result)
+                timed(results, on_result, result)
             if self.needs_rebuild and index + 1 < len(chain):
-                _timed(results, on_result, self._rebuild_after(script.revision))
+                timed(results, on_result, self._rebuild_after(script.revision))
             if self.blocked:
                 if rest := chain[index + 1 :]:
                     ids = rest[0].revision + (f"-{rest[-1].revision}" if len(rest) > 1 else "")
                     note = f"{self.blocked} ({catalog.counted(len(rest), 'revision')})"
-                    _timed(results, on_result, Result(ids, "stairway", SKIPPED, note=note))
+                    timed(results, on_result, Result(ids, "stairway", SKIPPED, note=note))
                 break
         return results
 
@@ -652,236 +610,3 @@ def _schema_differs(
             f"{rev} after {step}",
         )
     )
-
-
-def _engine(server: Server, database: str) -> Engine:
-    return create_engine(server.admin_url.set(database=database), poolclass=NullPool)
-
-
-def _timed(results: list[Result], on_result: OnResult | None, result: Result) -> None:
-    results.append(result)
-    if on_result is not None:
-        on_result(result)
-
-
-def whole_chain(
-    server: Server, on_result: OnResult | None = None, failing_downs: Collection[str] = ()
-) -> list[Result]:
-    """base → head → base → head on a fresh database, comparing snapshots; then models.
-
-    Past an irreversible migration there is no way back: the chain goes down to the
-    newest irreversible migration instead of base, and back up. `failing_downs`: the
-    revisions whose down the stairway failed; above the floor, the chain's way down
-    would only fail again at them, so it is skipped, naming them (no second report).
-    """
-    results: list[Result] = []
-    script = revisions.script_directory()
-    chain = revisions.chain(script)
-    blockers = [s for s in chain if declared(s, "irreversible")]
-    floor = blockers[-1].revision if blockers else None
-    url = server.create_database()
-    engine = _engine(server, url.database)
-    try:
-        with engine.connect() as connection:
-            bottom = snapshot.take(server, url.database) if floor is None else None
-            label = "base" if floor is None else floor
-            if floor is not None:
-                runner.run(connection, runner.plan_upgrade(script, None, floor), scripts=script)
-                bottom = snapshot.take(server, url.database)
-            first_head: str | None = None
-            steps = [
-                (f"{label} → head", "head"),
-                (f"head → {label}", floor or "base"),
-                (f"{label} → head again", "head"),
-            ]
-            above = {s.revision for s in chain[chain.index(blockers[-1]) + 1 :]} if floor else None
-            failing = [r for r in failing_downs if above is None or r in above]
-            for step, target in steps:
-                if failing and step != steps[0][0]:
-                    note = f"not run: the down of {', '.join(failing)} fails (stairway, above)"
-                    _timed(results, on_result, Result("chain", step, SKIPPED, note=note))
-                    continue
-                current = runner.current_revision(connection)
-                if target == "head":
-                    plan = runner.plan_upgrade(script, current, "head")
-                else:
-                    plan = runner.plan_downgrade(script, current, steps=None, target=target)
-                if not plan:
-                    note = f"{floor} is irreversible and is the head" if floor else "empty chain"
-                    _timed(results, on_result, Result("chain", step, SKIPPED, note=note))
-                    continue
-                started = time.perf_counter()
-                try:
-                    runner.run(connection, plan, scripts=script)
-                except UserError as error:
-                    _timed(results, on_result, Result("chain", step, FAIL, detail=error.render()))
-                    break
-                seconds = time.perf_counter() - started
-                now = snapshot.take(server, url.database)
-                if target == "head" and first_head is None:
-                    first_head = now
-                expected, what = (
-                    (first_head, "the first head")
-                    if target == "head"
-                    else (bottom, f"the schema at {label}")
-                )
-                detail = ""
-                if now != expected:
-                    detail = f"after {step} the schema differs from {what}.\n" + snapshot.diff(
-                        expected or "", now, what, f"after {step}"
-                    )
-                _timed(
-                    results,
-                    on_result,
-                    Result("chain", step, FAIL if detail else OK, seconds, detail),
-                )
-                if detail:
-                    skipped = Result("chain", steps[-1][0], SKIPPED, note=f"{step} failed")
-                    if step != steps[-1][0]:
-                        _timed(results, on_result, skipped)
-                    break
-            if runner.current_revision(connection) != (chain[-1].revision if chain else None):
-                runner.run(
-                    connection,
-                    runner.plan_upgrade(script, runner.current_revision(connection), "head"),
-                    scripts=script,
-                )
-            _timed(results, on_result, models_match(connection))
-    finally:
-        engine.dispose()
-        server.drop_database(url.database)
-    return results
-
-
-def unimported_model_modules(package_name: str = "db.models") -> list[str]:
-    """Modules of the models package that importing it does not import: their tables are
-    in no metadata, so no check would see them."""
-    import importlib
-    import pkgutil
-    import sys
-
-    package = importlib.import_module(package_name)
-    folder = package_name.replace(".", "/")
-    return sorted(
-        f"{folder}/{info.name}.py"
-        for info in pkgutil.iter_modules(package.__path__)
-        if f"{package_name}.{info.name}" not in sys.modules
-    )
-
-
-def _difference(entry: object) -> str:
-    """One autogenerate difference as a readable line (db/roundtrip/model_diff.py)."""
-    from db.roundtrip import model_diff
-
-    return model_diff.describe(entry)
-
-
-def models_match(connection: Connection) -> Result:
-    """Autogenerate (with enum labels) finds no difference between the models and the
-    database at head, and every model module is imported."""
-    # Enum labels: Alembic's autogenerate does not compare them; this maintained plugin does.
-    import alembic_postgresql_enum  # noqa: F401
-    from alembic.autogenerate import compare_metadata, produce_migrations, render_python_code
-    from alembic.migration import MigrationContext
-
-    started = time.perf_counter()
-    try:
-        from db.models import metadata  # the roundtrip checks them; migrations never do
-    except Exception as error:  # a model module that does not even import
-        where = next(
-            (
-                f"{Path(f.filename).name}:{f.lineno}"
-                for f in reversed(traceback.extract_tb(error.__traceback__))
-                if "/db/models/" in f.filename
-            ),
-            "db/models",
-        )
-        return Result(
-            "head",
-            "models vs head",
-            FAIL,
-            detail=f"the models do not import: {where}: {type(error).__name__}: {error}",
-            note="the models do not import",
-        )
-    problems = []
-    if orphans := unimported_model_modules():
-        problems.append(
-            f"model module(s) that db/models/__init__.py does not import: {', '.join(orphans)}. "
-            "Their tables are in no metadata, so no migration is checked against them. "
-            "Import them in db/models/__init__.py."
-        )
-    options = {
-        "compare_type": True,
-        "compare_server_default": True,
-        "include_schemas": True,  # as env.py: models in any application schema
-        "include_name": settings.in_app_schemas,
-    }
-    context = MigrationContext.configure(connection, opts=options)
-    diff = compare_metadata(context, metadata)
-    if diff:
-        from db.roundtrip import model_diff
-
-        upgrade_ops = produce_migrations(context, metadata).upgrade_ops
-        upgrade_ops.ops, enum_fixes = model_diff.describe_enum_fixes(upgrade_ops.ops)
-        needed = (render_python_code(upgrade_ops) + "\n") if upgrade_ops.ops else ""
-        needed += "".join(f"  {fix}\n" for fix in enum_fixes)
-        problems.append(
-            "the models and the migrated database disagree: a model changed without a "
-            "migration, or a migration without its model.\n"
-            + "\n".join(f"  {_difference(d)}" for d in diff)
-            + "\nFix: write the migration (`invoke migrate.new --autogenerate MESSAGE`, then "
-            "review it), or change the models to match the migrations. What a migration "
-            "would need:\n" + needed.rstrip("\n")
-        )
-    connection.rollback()
-    return Result(
-        "head",
-        "models vs head",
-        FAIL if problems else OK,
-        time.perf_counter() - started,
-        "\n".join(problems),
-    )
-
-
-def run(server: Server, on_result: OnResult | None = None) -> Report:
-    """Static checks, the stairway over every revision, the whole chain, models vs head."""
-    started = time.perf_counter()
-    report = Report(server=f"{server.kind}, PostgreSQL {server.version}")
-    problems, usable = static.check_all()
-    _timed(
-        report.results,
-        on_result,
-        Result("files", "static checks", FAIL if problems else OK, detail="\n".join(problems)),
-    )
-    if not usable:
-        _timed(
-            report.results,
-            on_result,
-            Result("chain", "stairway", SKIPPED, note="the chain cannot be run (see above)"),
-        )
-        report.seconds = time.perf_counter() - started
-        return report
-    url = server.create_database()
-    engine = _engine(server, url.database)
-    try:
-        with engine.connect() as connection:
-            scripts = revisions.script_directory()
-            stairway = Stairway(server, url.database, connection, scripts)
-            try:
-                report.results += stairway.climb(revisions.chain(scripts), on_result)
-            finally:
-                stairway.close()
-    finally:
-        engine.dispose()
-        server.drop_database(url.database)
-    if stairway.blocked:
-        _timed(
-            report.results,
-            on_result,
-            Result("chain", "whole chain", SKIPPED, note=stairway.blocked),
-        )
-    else:
-        downs = [r.revision for r in report.failures if r.step == "down"]
-        report.results += whole_chain(server, on_result, failing_downs=downs)
-    report.seconds = time.perf_counter() - started
-    return report
