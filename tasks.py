@@ -5,15 +5,19 @@ from __future__ import annotations
 
 import difflib
 import functools
+import inspect
 import os
 import re
 import signal
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypedDict
 
-from invoke import Collection, Exit, task
+from invoke import Collection, Context, Exit, Task, task
 from invoke.exceptions import ParseError
+from invoke.parser import ParserContext
 from invoke.program import Program
 
 from db import process
@@ -87,161 +91,238 @@ def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
         raise Exit(code=141) from None
 
 
-def _on(env: str | None, action: str, *args: object, changes: str | None = None, **kw) -> None:
-    """Run the command `action` on the database --env names (see db/targets.py)."""
-    _run(
-        commands.on_environment,
-        env,
-        functools.partial(getattr(commands, action), *args),
-        changes=changes,
-        **kw,
-    )
+def _on(env: str | None, command: Callable[[], None], **kw: Any) -> None:
+    """Run `command` on the database --env names (see db/targets.py)."""
+    _run(commands.on_environment, env, command, **kw)
 
 
-FLEET = {
-    "parallel": "With an environment of several databases: how many run at once (default 4).",
-    "keep-going": "With several databases: run them all even after one failed.",
-    "json": "With several databases: print the summary as JSON.",
-}
+@dataclass(frozen=True)
+class _Option:
+    """One option of a task; option(), count() and positional() make them."""
+
+    help: str
+    default: object = None
+    kind: type | None = None
+    """What invoke parses the value to; by default the type of `default` (str if None)."""
+    forwarded: bool = True
+    """Whether each database's run of a fleet gets it (db/commands/fleet.py): not the
+    options that choose the databases or shape the fleet's summary."""
+    check: Callable[[str, Any, str], None] | None = None
+    """Called with the flag, the value given and the task's name before any task runs."""
 
 
-def _fleet(task: str, parallel: int, keep_going: bool, json: bool, **options) -> dict:
-    """How the command runs when --env names several databases (db/commands/fleet.py)."""
-    return {
-        "fleet": (task, options),
-        "parallel": parallel or 4,
-        "keep_going": keep_going,
-        "as_json": json,
-    }
+def option(help: str, default: object = None, **details: Any) -> Any:
+    """A task's option, declared once as its parameter's default: its help, its default
+    (whose type invoke parses to: bool is a flag, None a string) and what else _Option
+    says. Typed Any, as dataclasses.field() is, so that the parameter keeps its type."""
+    return _Option(help, default, **details)
 
 
-HELP = {
-    "env": "Run on the database of this environment ([tool.worktracker.environments]); "
+def positional(help: str) -> Any:
+    """A value the task takes without a flag (`migrate.new "add reminders"`)."""
+    return _Option(help, inspect.Parameter.empty)
+
+
+def _one_or_more(flag: str, value: int, task_name: str) -> None:
+    if value < 1:
+        raise ConfigError(
+            f"{flag} takes a whole number of 1 or more, not {value}.",
+            f"leave {flag} out for its default (`invoke --help {task_name}`)",
+        )
+
+
+def count(help: str, **details: Any) -> Any:
+    """A count (--steps, --limit, --parallel): a whole number of 1 or more.
+
+    One that was not given reaches its task as None, not as a default number, so that an
+    explicit 0 is refused instead of being taken for the default (`migrate.down --steps 0`
+    once rolled back a migration)."""
+    return _Option(help, None, kind=int, check=_one_or_more, **details)
+
+
+class Fleet(TypedDict):
+    """How a command runs when --env names several databases (db/commands/fleet.py)."""
+
+    fleet: tuple[str, dict[str, object]]
+    """The task's name and the options each database's run gets."""
+    parallel: int
+    keep_going: bool
+    as_json: bool
+
+
+class _Task(Task):
+    """A task whose options are its parameters' defaults (option(), count()): the help,
+    the check of numeric options and a fleet's flags are all read from them.
+
+    With `fleet=NAME`, the task can run over several databases: it is called with
+    `fleet=`, a Fleet, its one keyword-only parameter, which is not an option."""
+
+    def __init__(self, body: Callable[..., None], *, fleet: str | None = None, **kw: Any) -> None:
+        parameters = inspect.signature(body).parameters.values()
+        self.options = {p.name: p.default for p in parameters if isinstance(p.default, _Option)}
+        self.fleet = fleet
+        super().__init__(body, help={n: o.help for n, o in self.options.items()}, **kw)
+
+    def argspec(self, body: Callable[..., None]) -> inspect.Signature:
+        signature = super().argspec(body)
+        return signature.replace(
+            parameters=[
+                p.replace(default=self.options[p.name].default) if p.name in self.options else p
+                for p in signature.parameters.values()
+                if p.kind is not p.KEYWORD_ONLY
+            ]
+        )
+
+    def arg_opts(self, name: str, default: str, taken_names: set[str]) -> dict[str, Any]:
+        opts = super().arg_opts(name, default, taken_names)
+        if name in self.options and (kind := self.options[name].kind) is not None:
+            opts["kind"] = kind
+        return opts
+
+    def __call__(self, *args: Any, **values: Any) -> Any:
+        if self.fleet is None:
+            return super().__call__(*args, **values)
+        forwarded = {n: values[n] for n, o in self.options.items() if o.forwarded}
+        fleet = Fleet(
+            fleet=(self.fleet, forwarded),
+            parallel=values["parallel"] or 4,
+            keep_going=values["keep_going"],
+            as_json=values["json"],
+        )
+        return super().__call__(*args, **values, fleet=fleet)
+
+
+command = functools.partial(task, klass=_Task)
+"""@task for the tasks here."""
+
+
+ENV = option(
+    "Run on the database of this environment ([tool.worktracker.environments]); "
     "default: DATABASE_URL, else the embedded server.",
-    "yes": "Change a protected environment without asking (for CI).",
-    "lock-timeout": "Seconds to wait for another migration run to finish (default 60; "
+    forwarded=False,
+)
+YES = option("Change a protected environment without asking (for CI).", False, forwarded=False)
+LOCK_TIMEOUT = option(
+    "Seconds to wait for another migration run to finish (default 60; "
     "also WORKTRACKER_LOCK_TIMEOUT).",
-    "allow-changed": "Go ahead although an applied migration's file changed since it was "
+    check=lambda flag, value, _: settings.seconds(flag, value),
+)
+ALLOW_CHANGED = option(
+    "Go ahead although an applied migration's file changed since it was "
     "applied; the acceptance is recorded in the history.",
-    "dry-run": "Print the SQL it would run, from the database's current revision; change "
+    False,
+)
+DRY_RUN = option(
+    "Print the SQL it would run, from the database's current revision; change "
     "nothing, take no lock. A migration that reads the database (op.get_bind()) cannot be "
     "shown: exit 2 (migrate.plan rehearses it).",
-    "from": "With --dry-run: start from this revision instead of asking the database "
-    "(no database needed).",
-    "allow-data-loss": "Go ahead although it drops tables or columns that hold rows.",
-    "backup": "First write a pg_dump of the tables it would drop or change to this file.",
-}
-
-
-@task(
-    help={
-        "to": "Revision to upgrade to (default: head, the newest).",
-        **{k: HELP[k] for k in ("lock-timeout", "allow-changed", "dry-run", "from", "env", "yes")},
-        **FLEET,
-    }
+    False,
 )
+FROM = option(
+    "With --dry-run: start from this revision instead of asking the database (no database needed)."
+)
+ALLOW_DATA_LOSS = option("Go ahead although it drops tables or columns that hold rows.", False)
+BACKUP = option("First write a pg_dump of the tables it would drop or change to this file.")
+PARALLEL = count(
+    "With an environment of several databases: how many run at once (default 4).",
+    forwarded=False,
+)
+KEEP_GOING = option(
+    "With several databases: run them all even after one failed.", False, forwarded=False
+)
+SUMMARY_JSON = option("With several databases: print the summary as JSON.", False, forwarded=False)
+
+
+@command(fleet="migrate.up")
 def up(
-    c,
-    to="head",
-    lock_timeout=None,
-    allow_changed=False,
-    dry_run=False,
-    from_=None,
-    env=None,
-    yes=False,
-    parallel=0,
-    keep_going=False,
-    json=False,
-):
+    c: Context,
+    to: str = option("Revision to upgrade to (default: head, the newest).", "head"),
+    lock_timeout: str | None = LOCK_TIMEOUT,
+    allow_changed: bool = ALLOW_CHANGED,
+    dry_run: bool = DRY_RUN,
+    from_: str | None = FROM,
+    env: str | None = ENV,
+    yes: bool = YES,
+    parallel: int | None = PARALLEL,
+    keep_going: bool = KEEP_GOING,
+    json: bool = SUMMARY_JSON,
+    *,
+    fleet: Fleet,
+) -> None:
     """Apply pending migrations, oldest first, up to --to (default head)."""
-    changes = None if dry_run else "migrate.up"
-    args = (to, lock_timeout, allow_changed, dry_run, from_)
-    fleet = _fleet(
-        "migrate.up",
-        parallel,
-        keep_going,
-        json,
+    migrate = functools.partial(
+        commands.migrate_up,
         to=to,
         lock_timeout=lock_timeout,
         allow_changed=allow_changed,
         dry_run=dry_run,
-        from_=from_,
+        from_rev=from_,
     )
-    _on(env, "migrate_up", *args, changes=changes, yes=yes, **fleet)
+    changes = None if dry_run else "migrate.up"
+    _on(env, migrate, changes=changes, yes=yes, **fleet)
 
 
-@task(
-    help={
-        "steps": "How many migrations to roll back (default 1).",
-        "to": "Roll back to this revision instead; 'base' rolls back everything.",
-        **HELP,
-        **FLEET,
-    }
-)
+@command(fleet="migrate.down")
 def down(
-    c,
-    steps=0,
-    to=None,
-    lock_timeout=None,
-    allow_changed=False,
-    dry_run=False,
-    from_=None,
-    allow_data_loss=False,
-    backup=None,
-    env=None,
-    yes=False,
-    parallel=0,
-    keep_going=False,
-    json=False,
-):
+    c: Context,
+    steps: int | None = count("How many migrations to roll back (default 1)."),
+    to: str | None = option("Roll back to this revision instead; 'base' rolls back everything."),
+    lock_timeout: str | None = LOCK_TIMEOUT,
+    allow_changed: bool = ALLOW_CHANGED,
+    dry_run: bool = DRY_RUN,
+    from_: str | None = FROM,
+    allow_data_loss: bool = ALLOW_DATA_LOSS,
+    backup: str | None = BACKUP,
+    env: str | None = ENV,
+    yes: bool = YES,
+    parallel: int | None = PARALLEL,
+    keep_going: bool = KEEP_GOING,
+    json: bool = SUMMARY_JSON,
+    *,
+    fleet: Fleet,
+) -> None:
     """Roll back the newest migration, or --steps N of them, or down --to REV.
 
     Rehearses the rollback first, and refuses one that would destroy rows (a dropped table
     or column that holds rows, rows a downgrade rewrites or deletes) unless
     --allow-data-loss (--backup FILE keeps a copy first).
     """
-    args = (steps, to, lock_timeout, allow_changed, dry_run, from_, allow_data_loss)
-    changes = None if dry_run else "migrate.down"
-    fleet = _fleet(
-        "migrate.down",
-        parallel,
-        keep_going,
-        json,
+    migrate = functools.partial(
+        commands.migrate_down,
         steps=steps,
         to=to,
         lock_timeout=lock_timeout,
         allow_changed=allow_changed,
         dry_run=dry_run,
-        from_=from_,
+        from_rev=from_,
         allow_data_loss=allow_data_loss,
         backup=backup,
     )
-    _on(env, "migrate_down", *args, backup, changes=changes, yes=yes, **fleet)
+    changes = None if dry_run else "migrate.down"
+    _on(env, migrate, changes=changes, yes=yes, **fleet)
 
 
-@task(
-    help={
-        "down": "Rehearse a rollback (one step, or --steps N, or --to REV) instead.",
-        "steps": "With --down: how many migrations to roll back (default 1).",
-        "to": "Revision to go to (default: head, or one step down with --down).",
-        "lock-timeout": HELP["lock-timeout"],
-        "json": "Print JSON for scripts instead of text (with several databases: the summary).",
-        "env": HELP["env"],
-        "parallel": FLEET["parallel"],
-        "keep-going": FLEET["keep-going"],
-    }
-)
+@command(fleet="migrate.plan")
 def plan(
-    c,
-    down=False,
-    steps=0,
-    to=None,
-    lock_timeout=None,
-    json=False,
-    env=None,
-    parallel=0,
-    keep_going=False,
-):
+    c: Context,
+    down: bool = option(
+        "Rehearse a rollback (one step, or --steps N, or --to REV) instead.", False
+    ),
+    steps: int | None = count("With --down: how many migrations to roll back (default 1)."),
+    to: str | None = option("Revision to go to (default: head, or one step down with --down)."),
+    lock_timeout: str | None = LOCK_TIMEOUT,
+    json: bool = option(
+        "Print JSON for scripts instead of text (with several databases: the summary).",
+        False,
+        # A fork runs the command with it; `python -m invoke` children never had it.
+        forwarded=False,
+    ),
+    env: str | None = ENV,
+    parallel: int | None = PARALLEL,
+    keep_going: bool = KEEP_GOING,
+    *,
+    fleet: Fleet,
+) -> None:
     """Rehearse pending migrations in one transaction on the target: diff, times, ROLLBACK.
 
     The rehearsal runs the real statements on the target and takes their locks until it
@@ -251,59 +332,69 @@ def plan(
     Exits 4 when a migration fails in the rehearsal. On an environment of several
     databases, each is rehearsed, --parallel at a time, and the end is one table.
     """
-    fleet = _fleet(
-        "migrate.plan",
-        parallel,
-        keep_going,
-        json,
+    rehearse = functools.partial(
+        commands.migrate_plan,
         down=down,
         steps=steps,
         to=to,
         lock_timeout=lock_timeout,
+        as_json=json,
     )
-    _on(env, "migrate_plan", down, steps, to, lock_timeout, json, **fleet)
+    _on(env, rehearse, **fleet)
 
 
-@task(
-    help={
-        "json": "Print JSON for scripts instead of a table.",
-        "env": "An environment, or 'all': one row per database (unreachable ones too).",
-        "drift": "Also compare each database with what its migrations make (see "
+@command()
+def status(
+    c: Context,
+    json: bool = option("Print JSON for scripts instead of a table.", False),
+    env: str | None = option(
+        "An environment, or 'all': one row per database (unreachable ones too)."
+    ),
+    drift: bool = option(
+        "Also compare each database with what its migrations make (see "
         "migrate.drift; builds on a throwaway PostgreSQL).",
-    }
-)
-def status(c, json=False, env=None, drift=False):
+        False,
+    ),
+) -> None:
     """Show the current revision, and which migrations are applied or pending."""
-    _run(commands.migrate_status, json, env, drift)
+    _run(commands.migrate_status, as_json=json, env=env, check_drift=drift)
 
 
-@task(
-    help={
-        "json": "Print JSON for scripts instead of a table.",
-        "limit": "Only the newest N rows (default: all).",
-        "env": HELP["env"],
-    }
-)
-def history(c, json=False, limit=0, env=None):
+@command()
+def history(
+    c: Context,
+    json: bool = option("Print JSON for scripts instead of a table.", False),
+    limit: int | None = count("Only the newest N rows (default: all)."),
+    env: str | None = ENV,
+) -> None:
     """Show every migration step applied or rolled back: when, by whom, how long, result."""
-    _on(env, "migrate_history", json, limit)
+    _on(env, functools.partial(commands.migrate_history, as_json=json, limit=limit))
 
 
-@task(help={"env": HELP["env"], **FLEET})
-def verify(c, env=None, parallel=0, keep_going=False, json=False):
+@command(fleet="migrate.verify")
+def verify(
+    c: Context,
+    env: str | None = ENV,
+    parallel: int | None = PARALLEL,
+    keep_going: bool = KEEP_GOING,
+    json: bool = SUMMARY_JSON,
+    *,
+    fleet: Fleet,
+) -> None:
     """Check that applied migrations' files still match their recorded checksums (for CI)."""
-    _on(env, "migrate_verify", **_fleet("migrate.verify", parallel, keep_going, json))
+    _on(env, commands.migrate_verify, **fleet)
 
 
-@task(
-    help={
-        "env": "An environment (each of its databases), or 'all'; default: DATABASE_URL, "
-        "else the embedded server.",
-        "parallel": "How many databases are read at once (default 4).",
-        "json": "Print one JSON object per database for scripts.",
-    }
-)
-def drift(c, env=None, parallel=0, json=False):
+@command()
+def drift(
+    c: Context,
+    env: str | None = option(
+        "An environment (each of its databases), or 'all'; default: DATABASE_URL, "
+        "else the embedded server."
+    ),
+    parallel: int | None = count("How many databases are read at once (default 4)."),
+    json: bool = option("Print one JSON object per database for scripts.", False),
+) -> None:
     """Compare each database with what its migrations make at its own revision.
 
     Builds the expected schema on a throwaway PostgreSQL (one build for every revision
@@ -311,11 +402,11 @@ def drift(c, env=None, parallel=0, json=False):
     type or default, a missing trigger, an extra table. Read-only on the databases: no
     lock, no write; a role that can only read is enough. Exits 8 when one drifted.
     """
-    _run(commands.migrate_drift, env, parallel or 4, json)
+    _run(commands.migrate_drift, env=env, parallel=parallel or 4, as_json=json)
 
 
-@task
-def lint(c):
+@command()
+def lint(c: Context) -> None:
     """Lint each migration's SQL, upgrade and downgrade, with squawk (rules in .squawk.toml).
 
     Code that cannot be rendered offline (it reads the database, or is not written yet)
@@ -323,110 +414,104 @@ def lint(c):
     _run(commands.migrate_lint)
 
 
-@task(
-    help={
-        "server": "embedded, debian-NN or docker-NN (default: TEST_DATABASE_URL, then Docker, "
-        "then embedded).",
-        "json": "Print the report as JSON for CI instead of text.",
-    },
-    # -s is --steps elsewhere; --server keeps its long name only.
-    auto_shortflags=False,
-)
-def roundtrip(c, server=None, json=False):
+# -s is --steps elsewhere; --server keeps its long name only.
+@command(auto_shortflags=False)
+def roundtrip(
+    c: Context,
+    server: str | None = option(
+        "embedded, debian-NN or docker-NN (default: TEST_DATABASE_URL, then Docker, then embedded)."
+    ),
+    json: bool = option("Print the report as JSON for CI instead of text.", False),
+) -> None:
     """Prove every migration reversible on a throwaway PostgreSQL: up, down, up, compared."""
-    _run(commands.migrate_roundtrip, server, json)
+    _run(commands.migrate_roundtrip, server_kind=server, as_json=json)
 
 
-@task(
-    help={
-        "message": 'What the migration does, e.g. "add task reminders".',
-        "autogenerate": "Fill it with what Alembic's autogenerate finds between the models and "
+@command()
+def new(
+    c: Context,
+    message: str = positional('What the migration does, e.g. "add task reminders".'),
+    autogenerate: bool = option(
+        "Fill it with what Alembic's autogenerate finds between the models and "
         "a throwaway database at head (review it!).",
-    }
-)
-def new(c, message, autogenerate=False):
+        False,
+    ),
+) -> None:
     """Create the next numbered migration file (NNN_slug.py) from the template."""
-    _run(commands.migrate_new, message, autogenerate)
+    _run(commands.migrate_new, message=message, autogenerate=autogenerate)
 
 
-@task
-def start(c):
+@command()
+def start(c: Context) -> None:
     """Start the embedded PostgreSQL (data in .pgdata/); other tasks start it on demand."""
     _run(commands.db_start)
 
 
-@task
-def stop(c):
+@command()
+def stop(c: Context) -> None:
     """Stop the embedded PostgreSQL."""
     _run(commands.db_stop)
 
 
-@task(help={"env": HELP["env"]})
-def url(c, env=None):
+@command()
+def url(c: Context, env: str | None = ENV) -> None:
     """Print the target database's URL, with the password hidden."""
-    _on(env, "db_url")
+    _on(env, commands.db_url)
 
 
-@task(help={"env": HELP["env"]})
-def shell(c, env=None):
+@command()
+def shell(c: Context, env: str | None = ENV) -> None:
     """Open psql on the target database (the embedded psql if none is on PATH)."""
-    _on(env, "db_shell")
+    _on(env, commands.db_shell)
 
 
-@task
-def dump(c):
+@command()
+def dump(c: Context) -> None:
     """Regenerate db/schema.sql, the schema at head, from a throwaway PostgreSQL."""
     _run(commands.db_dump)
 
 
-@task
-def diagram(c):
+@command()
+def diagram(c: Context) -> None:
     """Regenerate docs/schema.md, the ER diagram of the schema at head."""
     _run(commands.db_diagram)
 
 
-@task(
-    help={
-        "force": "Also reset a database that is not on this machine.",
-        **{k: HELP[k] for k in ("lock-timeout", "allow-data-loss", "backup", "env")},
-    }
-)
-def reset(c, force=False, lock_timeout=None, allow_data_loss=False, backup=None, env=None):
+@command()
+def reset(
+    c: Context,
+    force: bool = option("Also reset a database that is not on this machine.", False),
+    lock_timeout: str | None = LOCK_TIMEOUT,
+    allow_data_loss: bool = ALLOW_DATA_LOSS,
+    backup: str | None = BACKUP,
+    env: str | None = ENV,
+) -> None:
     """Drop everything in the target's app schema and re-apply every migration.
 
     Never on a protected environment."""
-    args = (force, lock_timeout, allow_data_loss, backup)
-    _on(env, "db_reset", *args, changes="db.reset", never_protected=True)
+    again = functools.partial(
+        commands.db_reset,
+        force=force,
+        lock_timeout=lock_timeout,
+        allow_data_loss=allow_data_loss,
+        backup=backup,
+    )
+    _on(env, again, changes="db.reset", never_protected=True)
 
 
-_SECONDS_OPTIONS = ("lock_timeout",)
-
-
-def _check_numbers(contexts: list) -> None:
-    """Every numeric option, checked here before any task runs: a count (--steps, --limit,
-    --parallel) is 1 or more, and --lock-timeout a number of seconds, 0 or more.
-
-    Counts are declared `=0` only so that invoke parses them as numbers; one that was not
-    given reaches its task as None, so that an explicit 0 is refused instead of being
-    taken for the default (`migrate.down --steps 0` once rolled back a migration)."""
+def _check_numbers(tasks: Collection, contexts: list[ParserContext]) -> None:
+    """Every option with a check (counts, --lock-timeout), checked before any task runs."""
     for context in contexts:
+        declared = tasks[context.name].options
         for argument in context.args.values():
-            flag = "--" + argument.name.strip("_").replace("_", "-")
-            if argument.name in _SECONDS_OPTIONS and argument.got_value:
-                try:
-                    settings.seconds(flag, argument.value)
-                except ConfigError as error:
-                    raise Exit(error.render(), error.exit_code) from None
-            if argument.kind is not int:
+            option = declared.get(argument.name)
+            if option is None or option.check is None or not argument.got_value:
                 continue
-            if not argument.got_value:
-                argument.default = None
-            elif argument.value < 1:
-                error = ConfigError(
-                    f"{flag} takes a whole number of 1 or more, not {argument.value}.",
-                    f"leave {flag} out for its default (`invoke --help {context.name}`)",
-                )
-                raise Exit(error.render(), error.exit_code)
+            flag = "--" + argument.name.strip("_").replace("_", "-")
+            try:
+                option.check(flag, argument.value, context.name)
+            except ConfigError as error:
+                raise Exit(error.render(), error.exit_code) from None
 
 
 def _unknown_tasks_are_bad_arguments() -> None:
@@ -464,7 +549,7 @@ def _unknown_tasks_are_bad_arguments() -> None:
             close = difflib.get_close_matches(unknown[1], list(self.collection.task_names), 1)
             hint = f"did you mean {close[0]}?" if close else "`invoke --list` shows them all"
             raise Exit(f"error: no task named {unknown[1]!r}.\nhint: {hint}", 2) from None
-        _check_numbers(self.tasks)
+        _check_numbers(self.collection, self.tasks)
 
     Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
 
