@@ -13,7 +13,7 @@ import sys
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, ParamSpec, TypedDict
 
 from invoke import Collection, Context, Exit, Task, task
 from invoke.exceptions import ParseError
@@ -24,8 +24,10 @@ from db import process
 
 process.short_lived()  # before the imports below, which build most of the graph
 
-from db import commands, failures, interrupts, settings  # noqa: E402
+from db import failures, interrupts, settings  # noqa: E402
 from db.errors import ConfigError, UserError  # noqa: E402
+
+P = ParamSpec("P")
 
 # Tasks that talk to a database: an interruption says where the database is.
 _DATABASE_TASKS = ("migrate_", "db_reset", "db_dump", "db_diagram", "on_environment")
@@ -37,8 +39,10 @@ nothing was in flight (a connection being opened) would hold the answer for ever
 
 
 def _revision_now() -> str | None:
+    from db.commands.target import revision_now
+
     answer: list[str] = []
-    asking = threading.Thread(target=lambda: answer.append(commands.revision_now()), daemon=True)
+    asking = threading.Thread(target=lambda: answer.append(revision_now()), daemon=True)
     asking.start()
     asking.join(_ASK_SECONDS)
     return answer[0] if answer else None
@@ -49,7 +53,7 @@ def _interrupted(action: Callable[..., None], signum: int, interrupt: BaseExcept
     for ignored in (signal.SIGINT, signal.SIGTERM):
         signal.signal(ignored, signal.SIG_IGN)
     sys.stdout.flush()
-    how, code = f"stopped by {interrupts.NAMES[signum]}", 128 + signum
+    how, code = f"stopped by {interrupts.NAMES[signal.Signals(signum)]}", 128 + signum
     where, hint = "", "a step in progress was rolled back by the server; run the command again"
     if action.__name__.startswith(_DATABASE_TASKS) and action.__name__ != "migrate_new":
         revision = None if interrupts.link_cut() else _revision_now()
@@ -69,7 +73,7 @@ def _interrupted(action: Callable[..., None], signum: int, interrupt: BaseExcept
     return Exit(f"interrupted: {how}{where}.\nhint: {hint}", code)
 
 
-def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
+def _run(action: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> None:
     """Run `action`; a UserError becomes its message, its hint and its exit code."""
     interrupts.install()
     try:
@@ -93,7 +97,9 @@ def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
 
 def _on(env: str | None, command: Callable[[], None], **kw: Any) -> None:
     """Run `command` on the database --env names (see db/targets.py)."""
-    _run(commands.on_environment, env, command, **kw)
+    from db.commands.target import on_environment
+
+    _run(on_environment, env, command, **kw)
 
 
 @dataclass(frozen=True)
@@ -250,8 +256,10 @@ def up(
     fleet: Fleet,
 ) -> None:
     """Apply pending migrations, oldest first, up to --to (default head)."""
+    from db.commands.changes import migrate_up
+
     migrate = functools.partial(
-        commands.migrate_up,
+        migrate_up,
         to=to,
         lock_timeout=lock_timeout,
         allow_changed=allow_changed,
@@ -287,8 +295,10 @@ def down(
     or column that holds rows, rows a downgrade rewrites or deletes) unless
     --allow-data-loss (--backup FILE keeps a copy first).
     """
+    from db.commands.changes import migrate_down
+
     migrate = functools.partial(
-        commands.migrate_down,
+        migrate_down,
         steps=steps,
         to=to,
         lock_timeout=lock_timeout,
@@ -332,8 +342,10 @@ def plan(
     Exits 4 when a migration fails in the rehearsal. On an environment of several
     databases, each is rehearsed, --parallel at a time, and the end is one table.
     """
+    from db.commands.changes import migrate_plan
+
     rehearse = functools.partial(
-        commands.migrate_plan,
+        migrate_plan,
         down=down,
         steps=steps,
         to=to,
@@ -357,7 +369,9 @@ def status(
     ),
 ) -> None:
     """Show the current revision, and which migrations are applied or pending."""
-    _run(commands.migrate_status, as_json=json, env=env, check_drift=drift)
+    from db.commands.reports import migrate_status
+
+    _run(migrate_status, as_json=json, env=env, check_drift=drift)
 
 
 @command()
@@ -368,7 +382,9 @@ def history(
     env: str | None = ENV,
 ) -> None:
     """Show every migration step applied or rolled back: when, by whom, how long, result."""
-    _on(env, functools.partial(commands.migrate_history, as_json=json, limit=limit))
+    from db.commands.reports import migrate_history
+
+    _on(env, functools.partial(migrate_history, as_json=json, limit=limit))
 
 
 @command(fleet="migrate.verify")
@@ -382,7 +398,9 @@ def verify(
     fleet: Fleet,
 ) -> None:
     """Check that applied migrations' files still match their recorded checksums (for CI)."""
-    _on(env, commands.migrate_verify, **fleet)
+    from db.commands.reports import migrate_verify
+
+    _on(env, migrate_verify, **fleet)
 
 
 @command()
@@ -402,7 +420,9 @@ def drift(
     type or default, a missing trigger, an extra table. Read-only on the databases: no
     lock, no write; a role that can only read is enough. Exits 8 when one drifted.
     """
-    _run(commands.migrate_drift, env=env, parallel=parallel or 4, as_json=json)
+    from db.commands.reports import migrate_drift
+
+    _run(migrate_drift, env=env, parallel=parallel or 4, as_json=json)
 
 
 @command()
@@ -411,7 +431,9 @@ def lint(c: Context) -> None:
 
     Code that cannot be rendered offline (it reads the database, or is not written yet)
     is a warning naming its line; the SQL before it is still checked."""
-    _run(commands.migrate_lint)
+    from db.commands.checks import migrate_lint
+
+    _run(migrate_lint)
 
 
 # -s is --steps elsewhere; --server keeps its long name only.
@@ -424,7 +446,9 @@ def roundtrip(
     json: bool = option("Print the report as JSON for CI instead of text.", False),
 ) -> None:
     """Prove every migration reversible on a throwaway PostgreSQL: up, down, up, compared."""
-    _run(commands.migrate_roundtrip, server_kind=server, as_json=json)
+    from db.commands.checks import migrate_roundtrip
+
+    _run(migrate_roundtrip, server_kind=server, as_json=json)
 
 
 @command()
@@ -438,43 +462,57 @@ def new(
     ),
 ) -> None:
     """Create the next numbered migration file (NNN_slug.py) from the template."""
-    _run(commands.migrate_new, message=message, autogenerate=autogenerate)
+    from db.commands.changes import migrate_new
+
+    _run(migrate_new, message=message, autogenerate=autogenerate)
 
 
 @command()
 def start(c: Context) -> None:
     """Start the embedded PostgreSQL (data in .pgdata/); other tasks start it on demand."""
-    _run(commands.db_start)
+    from db.commands.database import db_start
+
+    _run(db_start)
 
 
 @command()
 def stop(c: Context) -> None:
     """Stop the embedded PostgreSQL."""
-    _run(commands.db_stop)
+    from db.commands.database import db_stop
+
+    _run(db_stop)
 
 
 @command()
 def url(c: Context, env: str | None = ENV) -> None:
     """Print the target database's URL, with the password hidden."""
-    _on(env, commands.db_url)
+    from db.commands.database import db_url
+
+    _on(env, db_url)
 
 
 @command()
 def shell(c: Context, env: str | None = ENV) -> None:
     """Open psql on the target database (the embedded psql if none is on PATH)."""
-    _on(env, commands.db_shell)
+    from db.commands.database import db_shell
+
+    _on(env, db_shell)
 
 
 @command()
 def dump(c: Context) -> None:
     """Regenerate db/schema.sql, the schema at head, from a throwaway PostgreSQL."""
-    _run(commands.db_dump)
+    from db.commands.database import db_dump
+
+    _run(db_dump)
 
 
 @command()
 def diagram(c: Context) -> None:
     """Regenerate docs/schema.md, the ER diagram of the schema at head."""
-    _run(commands.db_diagram)
+    from db.commands.database import db_diagram
+
+    _run(db_diagram)
 
 
 @command()
@@ -489,8 +527,10 @@ def reset(
     """Drop everything in the target's app schema and re-apply every migration.
 
     Never on a protected environment."""
+    from db.commands.database import db_reset
+
     again = functools.partial(
-        commands.db_reset,
+        db_reset,
         force=force,
         lock_timeout=lock_timeout,
         allow_data_loss=allow_data_loss,
