@@ -17,7 +17,6 @@ from typing import Any, ParamSpec, TypedDict
 
 from invoke import Collection, Context, Exit, Task, task
 from invoke.exceptions import ParseError
-from invoke.parser import ParserContext
 from invoke.program import Program
 
 from db import process
@@ -114,7 +113,8 @@ class _Option:
     """Whether each database's run of a fleet gets it (db/commands/fleet.py): not the
     options that choose the databases or shape the fleet's summary."""
     check: Callable[[str, Any, str], None] | None = None
-    """Called with the flag, the value given and the task's name before any task runs."""
+    """Called with the flag, the value given and the task's name before the task runs;
+    raises ConfigError."""
 
 
 def option(help: str, default: object = None, **details: Any) -> Any:
@@ -160,14 +160,17 @@ class _Task(Task):
     """A task whose options are its parameters' defaults (option(), count()): the help,
     the check of numeric options and a fleet's flags are all read from them.
 
-    With `fleet=NAME`, the task can run over several databases: it is called with
-    `fleet=`, a Fleet, its one keyword-only parameter, which is not an option."""
+    A task with a keyword-only parameter `fleet` can run over several databases: it is
+    called with a Fleet there, made from its options' values (that parameter is not
+    an option)."""
 
-    def __init__(self, body: Callable[..., None], *, fleet: str | None = None, **kw: Any) -> None:
+    def __init__(self, body: Callable[..., None], **kw: Any) -> None:
         parameters = inspect.signature(body).parameters.values()
         self.options = {p.name: p.default for p in parameters if isinstance(p.default, _Option)}
-        self.fleet = fleet
+        self.fleet = any(p.name == "fleet" and p.kind is p.KEYWORD_ONLY for p in parameters)
         super().__init__(body, help={n: o.help for n, o in self.options.items()}, **kw)
+        self.full_name = self.name
+        """As the command line spells it (migrate.up): _collection() sets it."""
 
     def argspec(self, body: Callable[..., None]) -> inspect.Signature:
         signature = super().argspec(body)
@@ -186,16 +189,37 @@ class _Task(Task):
         return opts
 
     def __call__(self, *args: Any, **values: Any) -> Any:
-        if self.fleet is None:
+        _check_numbers(self, values)
+        if not self.fleet:
             return super().__call__(*args, **values)
         forwarded = {n: values[n] for n, o in self.options.items() if o.forwarded}
         fleet = Fleet(
-            fleet=(self.fleet, forwarded),
+            fleet=(self.full_name, forwarded),
             parallel=values["parallel"] or 4,
             keep_going=values["keep_going"],
             as_json=values["json"],
         )
         return super().__call__(*args, **values, fleet=fleet)
+
+
+def _check_numbers(task: _Task, values: dict[str, Any]) -> None:
+    """The options given that have a check (counts, --lock-timeout), before the task
+    runs: bad input exits 2 before anything connects."""
+    for name, option in task.options.items():
+        if option.check is None or values.get(name) is None:
+            continue
+        flag = "--" + name.strip("_").replace("_", "-")
+        try:
+            option.check(flag, values[name], task.full_name)
+        except ConfigError as error:
+            raise Exit(error.render(), error.exit_code) from None
+
+
+def _collection(name: str, *tasks: _Task) -> Collection:
+    """A Collection whose tasks know their full names, which a fleet and hints give."""
+    for each in tasks:
+        each.full_name = f"{name}.{each.name}"
+    return Collection(name, *tasks)
 
 
 command = functools.partial(task, klass=_Task)
@@ -239,7 +263,7 @@ KEEP_GOING = option(
 SUMMARY_JSON = option("With several databases: print the summary as JSON.", False, forwarded=False)
 
 
-@command(fleet="migrate.up")
+@command()
 def up(
     c: Context,
     to: str = option("Revision to upgrade to (default: head, the newest).", "head"),
@@ -270,7 +294,7 @@ def up(
     _on(env, migrate, changes=changes, yes=yes, **fleet)
 
 
-@command(fleet="migrate.down")
+@command()
 def down(
     c: Context,
     steps: int | None = count("How many migrations to roll back (default 1)."),
@@ -312,7 +336,7 @@ def down(
     _on(env, migrate, changes=changes, yes=yes, **fleet)
 
 
-@command(fleet="migrate.plan")
+@command()
 def plan(
     c: Context,
     down: bool = option(
@@ -387,7 +411,7 @@ def history(
     _on(env, functools.partial(migrate_history, as_json=json, limit=limit))
 
 
-@command(fleet="migrate.verify")
+@command()
 def verify(
     c: Context,
     env: str | None = ENV,
@@ -539,65 +563,63 @@ def reset(
     _on(env, again, changes="db.reset", never_protected=True)
 
 
-def _check_numbers(tasks: Collection, contexts: list[ParserContext]) -> None:
-    """Every option with a check (counts, --lock-timeout), checked before any task runs."""
-    for context in contexts:
-        declared = tasks[context.name].options
-        for argument in context.args.values():
-            option = declared.get(argument.name)
-            if option is None or option.check is None or not argument.got_value:
-                continue
-            flag = "--" + argument.name.strip("_").replace("_", "-")
-            try:
-                option.check(flag, argument.value, context.name)
-            except ConfigError as error:
-                raise Exit(error.render(), error.exit_code) from None
+def _bad_arguments(error: ParseError | ValueError, task_names: list[str]) -> Exit:
+    """What invoke's parser could not read, as one line, a hint and exit 2."""
+    if isinstance(error, ValueError):  # an INT option given a word: invoke's int() raised
+        return Exit(
+            f"error: a number was expected ({error}).\nhint: `invoke --help TASK` lists "
+            "a task's options and what they take",
+            2,
+        )
+    text = str(error)
+    needed = re.match(r"Flag <Argument: (\w+)", text)
+    if needed is not None:
+        flag = "--" + needed[1].strip("_").replace("_", "-")
+        return Exit(f"error: {flag} needs a value.\nhint: e.g. {flag} 4", 2)
+    unknown = re.match(r"No idea what '([^']+)' is!", text)
+    if unknown is None:
+        return Exit(f"error: {text}\nhint: `invoke --help TASK` lists a task's options", 2)
+    if unknown[1].startswith("-"):
+        return Exit(
+            f"error: unknown option {unknown[1]} for the task before it.\nhint: "
+            "`invoke --help TASK` lists a task's options",
+            2,
+        )
+    close = difflib.get_close_matches(unknown[1], task_names, 1)
+    hint = f"did you mean {close[0]}?" if close else "`invoke --list` shows them all"
+    return Exit(f"error: no task named {unknown[1]!r}.\nhint: {hint}", 2)
 
 
-def _unknown_tasks_are_bad_arguments() -> None:
-    """invoke exits 1 on a task name it does not know; the README promises 2 for bad
-    arguments, and a suggestion is kinder. Numeric options are checked too. Parsing
-    happens after tasks.py is loaded."""
+def _bad_arguments_exit_2() -> None:
+    """The one patch of invoke here: bad arguments (an unknown task or option, a missing
+    value, a word for a number) exit 2 with a hint, as the README promises, instead of
+    invoke's "No idea what 'x' is!" and exit 1, or a ValueError's traceback.
+
+    invoke offers no supported way for the `invoke` console script: Program.run() catches
+    the parser's ParseError itself and exits 1, and lets a ValueError through. Only a
+    Program subclass could override parse_tasks(), but the console script runs
+    invoke.main's own Program; neither the parser nor its handling of errors can be
+    chosen by a collection, and the Executor (a setting) runs after parsing. Program
+    imports tasks.py just before it parses the tasks: the moment to wrap parse_tasks()."""
     original = Program.parse_tasks
+    if getattr(original, "bad_arguments_exit_2", False):
+        return
 
+    @functools.wraps(original)
     def parse_tasks(self: Program) -> None:
         try:
             original(self)
-        except ValueError as error:  # an INT option given a word: invoke's int() raised
-            raise Exit(
-                f"error: a number was expected ({error}).\nhint: `invoke --help TASK` lists "
-                "a task's options and what they take",
-                2,
-            ) from None
-        except ParseError as error:
-            text = str(error)
-            needed = re.match(r"Flag <Argument: (\w+)", text)
-            if needed is not None:
-                flag = "--" + needed[1].strip("_").replace("_", "-")
-                raise Exit(f"error: {flag} needs a value.\nhint: e.g. {flag} 4", 2) from None
-            unknown = re.match(r"No idea what '([^']+)' is!", text)
-            if unknown is not None and unknown[1].startswith("-"):
-                raise Exit(
-                    f"error: unknown option {unknown[1]} for the task before it.\nhint: "
-                    "`invoke --help TASK` lists a task's options",
-                    2,
-                ) from None
-            if unknown is None:
-                raise Exit(
-                    f"error: {text}\nhint: `invoke --help TASK` lists a task's options", 2
-                ) from None
-            close = difflib.get_close_matches(unknown[1], list(self.collection.task_names), 1)
-            hint = f"did you mean {close[0]}?" if close else "`invoke --list` shows them all"
-            raise Exit(f"error: no task named {unknown[1]!r}.\nhint: {hint}", 2) from None
-        _check_numbers(self.collection, self.tasks)
+        except (ParseError, ValueError) as error:
+            raise _bad_arguments(error, list(self.collection.task_names)) from None
 
+    parse_tasks.bad_arguments_exit_2 = True  # type: ignore[attr-defined]
     Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
 
 
-_unknown_tasks_are_bad_arguments()
+_bad_arguments_exit_2()
 
-migrate = Collection(
+migrate = _collection(
     "migrate", up, down, plan, status, history, verify, drift, lint, roundtrip, new
 )
-db = Collection("db", start, stop, url, shell, reset, dump, diagram)
+db = _collection("db", start, stop, url, shell, reset, dump, diagram)
 ns = Collection(migrate, db)
