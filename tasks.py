@@ -112,16 +112,22 @@ class _Option:
     forwarded: bool = True
     """Whether each database's run of a fleet gets it (db/commands/fleet.py): not the
     options that choose the databases or shape the fleet's summary."""
-    check: Callable[[str, Any, str], None] | None = None
+    check: Callable[[str, Any, str], object] | None = None
     """Called with the flag, the value given and the task's name before the task runs;
     raises ConfigError."""
 
 
-def option(help: str, default: object = None, **details: Any) -> Any:
+def option(
+    help: str,
+    default: object = None,
+    *,
+    forwarded: bool = True,
+    check: Callable[[str, Any, str], object] | None = None,
+) -> Any:
     """A task's option, declared once as its parameter's default: its help, its default
-    (whose type invoke parses to: bool is a flag, None a string) and what else _Option
-    says. Typed Any, as dataclasses.field() is, so that the parameter keeps its type."""
-    return _Option(help, default, **details)
+    (whose type invoke parses to: bool is a flag, None a string), and what _Option says.
+    Typed Any, as dataclasses.field() is, so that the parameter keeps its own type."""
+    return _Option(help, default, forwarded=forwarded, check=check)
 
 
 def positional(help: str) -> Any:
@@ -137,13 +143,13 @@ def _one_or_more(flag: str, value: int, task_name: str) -> None:
         )
 
 
-def count(help: str, **details: Any) -> Any:
+def count(help: str, *, forwarded: bool = True) -> Any:
     """A count (--steps, --limit, --parallel): a whole number of 1 or more.
 
     One that was not given reaches its task as None, not as a default number, so that an
     explicit 0 is refused instead of being taken for the default (`migrate.down --steps 0`
     once rolled back a migration)."""
-    return _Option(help, None, kind=int, check=_one_or_more, **details)
+    return _Option(help, None, kind=int, forwarded=forwarded, check=_one_or_more)
 
 
 class Fleet(TypedDict):
