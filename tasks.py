@@ -354,7 +354,8 @@ def plan(
     json: bool = option(
         "Print JSON for scripts instead of text (with several databases: the summary).",
         False,
-        # A fork runs the command with it; `python -m invoke` children never had it.
+        # The fleet's summary option, as on up: a fork's command gets it (as_json), but a
+        # `python -m invoke` child (no fork) never did, and prints its plan as text.
         forwarded=False,
     ),
     env: str | None = ENV,
