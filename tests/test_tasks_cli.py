@@ -256,3 +256,68 @@ def test_numeric_options_out_of_range_are_bad_input(invoke, args: tuple[str, ...
     assert result.returncode == 2, result.explain()
     assert "Traceback" not in result.output, result.explain()
     assert args[-2] in result.stderr and "could not connect" not in result.stderr, result.explain()
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (("migrate.up", "--bogus"), "unknown option --bogus for the task before it"),
+        (("migrate.up", "--to"), "--to needs a value"),
+        (("migrate.down", "--steps", "abc"), "a number was expected"),
+        (("migrate.up", "extra"), "no task named 'extra'"),
+        (("migrate.new",), "did not receive required positional arguments: 'message'"),
+    ],
+    ids=lambda v: " ".join(v) if isinstance(v, tuple) else None,
+)
+def test_arguments_invoke_cannot_read_are_bad_input(invoke, args, fragment: str) -> None:
+    # invoke itself exits 1 (or shows a ValueError's traceback) before any task runs.
+    result = invoke(*args, env={"DATABASE_URL": f"postgresql://app:{SECRET}@127.0.0.1:1/app"})
+    assert_clean_failure(result, 2, fragment)
+    assert "could not connect" not in result.stderr, result.explain()
+
+
+@pytest.mark.parametrize("name", ["migrate.up", "migrate.down", "migrate.plan", "migrate.verify"])
+def test_each_database_of_a_fleet_is_given_the_options_of_its_task_but_the_fleets_own(
+    name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database's run (`python -m invoke TASK FLAGS`, where there is no fork) reads back
+    every option it was given, and only the options that choose the databases (--env,
+    --yes) or shape the fleet (--parallel, --keep-going, the summary's --json) stay
+    with the fleet."""
+    from invoke import Context
+    from invoke.parser import Parser
+
+    import tasks
+    from db.commands import fleet
+
+    values = {
+        "to": "001",
+        "steps": 2,
+        "lock_timeout": "5",
+        "allow_changed": True,
+        "dry_run": True,
+        "from_": "base",
+        "allow_data_loss": True,
+        "backup": "before.sql",
+        "down": True,
+        "env": "shards",
+        "yes": True,
+        "parallel": 3,
+        "keep_going": True,
+        "json": True,
+    }
+    task = tasks.ns[name]
+    given = {option: values[option] for option in task.options}
+    seen: dict = {}
+    monkeypatch.setattr(tasks, "_on", lambda env, command, **kw: seen.update(kw, env=env))
+    task(Context(), **given)
+
+    assert seen["env"] == "shards" and seen.get("yes", "yes" not in given), seen
+    assert (seen["parallel"], seen["keep_going"], seen["as_json"]) == (3, True, True), seen
+    task_name, forwarded = seen["fleet"]
+    assert task_name == name
+    kept = {"env", "yes", "parallel", "keep_going", "json"}
+    assert forwarded == {k: v for k, v in given.items() if k not in kept}, forwarded
+    parsed = Parser(contexts=tasks.ns.to_contexts()).parse_argv([name, *fleet._flags(forwarded)])
+    read = {k: v for k, v in parsed[0].as_kwargs.items() if k in forwarded}
+    assert read == forwarded, f"{name} {fleet._flags(forwarded)} was read as {read}"

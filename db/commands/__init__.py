@@ -1,5 +1,6 @@
-"""What each `invoke migrate.*` and `invoke db.*` task does. tasks.py only parses
-arguments and turns UserError into a clean exit.
+"""What each `invoke migrate.*` and `invoke db.*` task does. tasks.py imports each
+command from its module; this package also offers them all by name
+(`commands.migrate_up()`), for code that calls them in-process (the tests).
 
 Each command's module is imported when the command is first asked for: a run of
 `migrate.up` should not pay for the embedded server, the roundtrip or Rich's tables.
@@ -8,7 +9,25 @@ Each command's module is imported when the command is first asked for: a run of
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+# What the lazy names below are, for mypy and editors (ruff cannot see the dynamic
+# __all__, hence the noqa).
+if TYPE_CHECKING:
+    from db.commands.changes import migrate_down, migrate_new, migrate_plan, migrate_up  # noqa: F401
+    from db.commands.checks import migrate_lint, migrate_roundtrip  # noqa: F401
+    from db.commands.database import (  # noqa: F401
+        db_diagram,
+        db_dump,
+        db_reset,
+        db_shell,
+        db_start,
+        db_stop,
+        db_url,
+        psql_command,
+    )
+    from db.commands.reports import migrate_drift, migrate_history, migrate_status, migrate_verify  # noqa: F401
+    from db.commands.target import on_environment, revision_now  # noqa: F401
 
 _MODULES = {
     "migrate_down": "changes",
