@@ -20,7 +20,7 @@ from db import process
 
 process.short_lived()  # before the imports below, which build most of the graph
 
-from db import commands, failures, interrupts, settings  # noqa: E402
+from db import commands, failures, interrupts, render, settings  # noqa: E402
 from db.errors import ConfigError, UserError  # noqa: E402
 
 # Tasks that talk to a database: an interruption says where the database is.
@@ -40,7 +40,7 @@ def _revision_now() -> str | None:
     return answer[0] if answer else None
 
 
-def _interrupted(action: Callable[..., None], signum: int, interrupt: BaseException) -> Exit:
+def _interrupted(action: Callable[..., object], signum: int, interrupt: BaseException) -> Exit:
     # The message is on its way: another Ctrl-C would only turn it into a traceback.
     for ignored in (signal.SIGINT, signal.SIGTERM):
         signal.signal(ignored, signal.SIG_IGN)
@@ -65,12 +65,12 @@ def _interrupted(action: Callable[..., None], signum: int, interrupt: BaseExcept
     return Exit(f"interrupted: {how}{where}.\nhint: {hint}", code)
 
 
-def _run(action: Callable[..., None], *args: object, **kwargs: object) -> None:
+def _run(action: Callable[..., object], *args: object, **kwargs: object) -> None:
     """Run `action`; a UserError becomes its message, its hint and its exit code."""
     interrupts.install()
     try:
         try:
-            action(*args, **kwargs)
+            render.deliver(action(*args, **kwargs))
         except BaseException as error:
             # A signal wins over whatever the unwinding raised on the way (a connection
             # the interrupt shut down reports itself lost).

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ast
-import json
-import textwrap
 import time
 from typing import TYPE_CHECKING
 
 from db import (
+    outcomes,
+    render,
     revisions,
     runner,
     settings,
@@ -18,13 +18,12 @@ from db.commands.target import (
     changing_target,
     guard_data,
     open_target,
-    report_step,
 )
 from db.errors import ConfigError, MigrationFailed, Refused, RevisionError
 from db.output import say
 
 if TYPE_CHECKING:
-    from db import preview
+    pass
 
 
 def _plan(
@@ -116,18 +115,18 @@ def migrate_up(
     allow_changed: bool = False,
     dry_run: bool = False,
     from_rev: str | None = None,
-) -> None:
+) -> outcomes.Applied | None:
     if _dry_run_asked(dry_run, from_rev):
         _dry_run("up", to=to, from_rev=from_rev)
-        return
+        return None
     with changing_target(lock_timeout, allow_changed=allow_changed) as target:
         current = runner.current_revision(target.connection)
         plan = _plan(current, "up", target.label, to=to)
         if not plan:
-            say(f"Nothing to apply: {target.label} is at {current or 'base'}.")
-            return
+            at = current or "base"
+            return outcomes.Applied("up", target.label, at, at)
         _refuse_half_applicable(plan)
-        apply_plan(target, plan, "Upgrading")
+        return apply_plan(target, plan)
 
 
 def migrate_down(
@@ -139,16 +138,15 @@ def migrate_down(
     from_rev: str | None = None,
     allow_data_loss: bool = False,
     backup: str | None = None,
-) -> None:
+) -> outcomes.Applied | None:
     if _dry_run_asked(dry_run, from_rev):
         _dry_run("down", to=to, steps=steps, from_rev=from_rev)
-        return
+        return None
     with changing_target(lock_timeout, allow_changed=allow_changed) as target:
         current = runner.current_revision(target.connection)
         plan = _plan(current, "down", target.label, to=to, steps=steps)
         if not plan:
-            say(f"Nothing to roll back: {target.label} is already at {current}.")
-            return
+            return outcomes.Applied("down", target.label, str(current), str(current))
         from db import preview
 
         rehearsed = preview.rehearse(target.connection, plan)
@@ -176,7 +174,7 @@ def migrate_down(
             allow_data_loss=allow_data_loss,
             backup=backup,
         )
-        apply_plan(target, plan, "Downgrading")
+        return apply_plan(target, plan)
 
 
 def migrate_plan(
@@ -185,110 +183,30 @@ def migrate_plan(
     to: str | None = None,
     lock_timeout: str | None = None,
     as_json: bool = False,
-) -> None:
+) -> outcomes.Planned:
     """Rehearse the pending migrations (or a rollback) in one transaction, then roll back."""
     if not down and steps is not None:
         raise ConfigError("--steps goes with --down.")
     direction = "down" if down else "up"
-    # Quiet while rehearsing when the output is JSON: stdout must hold the JSON alone.
-    tell = (lambda _text: None) if as_json else say
     with changing_target(lock_timeout, bookkeeping=False) as target:
         current = runner.current_revision(target.connection)
         plan = _plan(current, direction, target.label, to=to, steps=steps)
         start = plan[0].from_revision or "base" if plan else current or "base"
         end = plan[-1].to_revision or "base" if plan else current or "base"
+        planned = outcomes.Planned(target.label, direction, start, end, as_json=as_json)
         if not plan:
-            tell(f"Nothing to plan: {target.label} is at {current or 'base'}.")
-            rehearsed = None
-        else:
-            tell(
+            return planned
+        if not as_json:  # stdout holds the JSON alone
+            render.note(
                 f"Plan for {target.label}: {start} → {end}, rehearsed in one transaction that "
                 "is rolled back."
             )
-            from db import preview
+        from db import preview
 
-            started = time.perf_counter()
-            rehearsed = preview.rehearse(target.connection, plan, measure=True)
-            seconds = time.perf_counter() - started
-    if as_json:
-        _plan_json(target.label, direction, start, end, rehearsed)
-    elif rehearsed is not None:
-        _plan_text(rehearsed, down, seconds)
-    if rehearsed is not None and rehearsed.rehearsal.stopped_before is not None:
-        failed = rehearsed.rehearsal.stopped_before
-        raise MigrationFailed(
-            f"the rehearsal failed at {failed.revision} ({failed.description}): "
-            f"{rehearsed.rehearsal.reason}.",
-            "nothing was changed; the real run would fail the same way. Fix the migration "
-            "(or the data it trips on) and plan again",
-        )
-
-
-def _plan_text(rehearsed: preview.Rehearsed, down: bool, seconds: float) -> None:
-    for step, step_seconds in rehearsed.rehearsal.steps:
-        report_step(step, step_seconds)
-    if rehearsed.rehearsal.stopped_before is not None:
-        say(
-            f"[yellow]Stopped at {rehearsed.rehearsal.stopped_before.revision}:[/yellow] "
-            f"{rehearsed.rehearsal.reason}. The changes below are those of the steps above."
-        )
-    diff = rehearsed.schema_diff()
-    say(f"Schema changes ({len(diff)}):" if diff else "Schema changes: none.")
-    for line in diff:
-        say(f"  {line}", markup=False)
-    if rehearsed.loss:
-        verb = "rollback" if down else "change"
-        say(f"[yellow]Data this {verb} would destroy:[/yellow] " + "; ".join(rehearsed.loss.lines))
-    _impact_text(rehearsed)
-    say(f"Rolled back after {seconds:.2f} s: nothing was changed.")
-
-
-def _impact_text(rehearsed: preview.Rehearsed) -> None:
-    """Per migration, what each statement locks and for how long (db/impact.py)."""
-    from db import impact, output
-
-    measured = [step for step in rehearsed.impact if step.statements]
-    if not measured:
-        say("Locks on existing tables: none.")
-        return
-    say("Locks on existing tables, measured in the rehearsal:")
-    for number, step in enumerate(rehearsed.impact):
-        if not step.statements:
-            earlier = " beyond those the migrations before it hold" if number else ""
-            say(f"{step.revision} {output.escaped(step.description)}: no new lock{earlier}.")
-            continue
-        output.table(
-            impact.COLUMNS,
-            [[output.escaped(cell) for cell in row] for row in impact.rows(step)],
-            title=f"{step.revision} {output.escaped(step.description)} ({step.seconds:.2f} s)",
-        )
-    for note in impact.notes(settings.timeouts().lock_ms):
-        # Wrapped here: CI's summary shows it in a code block, which does not wrap.
-        say(textwrap.fill(note, 88, initial_indent="  ", subsequent_indent="  "), markup=False)
-
-
-def _plan_json(
-    label: str, direction: str, start: str, end: str, rehearsed: preview.Rehearsed | None
-) -> None:
-    rehearsal = rehearsed.rehearsal if rehearsed is not None else None
-    stopped = rehearsal.stopped_before if rehearsal is not None else None
-    document = {
-        "database": label,
-        "direction": direction,
-        "from": start,
-        "to": end,
-        "steps": [
-            {"revision": s.revision, "description": s.description, "seconds": round(t, 4)}
-            for s, t in (rehearsal.steps if rehearsal is not None else [])
-        ],
-        "failed_at": stopped.revision if stopped is not None else None,
-        "error": rehearsal.reason if stopped is not None else None,
-        "schema_changes": rehearsed.schema_diff() if rehearsed is not None else [],
-        "data_loss": rehearsed.loss.lines if rehearsed is not None else [],
-        "impact": [s.as_dict() for s in rehearsed.impact] if rehearsed is not None else [],
-        "ok": stopped is None,
-    }
-    print(json.dumps(document, indent=2))
+        started = time.perf_counter()
+        planned.rehearsed = preview.rehearse(target.connection, plan, measure=True)
+        planned.seconds = time.perf_counter() - started
+    return planned
 
 
 class _NothingToGenerate(Exception):

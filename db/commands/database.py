@@ -17,6 +17,7 @@ from db import (
     embedded,
     history,
     loss,
+    outcomes,
     revisions,
     runner,
     settings,
@@ -127,7 +128,7 @@ def db_reset(
     lock_timeout: str | None = None,
     allow_data_loss: bool = False,
     backup: str | None = None,
-) -> None:
+) -> outcomes.Applied | None:
     current = target_settings(lock_timeout)
     url = current.database_url
     # Decided before connecting: a typo in a production URL must not get that far.
@@ -167,4 +168,5 @@ def db_reset(
             )
         plan = runner.plan_upgrade(revisions.script_directory(), None, "head")
         if plan:
-            apply_plan(target, plan, "Upgrading")
+            return apply_plan(target, plan)
+    return None

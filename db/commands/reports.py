@@ -10,7 +10,9 @@ from sqlalchemy.exc import DBAPIError
 from db import (
     checksums,
     drift,
+    fanout,
     history,
+    outcomes,
     output,
     revisions,
     runner,
@@ -95,7 +97,11 @@ def _status_of_environments(env: str, as_json: bool, check_drift: bool) -> None:
     # --env all on a laptop: an environment whose variable is not set is a row, so the
     # others still show.
     chosen = targets.resolve(env, lenient=env == targets.ALL)
-    rows = [_environment_row(target) for target in chosen]
+    # One at a time: targets.use() names the URL's variable through the process's
+    # environment, which threads would share.
+    rows = [
+        done.value or {} for done in fanout.over_databases(chosen, _environment_row, parallel=1)
+    ]
     if check_drift:
         for row, finding in zip(rows, drift.check(chosen), strict=True):
             row["drift"] = _drift_word(finding)
@@ -256,7 +262,7 @@ def migrate_history(as_json: bool = False, limit: int | None = None) -> None:
     )
 
 
-def migrate_verify() -> None:
+def migrate_verify() -> outcomes.Verified:
     with open_target() as target:
         script = revisions.script_directory()
         recorded = history.applied_checksums(target.connection)
@@ -270,7 +276,7 @@ def migrate_verify() -> None:
             "restore them (git checkout -- FILE) and put changes in a new migration; "
             "`invoke migrate.up --allow-changed` accepts a harmless edit and records it",
         )
-    say(f"OK: the {len(recorded)} applied migration(s) match their recorded checksums.")
+    return outcomes.Verified(len(recorded))
 
 
 def _drift_summary(findings: list[drift.Finding]) -> None:

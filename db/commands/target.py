@@ -18,9 +18,12 @@ from db import (
     checksums,
     connect,
     failures,
+    fanout,
     history,
     lock,
+    outcomes,
     pooler,
+    render,
     revisions,
     runner,
     settings,
@@ -28,7 +31,6 @@ from db import (
     urls,
 )
 from db.errors import ConfigError, DatabaseRefused, Refused
-from db.output import say, step_line
 
 if TYPE_CHECKING:
     from db import loss
@@ -58,7 +60,7 @@ def target_settings(lock_timeout: str | float | None = None) -> settings.Setting
 
 def on_environment(
     env: str | None,
-    run: Callable[[], None],
+    run: Callable[[], outcomes.Outcome | None],
     *,
     changes: str | None = None,
     yes: bool = False,
@@ -67,7 +69,7 @@ def on_environment(
     parallel: int = 4,
     keep_going: bool = False,
     as_json: bool = False,
-) -> None:
+) -> outcomes.Outcome | None:
     """Run a command on the database `--env` names (the default one without it); a
     protected environment is confirmed first when the command changes it. A command
     that can (`fleet`: its task name and options) runs over every database of the
@@ -89,7 +91,7 @@ def on_environment(
             keep_going=keep_going,
             as_json=as_json,
         )
-        return
+        return None
     if len(chosen) > 1:
         raise ConfigError(
             f"--env {env} means {len(chosen)} databases; this command runs on one database "
@@ -105,7 +107,12 @@ def on_environment(
     if changes is not None:
         targets.confirm(chosen[0], changes, yes)
     with targets.use(chosen[0]):
-        run()
+        if fanout.reporting():  # one database of a fleet, in an interpreter of its own
+            from db.commands import fleet as fleets
+
+            fleets.report_from_here(run)
+            return None
+        return run()
 
 
 @contextmanager
@@ -136,7 +143,7 @@ def changing_target(
         # The target's engine, whose dialect is set up already; the lock's session names
         # itself (lock.LOCK_SESSION_NAME).
         engine = target.connection.engine
-        with lock.migration_lock(engine, target.settings.lock_timeout, say) as held:
+        with lock.migration_lock(engine, target.settings.lock_timeout, render.note) as held:
             target.lock = held
             if bookkeeping:
                 history.ensure_table(target.connection)
@@ -148,7 +155,7 @@ def changing_target(
                     allow_changed=allow_changed,
                     who=target.who,
                 ):
-                    say(f"[yellow]Accepted a changed migration:[/yellow] {drift.what}")
+                    render.note(f"[yellow]Accepted a changed migration:[/yellow] {drift.what}")
             yield target
 
 
@@ -170,24 +177,29 @@ def refuse_standby(target: Target) -> None:
 
 
 def report_step(step: runner.Step, seconds: float) -> None:
-    step_line("↑" if step.direction == "up" else "↓", step.revision, step.description, seconds)
+    render.emit(
+        render.StepDone(
+            step.direction, step.revision, step.description, step.to_revision or "base", seconds
+        )
+    )
 
 
-def apply_plan(target: Target, plan: list[runner.Step], verb: str) -> None:
+def apply_plan(target: Target, plan: list[runner.Step]) -> outcomes.Applied:
     started = time.perf_counter()
     start, end = plan[0].from_revision or "base", plan[-1].to_revision or "base"
-    say(f"{verb} {target.label}: {start} → {end}")
+    direction = plan[0].direction
+    render.emit(render.Moving(direction, target.label, start, end))
     runner.run(
         target.connection,
         plan,
         on_step=report_step,
         who=target.who,
         timeouts=settings.timeouts(),
-        say=say,
+        say=render.note,
         lock=target.lock,
     )
     elapsed = time.perf_counter() - started
-    say(f"Done: at {end} ({len(plan)} migration{'s' if len(plan) != 1 else ''}, {elapsed:.2f} s).")
+    return outcomes.Applied(direction, target.label, start, end, len(plan), elapsed)
 
 
 def guard_data(
@@ -212,14 +224,14 @@ def guard_data(
 
         server_major = target.connection.dialect.server_version_info[0]
         preview.backup(target.url, server_major, at_risk.tables, Path(backup))
-        say(f"Backed up {', '.join(catalog.shown(t) for t in at_risk.tables)} to {backup}.")
+        render.note(f"Backed up {', '.join(catalog.shown(t) for t in at_risk.tables)} to {backup}.")
     if not allow_data_loss:
         raise Refused(
             "this would destroy data: " + "; ".join(at_risk.lines) + ".",
             "pass --allow-data-loss to go ahead"
             + ("" if backup else ", and --backup FILE to keep a copy first"),
         )
-    say("[yellow]Going ahead although it destroys:[/yellow] " + "; ".join(at_risk.lines))
+    render.note("[yellow]Going ahead although it destroys:[/yellow] " + "; ".join(at_risk.lines))
 
 
 def revision_now() -> str:
