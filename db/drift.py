@@ -120,7 +120,8 @@ def _read_live(finding: Finding) -> None:
                 # whatever the code below it does.
                 connection.execute(text("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"))
                 connection.commit()
-                finding.server_major = connection.dialect.server_version_info[0]
+                version = connection.dialect.server_version_info
+                finding.server_major = int(version[0]) if version else None
                 finding.revision = runner.current_revision(connection)
                 finding.live = catalog.read(connection)
                 connection.rollback()
@@ -193,7 +194,8 @@ def _expected(
                     connection.rollback()
         finally:
             engine.dispose()
-            server.drop_database(url.database)
+            if url.database is not None:
+                server.drop_database(url.database)
     return built, note
 
 

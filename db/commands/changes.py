@@ -20,7 +20,6 @@ from db.commands.target import (
     open_target,
 )
 from db.errors import ConfigError, MigrationFailed, Refused, RevisionError
-from db.output import say
 
 if TYPE_CHECKING:
     pass
@@ -76,8 +75,8 @@ def _refuse_half_applicable(plan: list[runner.Step]) -> None:
 
 def _dry_run(
     direction: str, *, to: str | None, steps: int | None = None, from_rev: str | None
-) -> None:
-    """Print the SQL the command would run; connect only to read the current revision."""
+) -> outcomes.DryRun:
+    """The SQL the command would run; connect only to read the current revision."""
     if from_rev is not None:
         current = revisions.resolve(revisions.script_directory(), from_rev)
         where = f"a database at {from_rev} (--from)"
@@ -91,16 +90,10 @@ def _dry_run(
     if plan:
         from db import preview
 
-        # Rendered before anything is printed: a migration that cannot be rendered
+        # Rendered before anything is shown: a migration that cannot be rendered
         # offline (it reads the database) leaves no half of a script on stdout.
         sql = preview.offline_sql(current, plan)
-    # Plain print: SQL must reach stdout exactly, never through Rich's markup.
-    print(f"-- Dry run of migrate.{direction} on {where}: {current or 'base'} -> {end}.")
-    print("-- Nothing below was executed, and no lock was taken.")
-    if not plan:
-        print("-- Nothing to do.")
-        return
-    print(sql, end="")
+    return outcomes.DryRun(direction, where, current or "base", end, sql)
 
 
 def _dry_run_asked(dry_run: bool, from_rev: str | None) -> bool:
@@ -115,10 +108,9 @@ def migrate_up(
     allow_changed: bool = False,
     dry_run: bool = False,
     from_rev: str | None = None,
-) -> outcomes.Applied | None:
+) -> outcomes.Applied | outcomes.DryRun:
     if _dry_run_asked(dry_run, from_rev):
-        _dry_run("up", to=to, from_rev=from_rev)
-        return None
+        return _dry_run("up", to=to, from_rev=from_rev)
     with changing_target(lock_timeout, allow_changed=allow_changed) as target:
         current = runner.current_revision(target.connection)
         plan = _plan(current, "up", target.label, to=to)
@@ -138,10 +130,9 @@ def migrate_down(
     from_rev: str | None = None,
     allow_data_loss: bool = False,
     backup: str | None = None,
-) -> outcomes.Applied | None:
+) -> outcomes.Applied | outcomes.DryRun:
     if _dry_run_asked(dry_run, from_rev):
-        _dry_run("down", to=to, steps=steps, from_rev=from_rev)
-        return None
+        return _dry_run("down", to=to, steps=steps, from_rev=from_rev)
     with changing_target(lock_timeout, allow_changed=allow_changed) as target:
         current = runner.current_revision(target.connection)
         plan = _plan(current, "down", target.label, to=to, steps=steps)
@@ -218,7 +209,7 @@ def _refuse_empty(context, revision, directives) -> None:
         raise _NothingToGenerate()
 
 
-def migrate_new(message: str, autogenerate: bool = False) -> None:
+def migrate_new(message: str, autogenerate: bool = False) -> outcomes.Created:
     message = " ".join(message.split())
     if message.startswith("-"):  # `invoke migrate.new --help` hands "--help" over as one
         raise ConfigError(
@@ -256,16 +247,9 @@ def migrate_new(message: str, autogenerate: bool = False) -> None:
     path.write_text(described)
     root = settings.PROJECT_ROOT
     shown = path.relative_to(root) if path.is_relative_to(root) else path
-    say(f"Created {shown} (revision {rev_id}).")
     if autogenerate:
         _format(path)
-        say(
-            "Review it before anything else: autogenerate misses renames (it drops and adds), "
-            "data moves, CHECK constraints, triggers and functions. Then `invoke "
-            "migrate.roundtrip`."
-        )
-    else:
-        say("Write upgrade() and downgrade(), then apply it with `invoke migrate.up`.")
+    return outcomes.Created(str(shown), rev_id, autogenerate)
 
 
 def _models_in(path) -> list[str]:

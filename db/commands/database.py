@@ -18,6 +18,7 @@ from db import (
     history,
     loss,
     outcomes,
+    render,
     revisions,
     runner,
     settings,
@@ -30,62 +31,60 @@ from db.commands.target import (
     target_settings,
 )
 from db.errors import Refused
-from db.output import say
 
 
-def _write_generated(path: Path, content: str, task: str) -> None:
+def _write_generated(path: Path, content: str, task: str) -> outcomes.Generated:
     path.parent.mkdir(parents=True, exist_ok=True)
     old = path.read_text() if path.exists() else None
     path.write_text(content)
-    shown = path.relative_to(settings.PROJECT_ROOT)
-    if old == content:
-        say(f"{shown} is up to date.")
-    else:
-        say(f"Wrote {shown}; commit it with the migration (`invoke {task}` regenerates it).")
+    return outcomes.Generated(str(path.relative_to(settings.PROJECT_ROOT)), old != content, task)
 
 
-def db_dump() -> None:
+def db_dump() -> outcomes.Generated:
     """Regenerate db/schema.sql from a throwaway database at head."""
     from db import schema_docs
 
     with schema_docs.database_at_head() as (server, database, _connection):
         content = schema_docs.schema_sql(server, database)
-    _write_generated(schema_docs.SCHEMA_SQL, content, "db.dump")
+    return _write_generated(schema_docs.SCHEMA_SQL, content, "db.dump")
 
 
-def db_diagram() -> None:
+def db_diagram() -> outcomes.Generated:
     """Regenerate docs/schema.md (the Mermaid ER diagram) from a throwaway database at head."""
     from db import schema_docs
 
     with schema_docs.database_at_head() as (_server, _database, connection):
         content = schema_docs.schema_markdown(connection)
-    _write_generated(schema_docs.SCHEMA_DOC, content, "db.diagram")
+    return _write_generated(schema_docs.SCHEMA_DOC, content, "db.diagram")
 
 
-def db_start() -> None:
+def db_start() -> outcomes.Message:
     current = settings.load()
     if not current.uses_embedded:
-        say(
-            "DATABASE_URL is set, so every task uses that database; "
-            "db.start only manages the embedded one (unset DATABASE_URL to use it)."
+        return outcomes.Message(
+            [
+                "DATABASE_URL is set, so every task uses that database; "
+                "db.start only manages the embedded one (unset DATABASE_URL to use it)."
+            ]
         )
-        return
     url = embedded.start(current.embedded_pgdata, current.embedded_database)
-    say(f"Embedded PostgreSQL is running: {urls.redact(url)}")
-    say(f"Data: {current.embedded_pgdata}")
+    return outcomes.Message(
+        [f"Embedded PostgreSQL is running: {urls.redact(url)}", f"Data: {current.embedded_pgdata}"]
+    )
 
 
-def db_stop() -> None:
+def db_stop() -> outcomes.Message:
     current = settings.load()
     if embedded.stop(current.embedded_pgdata):
-        say(f"Stopped the embedded PostgreSQL in {current.embedded_pgdata}.")
-    else:
-        say(f"The embedded PostgreSQL in {current.embedded_pgdata} was not running.")
+        return outcomes.Message([f"Stopped the embedded PostgreSQL in {current.embedded_pgdata}."])
+    return outcomes.Message(
+        [f"The embedded PostgreSQL in {current.embedded_pgdata} was not running."]
+    )
 
 
-def db_url() -> None:
+def db_url() -> outcomes.Message:
     current = target_settings()
-    print(urls.redact(connect.target_url(current)))
+    return outcomes.Message([urls.redact(connect.target_url(current))], exact=True)
 
 
 def psql_command(url: URL) -> tuple[list[str], dict[str, str]]:
@@ -146,7 +145,7 @@ def db_reset(
         guard_data(target, at_risk, unknown="", allow_data_loss=allow_data_loss, backup=backup)
         schemas = list(before.schemas)
         was_at = runner.current_revision(target.connection)
-        say(f"Resetting {target.label}: dropping schemas {', '.join(schemas)}")
+        render.note(f"Resetting {target.label}: dropping schemas {', '.join(schemas)}")
         started = datetime.now(UTC)
         with target.connection.begin():
             _recreate_app_schemas(target.connection, schemas)

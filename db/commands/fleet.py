@@ -12,34 +12,14 @@ By default a failure stops starting new databases and lets the running ones fini
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from db import failures, fanout, outcomes, output, render, settings, targets, urls
 from db.errors import ConfigError, UserError
-from db.output import say
-
-
-class FleetFailed(UserError):
-    """Some databases of the fleet failed; the exit code is the first failure's."""
-
-
-@dataclass
-class Outcome:
-    target: targets.Target
-    start: str = ""
-    end: str = ""
-    result: str = "not started: an earlier database failed"
-    seconds: float = 0.0
-    code: int | None = None
-    detail: dict | None = None
-    """The database's own JSON document, for commands that print one (plan --json)."""
-    report: str = ""
-    """What the command printed for this database."""
+from db.outcomes import FleetFailed, FleetReport, FleetRow
 
 
 def _flags(options: dict[str, object]) -> list[str]:
@@ -133,7 +113,7 @@ def report_from_here(command: Callable[[], outcomes.Outcome | None]) -> None:
         raise error
 
 
-def _summary(done: fanout.Done, outcome: Outcome) -> None:
+def _summary(done: fanout.Done, outcome: FleetRow) -> None:
     outcome.code = done.code
     outcome.seconds = done.seconds
     outcome.report = done.output
@@ -149,7 +129,7 @@ def _summary(done: fanout.Done, outcome: Outcome) -> None:
         outcome.result = row.get("error") or done.errors[-200:]
 
 
-def _interrupted(results: list[Outcome], stopped: fanout.Interrupted) -> None:
+def _interrupted(results: list[FleetRow], stopped: fanout.Interrupted) -> None:
     """Ctrl-C reached every process of the fleet: the running ones were waited for (each
     rolled back its step in progress); say where the fleet stands."""
     done = sum(d.code is not None for d in stopped.done)
@@ -177,7 +157,7 @@ def run(
     parallel: int,
     keep_going: bool,
     as_json: bool,
-) -> None:
+) -> FleetReport:
     # One file or one printout for many databases cannot be what was meant: refuse
     # rather than drop the option (a backup that is silently not written).
     for option, why in (
@@ -191,73 +171,19 @@ def run(
                 "run it for one database at a time, with DATABASE_URL set to it",
             )
     argv = [sys.executable, "-m", "invoke", task, *_flags(options)]
-    results = [Outcome(target) for target in chosen]
+    results = [FleetRow(target) for target in chosen]
     if not as_json:
-        say(f"{task} on {len(chosen)} databases, {parallel} at a time:")
+        render.note(f"{task} on {len(chosen)} databases, {parallel} at a time:")
 
     def finished(done: fanout.Done) -> None:
-        outcome = next(o for o in results if o.target is done.target)
-        _summary(done, outcome)
+        row = next(r for r in results if r.target is done.target)
+        _summary(done, row)
         if not as_json:
-            say(
-                f"  {outcome.target.label}: {outcome.start or '?'} → {outcome.end or '?'} "
-                f"{outcome.result} ({outcome.seconds:.1f} s)"
-            )
+            render.note(render.fleet_row(row))
 
     how = fanout.Processes(lambda target: _forked(target, command), argv, keep_going)
     try:
         fanout.over_databases(chosen, parallel=parallel, processes=how, on_done=finished)
     except fanout.Interrupted as stopped:
         _interrupted(results, stopped)
-    if as_json:
-        print(
-            json.dumps(
-                [
-                    {
-                        "environment": o.target.environment,
-                        "database": o.target.label.partition(": ")[2] or o.target.label,
-                        "from": o.start or None,
-                        "to": o.end or None,
-                        "result": o.result,
-                        "exit_code": o.code,
-                        "seconds": round(o.seconds, 3),
-                        **({"detail": o.detail} if o.detail is not None else {}),
-                    }
-                    for o in results
-                ],
-                indent=2,
-            )
-        )
-    else:
-        output.table(
-            ["database", "from → to", "result", "seconds"],
-            [
-                [
-                    o.target.label,
-                    f"{o.start} → {o.end}" if o.start or o.end else "",
-                    o.result,
-                    f"{o.seconds:.1f}" if o.code is not None else "",
-                ]
-                for o in results
-            ],
-        )
-    if task in REPORTS and not as_json:
-        for outcome in results:
-            if outcome.report.strip():
-                say(f"--- {outcome.target.label} ---", markup=False)
-                say(outcome.report.rstrip(), markup=False)
-    failed = [o for o in results if o.code not in (0, None)]
-    skipped = [o for o in results if o.code is None]
-    if failed or skipped:
-        summary = f"{task}: {len(failed)} of {len(chosen)} databases failed"
-        if skipped:
-            summary += f", {len(skipped)} not started"
-        if failed:
-            summary += f" (first: {failed[0].target.label}: {failed[0].result})"
-        error = FleetFailed(
-            summary + ".",
-            "fix what the failing databases say, then run again: databases already at the "
-            "goal say 'nothing to apply'" + ("" if keep_going else "; --keep-going runs them all"),
-        )
-        error.exit_code = failed[0].code if failed and failed[0].code else 1
-        raise error
+    return FleetReport(task, results, keep_going, task in REPORTS, as_json=as_json)

@@ -82,7 +82,7 @@ def on_environment(
             for target in {t.environment: t for t in chosen}.values():
                 targets.confirm(target, changes, yes)
         task, options = fleet
-        fleets.run(
+        return fleets.run(
             chosen,
             task,
             options,
@@ -91,7 +91,6 @@ def on_environment(
             keep_going=keep_going,
             as_json=as_json,
         )
-        return None
     if len(chosen) > 1:
         raise ConfigError(
             f"--env {env} means {len(chosen)} databases; this command runs on one database "
@@ -222,8 +221,9 @@ def guard_data(
     if backup is not None:
         from db import catalog, preview
 
-        server_major = target.connection.dialect.server_version_info[0]
-        preview.backup(target.url, server_major, at_risk.tables, Path(backup))
+        version = target.connection.dialect.server_version_info
+        assert version is not None  # set by the dialect once connected
+        preview.backup(target.url, int(version[0]), at_risk.tables, Path(backup))
         render.note(f"Backed up {', '.join(catalog.shown(t) for t in at_risk.tables)} to {backup}.")
     if not allow_data_loss:
         raise Refused(
