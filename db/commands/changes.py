@@ -12,6 +12,7 @@ from db import (
     revisions,
     runner,
     settings,
+    targets,
 )
 from db.commands.target import (
     apply_plan,
@@ -74,16 +75,21 @@ def _refuse_half_applicable(plan: list[runner.Step]) -> None:
 
 
 def _dry_run(
-    direction: str, *, to: str | None, steps: int | None = None, from_rev: str | None
+    direction: str,
+    *,
+    to: str | None,
+    steps: int | None = None,
+    from_rev: str | None,
+    target: targets.Target,
 ) -> outcomes.DryRun:
     """The SQL the command would run; connect only to read the current revision."""
     if from_rev is not None:
         current = revisions.resolve(revisions.script_directory(), from_rev)
         where = f"a database at {from_rev} (--from)"
     else:
-        with open_target() as target:
-            current = runner.current_revision(target.connection)
-            where = target.label
+        with open_target(target=target) as session:
+            current = runner.current_revision(session.connection)
+            where = session.label
     plan = _plan(current, direction, where, to=to, steps=steps)
     end = plan[-1].to_revision or "base" if plan else current or "base"
     sql = ""
@@ -108,17 +114,19 @@ def migrate_up(
     allow_changed: bool = False,
     dry_run: bool = False,
     from_rev: str | None = None,
+    *,
+    target: targets.Target = targets.DEFAULT,
 ) -> outcomes.Applied | outcomes.DryRun:
     if _dry_run_asked(dry_run, from_rev):
-        return _dry_run("up", to=to, from_rev=from_rev)
-    with changing_target(lock_timeout, allow_changed=allow_changed) as target:
-        current = runner.current_revision(target.connection)
-        plan = _plan(current, "up", target.label, to=to)
+        return _dry_run("up", to=to, from_rev=from_rev, target=target)
+    with changing_target(lock_timeout, allow_changed=allow_changed, target=target) as session:
+        current = runner.current_revision(session.connection)
+        plan = _plan(current, "up", session.label, to=to)
         if not plan:
             at = current or "base"
-            return outcomes.Applied("up", target.label, at, at)
+            return outcomes.Applied("up", session.label, at, at)
         _refuse_half_applicable(plan)
-        return apply_plan(target, plan)
+        return apply_plan(session, plan)
 
 
 def migrate_down(
@@ -130,17 +138,19 @@ def migrate_down(
     from_rev: str | None = None,
     allow_data_loss: bool = False,
     backup: str | None = None,
+    *,
+    target: targets.Target = targets.DEFAULT,
 ) -> outcomes.Applied | outcomes.DryRun:
     if _dry_run_asked(dry_run, from_rev):
-        return _dry_run("down", to=to, steps=steps, from_rev=from_rev)
-    with changing_target(lock_timeout, allow_changed=allow_changed) as target:
-        current = runner.current_revision(target.connection)
-        plan = _plan(current, "down", target.label, to=to, steps=steps)
+        return _dry_run("down", to=to, steps=steps, from_rev=from_rev, target=target)
+    with changing_target(lock_timeout, allow_changed=allow_changed, target=target) as session:
+        current = runner.current_revision(session.connection)
+        plan = _plan(current, "down", session.label, to=to, steps=steps)
         if not plan:
-            return outcomes.Applied("down", target.label, str(current), str(current))
+            return outcomes.Applied("down", session.label, str(current), str(current))
         from db import preview
 
-        rehearsed = preview.rehearse(target.connection, plan)
+        rehearsed = preview.rehearse(session.connection, plan)
         stopped = rehearsed.rehearsal.stopped_before
         if stopped is not None and not allow_data_loss:
             # The real run would fail the same way: say so now, having changed nothing.
@@ -159,13 +169,13 @@ def migrate_down(
                 hint,
             )
         guard_data(
-            target,
+            session,
             rehearsed.loss,
             unknown=f"its rehearsal failed: {rehearsed.rehearsal.reason}" if stopped else "",
             allow_data_loss=allow_data_loss,
             backup=backup,
         )
-        return apply_plan(target, plan)
+        return apply_plan(session, plan)
 
 
 def migrate_plan(
@@ -174,28 +184,30 @@ def migrate_plan(
     to: str | None = None,
     lock_timeout: str | None = None,
     as_json: bool = False,
+    *,
+    target: targets.Target = targets.DEFAULT,
 ) -> outcomes.Planned:
     """Rehearse the pending migrations (or a rollback) in one transaction, then roll back."""
     if not down and steps is not None:
         raise ConfigError("--steps goes with --down.")
     direction = "down" if down else "up"
-    with changing_target(lock_timeout, bookkeeping=False) as target:
-        current = runner.current_revision(target.connection)
-        plan = _plan(current, direction, target.label, to=to, steps=steps)
+    with changing_target(lock_timeout, bookkeeping=False, target=target) as session:
+        current = runner.current_revision(session.connection)
+        plan = _plan(current, direction, session.label, to=to, steps=steps)
         start = plan[0].from_revision or "base" if plan else current or "base"
         end = plan[-1].to_revision or "base" if plan else current or "base"
-        planned = outcomes.Planned(target.label, direction, start, end, as_json=as_json)
+        planned = outcomes.Planned(session.label, direction, start, end, as_json=as_json)
         if not plan:
             return planned
         if not as_json:  # stdout holds the JSON alone
             render.note(
-                f"Plan for {target.label}: {start} → {end}, rehearsed in one transaction that "
+                f"Plan for {session.label}: {start} → {end}, rehearsed in one transaction that "
                 "is rolled back."
             )
         from db import preview
 
         started = time.perf_counter()
-        planned.rehearsed = preview.rehearse(target.connection, plan, measure=True)
+        planned.rehearsed = preview.rehearse(session.connection, plan, measure=True)
         planned.seconds = time.perf_counter() - started
     return planned
 

@@ -22,6 +22,7 @@ from db import (
     revisions,
     runner,
     settings,
+    targets,
     urls,
 )
 from db.commands.target import (
@@ -82,8 +83,8 @@ def db_stop() -> outcomes.Message:
     )
 
 
-def db_url() -> outcomes.Message:
-    current = target_settings()
+def db_url(*, target: targets.Target = targets.DEFAULT) -> outcomes.Message:
+    current = target_settings(target=target)
     return outcomes.Message([urls.redact(connect.target_url(current))], exact=True)
 
 
@@ -94,8 +95,8 @@ def psql_command(url: URL) -> tuple[list[str], dict[str, str]]:
     return [psql, conninfo], env
 
 
-def db_shell() -> None:
-    argv, env = psql_command(connect.target_url(target_settings()))
+def db_shell(*, target: targets.Target = targets.DEFAULT) -> None:
+    argv, env = psql_command(connect.target_url(target_settings(target=target)))
     os.execvpe(argv[0], argv, env)
 
 
@@ -127,8 +128,10 @@ def db_reset(
     lock_timeout: str | None = None,
     allow_data_loss: bool = False,
     backup: str | None = None,
+    *,
+    target: targets.Target = targets.DEFAULT,
 ) -> outcomes.Applied | None:
-    current = target_settings(lock_timeout)
+    current = target_settings(lock_timeout, target=target)
     url = current.database_url
     # Decided before connecting: a typo in a production URL must not get that far.
     if url is not None and not (force or urls.is_local(url)):
@@ -138,20 +141,20 @@ def db_reset(
             "pass --force if you really mean to wipe it",
         )
     # No checksum check: everything is dropped and re-applied from today's files.
-    with changing_target(lock_timeout, verify=False) as target:
-        before = catalog.read(target.connection)
-        at_risk = loss.dropped(target.connection, before, catalog.Catalog())
-        target.connection.rollback()
-        guard_data(target, at_risk, unknown="", allow_data_loss=allow_data_loss, backup=backup)
+    with changing_target(lock_timeout, verify=False, target=target) as session:
+        before = catalog.read(session.connection)
+        at_risk = loss.dropped(session.connection, before, catalog.Catalog())
+        session.connection.rollback()
+        guard_data(session, at_risk, unknown="", allow_data_loss=allow_data_loss, backup=backup)
         schemas = list(before.schemas)
-        was_at = runner.current_revision(target.connection)
-        render.note(f"Resetting {target.label}: dropping schemas {', '.join(schemas)}")
+        was_at = runner.current_revision(session.connection)
+        render.note(f"Resetting {session.label}: dropping schemas {', '.join(schemas)}")
         started = datetime.now(UTC)
-        with target.connection.begin():
-            _recreate_app_schemas(target.connection, schemas)
+        with session.connection.begin():
+            _recreate_app_schemas(session.connection, schemas)
             # A row of its own, so that the history still replays to the revision.
             history.record(
-                target.connection,
+                session.connection,
                 revision=was_at or "base",
                 from_revision=was_at,
                 to_revision=None,
@@ -161,11 +164,11 @@ def db_reset(
                 started_at=started,
                 duration_ms=(datetime.now(UTC) - started).total_seconds() * 1000,
                 success=True,
-                who=target.who or history.Who.here(),
+                who=session.who or history.Who.here(),
                 note=f"dropped schemas {', '.join(schemas)}"
                 + (f"; destroyed {'; '.join(at_risk.lines)}" if at_risk else ""),
             )
         plan = runner.plan_upgrade(revisions.script_directory(), None, "head")
         if plan:
-            return apply_plan(target, plan)
+            return apply_plan(session, plan)
     return None

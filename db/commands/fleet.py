@@ -3,7 +3,8 @@
 Each database gets a process of its own (db/fanout.py), hence its own lock, history and
 report line. The process runs the command, shows its outcome (the report a plan prints)
 and sends back, as a value, where its database started and ended and how the run ended:
-the summary is built from those values, never from what the process printed.
+the summary is built from those values, never from what the process printed. A fork
+gets its database as the command's `target`; a new interpreter, as DATABASE_URL.
 
 By default a failure stops starting new databases and lets the running ones finish;
 `--keep-going` runs them all. Running again resumes: databases already at the goal say
@@ -12,12 +13,11 @@ By default a failure stops starting new databases and lets the running ones fini
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from typing import Any
 
-from db import failures, fanout, outcomes, output, render, settings, targets, urls
+from db import failures, fanout, outcomes, output, render, targets
 from db.errors import ConfigError, UserError
 from db.outcomes import FleetFailed, FleetReport, FleetRow
 
@@ -61,10 +61,11 @@ def _row(outcome: outcomes.Outcome | None, progress: _Progress) -> dict[str, Any
 
 
 def _one(
-    command: Callable[[], outcomes.Outcome | None],
+    command: Callable[[], outcomes.Outcome | None], variable: str | None
 ) -> tuple[dict, UserError | None, BaseException | None]:
     """Run the command for this process's database and show its outcome: its summary
-    row, the error it ended with as the user sees it, and as it was raised."""
+    row, the error it ended with as the user sees it, and as it was raised. `variable`:
+    the environment variable its URL came from, which errors about the URL name."""
     progress = _Progress()
     outcome = None
     with render.listening(progress.heard):
@@ -77,6 +78,8 @@ def _one(
                 described.exit_code = 130
             elif isinstance(error, (UserError, *failures.DRIVER_ERRORS)):
                 described = failures.user_error(error)
+                if variable is not None:
+                    failures.naming(described, variable)
             elif isinstance(error, Exception):  # a bug: what a traceback would say, in one line
                 described = UserError(f"{type(error).__name__}: {error}")
             else:
@@ -88,15 +91,11 @@ def _one(
 
 
 def _forked(
-    target: targets.Target, command: Callable[[], outcomes.Outcome | None]
+    target: targets.Target, command: Callable[..., outcomes.Outcome | None]
 ) -> tuple[int, dict]:
-    """One database in a fork of this process."""
-    url = target.url
-    assert url is not None
-    os.environ["DATABASE_URL"] = urls.libpq(url).render_as_string(False)
-    os.environ[settings.URL_SOURCE] = target.variable or "DATABASE_URL"
+    """One database in a fork of this process: the command gets its target."""
     output.use_plain()
-    row, described, _error = _one(command)
+    row, described, _error = _one(lambda: command(target=target), target.variable)
     if described is None:
         return 0, row
     sys.stdout.flush()
@@ -107,7 +106,7 @@ def _forked(
 def report_from_here(command: Callable[[], outcomes.Outcome | None]) -> None:
     """One database in a new interpreter (fanout.reporting()): run, show, report the row,
     and end as the command ended."""
-    row, _described, error = _one(command)
+    row, _described, error = _one(command, None)
     fanout.report(row)
     if error is not None:
         raise error
@@ -152,7 +151,7 @@ def run(
     chosen: list[targets.Target],
     task: str,
     options: dict[str, object],
-    command: Callable[[], outcomes.Outcome | None],
+    command: Callable[..., outcomes.Outcome | None],
     *,
     parallel: int,
     keep_going: bool,

@@ -51,7 +51,7 @@ def _environment_row(target: targets.Target) -> dict[str, Any]:
         row["error"] = f"{target.unset} is not set"
         return row
     try:
-        with targets.use(target), open_target() as opened:
+        with open_target(target=target) as opened:
             current = runner.current_revision(opened.connection)
             script = revisions.script_directory()
             chain = [s.revision for s in revisions.chain(script)]
@@ -93,11 +93,7 @@ def _status_of_environments(
     # --env all on a laptop: an environment whose variable is not set is a row, so the
     # others still show.
     chosen = targets.resolve(env, lenient=env == targets.ALL)
-    # One at a time: targets.use() names the URL's variable through the process's
-    # environment, which threads would share.
-    rows = [
-        done.value or {} for done in fanout.over_databases(chosen, _environment_row, parallel=1)
-    ]
+    rows = [done.value or {} for done in fanout.over_databases(chosen, _environment_row)]
     if check_drift:
         for row, finding in zip(rows, drift.check(chosen), strict=True):
             row["drift"] = _drift_word(finding)
@@ -109,17 +105,17 @@ def migrate_status(
 ) -> outcomes.Status | outcomes.EnvironmentsStatus:
     if env is not None:
         return _status_of_environments(env, as_json, check_drift)
-    with open_target() as target:
-        current = runner.current_revision(target.connection)
+    with open_target() as session:
+        current = runner.current_revision(session.connection)
         script = revisions.script_directory()
         applied_steps = (
             runner.plan_downgrade(script, current, steps=None, target=revisions.BASE)
             if current
             else []
         )
-        applied_by = _last_applied(history.rows(target.connection))
+        applied_by = _last_applied(history.rows(session.connection))
         # As verify sees them; status only shows them (verify is the check that fails).
-        changed = checksums.find_drift(target.connection, script)
+        changed = checksums.find_drift(session.connection, script)
     applied = {s.revision for s in applied_steps}
     edited = {d.revision for d in changed if d.actual is not None}
     rows = []
@@ -143,8 +139,8 @@ def migrate_status(
             raise finding.error
         drifted = finding.differences
     return outcomes.Status(
-        urls.redact(target.url),
-        target.label,
+        urls.redact(session.url),
+        session.label,
         current,
         rows,
         [d.what for d in changed],
@@ -153,17 +149,19 @@ def migrate_status(
     )
 
 
-def migrate_history(as_json: bool = False, limit: int | None = None) -> outcomes.History:
-    with open_target() as target:
-        rows = history.rows(target.connection, limit=limit)
-    return outcomes.History(target.label, rows, as_json=as_json)
+def migrate_history(
+    as_json: bool = False, limit: int | None = None, *, target: targets.Target = targets.DEFAULT
+) -> outcomes.History:
+    with open_target(target=target) as session:
+        rows = history.rows(session.connection, limit=limit)
+    return outcomes.History(session.label, rows, as_json=as_json)
 
 
-def migrate_verify() -> outcomes.Verified:
-    with open_target() as target:
+def migrate_verify(*, target: targets.Target = targets.DEFAULT) -> outcomes.Verified:
+    with open_target(target=target) as session:
         script = revisions.script_directory()
-        recorded = history.applied_checksums(target.connection)
-        drift = checksums.find_drift(target.connection, script, recorded)
+        recorded = history.applied_checksums(session.connection)
+        drift = checksums.find_drift(session.connection, script, recorded)
     checksums.refuse_if_ahead(drift)
     if drift:
         raise ChecksumMismatch(

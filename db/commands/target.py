@@ -30,7 +30,7 @@ from db import (
     targets,
     urls,
 )
-from db.errors import ConfigError, DatabaseRefused, Refused
+from db.errors import ConfigError, DatabaseRefused, Refused, UserError
 
 if TYPE_CHECKING:
     from db import loss
@@ -50,17 +50,25 @@ class Target:
         return f"{where}{urls.redact(self.url)}"
 
 
-def target_settings(lock_timeout: str | float | None = None) -> settings.Settings:
-    """The settings, with the database of the target `--env` selected, if any."""
+def target_settings(
+    lock_timeout: str | float | None = None, *, target: targets.Target = targets.DEFAULT
+) -> settings.Settings:
+    """The settings, with `target`'s database (the default target's: DATABASE_URL, else
+    the embedded server)."""
     current = settings.load(lock_timeout=lock_timeout)
-    if (chosen := targets.selected_url()) is not None:
-        current = dataclasses.replace(current, database_url=chosen)
+    if target.url is not None:
+        current = dataclasses.replace(current, database_url=target.url)
     return current
+
+
+_working_on = targets.DEFAULT
+"""The database this process's command works on, for revision_now(): after an interrupt,
+tasks.py asks where the database is with no command at hand."""
 
 
 def on_environment(
     env: str | None,
-    run: Callable[[], outcomes.Outcome | None],
+    run: Callable[..., outcomes.Outcome | None],
     *,
     changes: str | None = None,
     yes: bool = False,
@@ -105,19 +113,28 @@ def on_environment(
         )
     if changes is not None:
         targets.confirm(chosen[0], changes, yes)
-    with targets.use(chosen[0]):
-        if fanout.reporting():  # one database of a fleet, in an interpreter of its own
-            from db.commands import fleet as fleets
+    global _working_on
+    target = _working_on = chosen[0]
+    if fanout.reporting():  # one database of a fleet, in an interpreter of its own
+        from db.commands import fleet as fleets
 
-            fleets.report_from_here(run)
-            return None
-        return run()
+        fleets.report_from_here(lambda: run(target=target))
+        return None
+    try:
+        return run(target=target)
+    except (UserError, *failures.DRIVER_ERRORS) as error:
+        if target.variable is None:
+            raise
+        # Errors about the URL name the variable it came from (STAGING_DATABASE_URL).
+        raise failures.naming(failures.user_error(error), target.variable) from None
 
 
 @contextmanager
-def open_target(lock_timeout: str | float | None = None) -> Iterator[Target]:
-    """Connect to the configured database (starting the embedded one if need be)."""
-    current = target_settings(lock_timeout)
+def open_target(
+    lock_timeout: str | float | None = None, *, target: targets.Target = targets.DEFAULT
+) -> Iterator[Target]:
+    """Connect to `target` (starting the embedded server if need be)."""
+    current = target_settings(lock_timeout, target=target)
     url = connect.target_url(current)
     with connect.connect(connect.engine_for(url, current)) as connection:
         yield Target(current, url, connection)
@@ -130,32 +147,33 @@ def changing_target(
     allow_changed: bool = False,
     verify: bool = True,
     bookkeeping: bool = True,
+    target: targets.Target = targets.DEFAULT,
 ) -> Iterator[Target]:
     """open_target(), holding the migration lock, with history ready and checksums checked.
 
     Everything that reads the current revision must happen inside: another run may
     have moved it while we waited.
     """
-    with open_target(lock_timeout) as target:
-        refuse_standby(target)
-        pooler.refuse_per_transaction(target.connection, target.label)
-        # The target's engine, whose dialect is set up already; the lock's session names
+    with open_target(lock_timeout, target=target) as session:
+        refuse_standby(session)
+        pooler.refuse_per_transaction(session.connection, session.label)
+        # The session's engine, whose dialect is set up already; the lock's session names
         # itself (lock.LOCK_SESSION_NAME).
-        engine = target.connection.engine
-        with lock.migration_lock(engine, target.settings.lock_timeout, render.note) as held:
-            target.lock = held
+        engine = session.connection.engine
+        with lock.migration_lock(engine, session.settings.lock_timeout, render.note) as held:
+            session.lock = held
             if bookkeeping:
-                history.ensure_table(target.connection)
-                target.who = history.Who.here()
+                history.ensure_table(session.connection)
+                session.who = history.Who.here()
             if verify:
                 for drift in checksums.verify(
-                    target.connection,
+                    session.connection,
                     revisions.script_directory(),
                     allow_changed=allow_changed,
-                    who=target.who,
+                    who=session.who,
                 ):
                     render.note(f"[yellow]Accepted a changed migration:[/yellow] {drift.what}")
-            yield target
+            yield session
 
 
 def refuse_standby(target: Target) -> None:
@@ -240,7 +258,7 @@ def revision_now() -> str:
     try:
         from db import embedded
 
-        current = target_settings()
+        current = target_settings(target=_working_on)
         if current.uses_embedded and embedded.running(current.embedded_pgdata) is None:
             return "unknown (the embedded server is not running)"
         url = connect.target_url(current)
