@@ -37,7 +37,10 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Target:
+class Session:
+    """An open connection to a target database, and, while changing it, the migration
+    lock and who is making the change."""
+
     settings: settings.Settings
     url: URL
     connection: Connection
@@ -132,12 +135,12 @@ def on_environment(
 @contextmanager
 def open_target(
     lock_timeout: str | float | None = None, *, target: targets.Target = targets.DEFAULT
-) -> Iterator[Target]:
+) -> Iterator[Session]:
     """Connect to `target` (starting the embedded server if need be)."""
     current = target_settings(lock_timeout, target=target)
     url = connect.target_url(current)
     with connect.connect(connect.engine_for(url, current)) as connection:
-        yield Target(current, url, connection)
+        yield Session(current, url, connection)
 
 
 @contextmanager
@@ -148,7 +151,7 @@ def changing_target(
     verify: bool = True,
     bookkeeping: bool = True,
     target: targets.Target = targets.DEFAULT,
-) -> Iterator[Target]:
+) -> Iterator[Session]:
     """open_target(), holding the migration lock, with history ready and checksums checked.
 
     Everything that reads the current revision must happen inside: another run may
@@ -176,15 +179,15 @@ def changing_target(
             yield session
 
 
-def refuse_standby(target: Target) -> None:
+def refuse_standby(session: Session) -> None:
     """A hot standby takes the lock and reads like the primary; only the first write
     fails, inside a migration, where it looks like the migration's fault."""
-    in_recovery = target.connection.execute(text("SELECT pg_is_in_recovery()")).scalar()
-    target.connection.rollback()
+    in_recovery = session.connection.execute(text("SELECT pg_is_in_recovery()")).scalar()
+    session.connection.rollback()
     if in_recovery:
         raise failures.naming(
             DatabaseRefused(
-                f"{target.label} is a read-only standby (pg_is_in_recovery() is true): "
+                f"{session.label} is a read-only standby (pg_is_in_recovery() is true): "
                 "migrations, plans and resets must run on the primary. Nothing was changed.",
                 "point DATABASE_URL at the primary; read-only commands (status, history, "
                 "verify, drift) work on a standby",
@@ -201,26 +204,26 @@ def report_step(step: runner.Step, seconds: float) -> None:
     )
 
 
-def apply_plan(target: Target, plan: list[runner.Step]) -> outcomes.Applied:
+def apply_plan(session: Session, plan: list[runner.Step]) -> outcomes.Applied:
     started = time.perf_counter()
     start, end = plan[0].from_revision or "base", plan[-1].to_revision or "base"
     direction = plan[0].direction
-    render.emit(render.Moving(direction, target.label, start, end))
+    render.emit(render.Moving(direction, session.label, start, end))
     runner.run(
-        target.connection,
+        session.connection,
         plan,
         on_step=report_step,
-        who=target.who,
+        who=session.who,
         timeouts=settings.timeouts(),
         say=render.note,
-        lock=target.lock,
+        lock=session.lock,
     )
     elapsed = time.perf_counter() - started
-    return outcomes.Applied(direction, target.label, start, end, len(plan), elapsed)
+    return outcomes.Applied(direction, session.label, start, end, len(plan), elapsed)
 
 
 def guard_data(
-    target: Target,
+    session: Session,
     at_risk: loss.Loss,
     *,
     unknown: str,
@@ -239,9 +242,9 @@ def guard_data(
     if backup is not None:
         from db import catalog, preview
 
-        version = target.connection.dialect.server_version_info
+        version = session.connection.dialect.server_version_info
         assert version is not None  # set by the dialect once connected
-        preview.backup(target.url, int(version[0]), at_risk.tables, Path(backup))
+        preview.backup(session.url, int(version[0]), at_risk.tables, Path(backup))
         render.note(f"Backed up {', '.join(catalog.shown(t) for t in at_risk.tables)} to {backup}.")
     if not allow_data_loss:
         raise Refused(
