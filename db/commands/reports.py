@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from alembic.script import ScriptDirectory
 from sqlalchemy.exc import DBAPIError
 
 from db import (
@@ -32,9 +33,10 @@ def _last_applied(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return latest
 
 
-def _environment_row(target: targets.Target) -> dict[str, Any]:
+def _environment_row(target: targets.Target, script: ScriptDirectory | UserError) -> dict[str, Any]:
     """One database of an environment, as `status --env` shows it; never raises for a
-    database that cannot be reached or read: that is the row's result."""
+    database that cannot be reached or read: that is the row's result. `script`: the
+    chain, or why it does not load."""
     row: dict[str, Any] = {
         "environment": target.environment,
         "database": urls.redact(target.url) if target.url is not None else "default",
@@ -53,7 +55,8 @@ def _environment_row(target: targets.Target) -> dict[str, Any]:
     try:
         with open_target(target=target) as opened:
             current = runner.current_revision(opened.connection)
-            script = revisions.script_directory()
+            if isinstance(script, UserError):
+                raise script
             chain = [s.revision for s in revisions.chain(script)]
             if current is not None and current not in chain:
                 raise RevisionError(
@@ -93,7 +96,16 @@ def _status_of_environments(
     # --env all on a laptop: an environment whose variable is not set is a row, so the
     # others still show.
     chosen = targets.resolve(env, lenient=env == targets.ALL)
-    rows = [done.value or {} for done in fanout.over_databases(chosen, _environment_row)]
+    # Loaded here, once: the rows are read in threads, and loading imports every file.
+    script: ScriptDirectory | UserError
+    try:
+        script = revisions.script_directory()
+    except UserError as error:
+        script = error
+    rows = [
+        done.value or {}
+        for done in fanout.over_databases(chosen, lambda t: _environment_row(t, script))
+    ]
     if check_drift:
         for row, finding in zip(rows, drift.check(chosen), strict=True):
             row["drift"] = _drift_word(finding)
