@@ -23,8 +23,9 @@ from db import process
 
 process.short_lived()  # before the imports below, which build most of the graph
 
-from db import failures, interrupts, settings  # noqa: E402
+from db import failures, interrupts, render, settings  # noqa: E402
 from db.errors import ConfigError, UserError  # noqa: E402
+from db.outcomes import Outcome  # noqa: E402
 
 P = ParamSpec("P")
 
@@ -47,7 +48,7 @@ def _revision_now() -> str | None:
     return answer[0] if answer else None
 
 
-def _interrupted(action: Callable[..., None], signum: int, interrupt: BaseException) -> Exit:
+def _interrupted(action: Callable[..., object], signum: int, interrupt: BaseException) -> Exit:
     # The message is on its way: another Ctrl-C would only turn it into a traceback.
     for ignored in (signal.SIGINT, signal.SIGTERM):
         signal.signal(ignored, signal.SIG_IGN)
@@ -72,12 +73,12 @@ def _interrupted(action: Callable[..., None], signum: int, interrupt: BaseExcept
     return Exit(f"interrupted: {how}{where}.\nhint: {hint}", code)
 
 
-def _run(action: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> None:
+def _run(action: Callable[P, object], *args: P.args, **kwargs: P.kwargs) -> None:
     """Run `action`; a UserError becomes its message, its hint and its exit code."""
     interrupts.install()
     try:
         try:
-            action(*args, **kwargs)
+            render.deliver(action(*args, **kwargs))
         except BaseException as error:
             # A signal wins over whatever the unwinding raised on the way (a connection
             # the interrupt shut down reports itself lost).
@@ -94,7 +95,7 @@ def _run(action: Callable[P, None], *args: P.args, **kwargs: P.kwargs) -> None:
         raise Exit(code=141) from None
 
 
-def _on(env: str | None, command: Callable[[], None], **kw: Any) -> None:
+def _on(env: str | None, command: Callable[..., Outcome | None], **kw: Any) -> None:
     """Run `command` on the database --env names (see db/targets.py)."""
     from db.commands.target import on_environment
 

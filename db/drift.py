@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -30,6 +29,7 @@ from db import (
     catalog,
     connect,
     failures,
+    fanout,
     output,
     planning,
     revisions,
@@ -121,7 +121,8 @@ def _read_live(finding: Finding) -> None:
                 # whatever the code below it does.
                 connection.execute(text("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY"))
                 connection.commit()
-                finding.server_major = connection.dialect.server_version_info[0]
+                version = connection.dialect.server_version_info
+                finding.server_major = int(version[0]) if version else None
                 finding.revision = planning.current_revision(connection)
                 finding.live = catalog.read(connection)
                 connection.rollback()
@@ -194,7 +195,8 @@ def _expected(
                     connection.rollback()
         finally:
             engine.dispose()
-            server.drop_database(url.database)
+            if url.database is not None:
+                server.drop_database(url.database)
     return built, note
 
 
@@ -206,15 +208,21 @@ def check(
 ) -> list[Finding]:
     """Read every target (`parallel` at a time), build what each revision should hold,
     compare. Never raises for one database: its error is in its Finding."""
-    findings = [Finding(target) for target in chosen]
 
-    def read(finding: Finding) -> None:
+    def read(target: targets.Target) -> Finding:
+        finding = Finding(target)
         _read_live(finding)
-        if on_read is not None:
-            on_read(finding)
+        return finding
 
-    with ThreadPoolExecutor(max_workers=max(parallel, 1)) as pool:
-        list(pool.map(read, findings))
+    def done(read: fanout.Done[Finding]) -> None:
+        if on_read is not None and read.value is not None:
+            on_read(read.value)
+
+    findings = [
+        d.value
+        for d in fanout.over_databases(chosen, read, parallel=parallel, on_done=done)
+        if d.value is not None
+    ]
 
     chain = {s.revision for s in revisions.chain(revisions.script_directory())}
     by_major: dict[int, set[str | None]] = {}

@@ -8,7 +8,7 @@ URL, or several separated by whitespace for a fleet:
     staging = "STAGING_DATABASE_URL"
     production = { url = "PRODUCTION_DATABASE_URL", protected = true }
 
-Commands run against the target selected with `use()`; without one, they use
+A command receives the Target it runs on as an argument; DEFAULT (no --env) means
 DATABASE_URL or the embedded server, as always.
 """
 
@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from sqlalchemy.engine import URL
@@ -54,6 +52,10 @@ class Target:
             return f"{self.environment}: ({self.unset} is not set)"
         where = urls.redact(self.url) if self.url is not None else "the default database"
         return f"{self.environment}: {where}" if self.environment else where
+
+
+DEFAULT = Target(None, None)
+"""DATABASE_URL, or the embedded server: the target without --env."""
 
 
 def environments() -> dict[str, Environment]:
@@ -143,41 +145,6 @@ def resolve(
                 Target(environment.name, url, environment.protected, variable=environment.variable)
             )
     return found
-
-
-_SELECTED: ContextVar[Target | None] = ContextVar("worktracker_target", default=None)
-
-
-def selected_url() -> URL | None:
-    """The URL of the target `use()` selected, if any (read by the commands' connection)."""
-    target = _SELECTED.get()
-    return target.url if target is not None else None
-
-
-@contextmanager
-def use(target: Target) -> Iterator[Target]:
-    token = _SELECTED.set(target)
-    source = os.environ.get(settings.URL_SOURCE)
-    if target.variable is not None:  # errors about the URL name the variable it came from
-        os.environ[settings.URL_SOURCE] = target.variable
-    try:
-        yield target
-    except Exception:
-        _SELECTED.reset(token)
-        _restore(source)
-        raise
-    else:
-        _SELECTED.reset(token)
-        _restore(source)
-    # An interrupt (KeyboardInterrupt, SIGTERM) keeps the selection: the message that
-    # follows reads where the selected database is.
-
-
-def _restore(source: str | None) -> None:
-    if source is None:
-        os.environ.pop(settings.URL_SOURCE, None)
-    else:
-        os.environ[settings.URL_SOURCE] = source
 
 
 def confirm(target: Target, action: str, yes: bool) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from db import commands
+from db import commands, render
 from db.errors import MigrationFailed, Refused
 from db.throwaway import Server
 from tests.corpus import CASES, Case
@@ -30,7 +30,7 @@ def test_guard_verdict(
         upgrade_and_fill(url)
         target(url, monkeypatch)
         try:
-            commands.migrate_down()
+            render.deliver(commands.migrate_down())
         except (Refused, MigrationFailed) as stopped:
             message = stopped.render()
             assert not case.guard.ok, f"{case.name}: stopped, but should go ahead:\n{message}"
@@ -54,8 +54,8 @@ def test_an_irreversible_migration_is_not_rolled_back(
     with database_at_001(pg_server, initial_template) as url:
         upgrade_and_fill(url, rounds=1)
         target(url, monkeypatch)
-        commands.migrate_down()  # 003 is reversible
+        render.deliver(commands.migrate_down())  # 003 is reversible
         assert current_revision(url) == "002"
         with pytest.raises(Refused, match="declared irreversible \\(duplicate labels"):
-            commands.migrate_down()
+            render.deliver(commands.migrate_down())
         assert current_revision(url) == "002"

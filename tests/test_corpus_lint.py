@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from db import commands
+from db import commands, render
 from db.errors import CheckFailed
 from tests.corpus import CASES, Case
 from tests.corpus_run import use_chain
@@ -20,7 +20,7 @@ def test_lint_verdict(case: Case, tmp_path: Path, monkeypatch, capsys) -> None:
     assert case.lint is not None
     use_chain(case, tmp_path / "versions", monkeypatch)
     try:
-        commands.migrate_lint()
+        render.deliver(commands.migrate_lint())
     except CheckFailed as failed:
         output = capsys.readouterr().out + failed.render()
         assert not case.lint.ok, f"{case.name}: squawk found problems:\n{output}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from db import commands
+from db import commands, render
 from db.throwaway import Server
 from tests.corpus import CASES, Case
 from tests.corpus_run import database_at_001, target, upgrade_and_fill, use_chain
@@ -24,14 +24,14 @@ def test_plan_says(
     with database_at_001(pg_server, initial_template) as url:
         target(url, monkeypatch)
         if case.plan:
-            commands.migrate_plan()
+            render.deliver(commands.migrate_plan())
             output = capsys.readouterr().out
             for words in case.plan:
                 assert words in output, f"{case.name}: {words!r} missing from:\n{output}"
             assert current_revision(url) == "001", "a plan changes nothing"
         if case.plan_down:
             upgrade_and_fill(url, rounds=1)
-            commands.migrate_plan(down=True)
+            render.deliver(commands.migrate_plan(down=True))
             output = capsys.readouterr().out
             for words in case.plan_down:
                 assert words in output, f"{case.name}: {words!r} missing from:\n{output}"

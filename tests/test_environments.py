@@ -221,10 +221,10 @@ def test_drift_and_plan_over_a_fleet_are_one_table_drift_exits_8_when_one_drifte
 def test_without_fork_each_database_runs_in_a_new_interpreter(
     pg_server, initial_template: str, monkeypatch: pytest.MonkeyPatch, capsys
 ) -> None:
-    from db import targets, urls
+    from db import fanout, render, targets, urls
     from db.commands import fleet
 
-    monkeypatch.setattr(fleet, "FORK", False)
+    monkeypatch.setattr(fanout, "FORK", False)
     databases = [pg_server.create_database(template=initial_template) for _ in range(2)]
     chosen = [
         targets.Target("shards", urls.parse(as_env(url)["DATABASE_URL"])) for url in databases
@@ -236,8 +236,10 @@ def test_without_fork_each_database_runs_in_a_new_interpreter(
 
     try:
         with pytest.raises(fleet.FleetFailed) as failed:
-            fleet.run(
-                chosen, "migrate.verify", {}, never, parallel=2, keep_going=True, as_json=True
+            render.deliver(
+                fleet.run(
+                    chosen, "migrate.verify", {}, never, parallel=2, keep_going=True, as_json=True
+                )
             )
     finally:
         for url in databases:

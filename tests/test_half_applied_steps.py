@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import URL
 
-from db import commands
+from db import commands, render
 from db.errors import ConfigError
 from db.roundtrip import static
 from tests.corpus import BY_NAME, CASES, write_chain
@@ -75,7 +75,7 @@ def test_up_refuses_a_mixed_migration_before_running_any_of_it(
     target(initial_db, monkeypatch)
     monkeypatch.setenv("WORKTRACKER_VERSIONS_DIR", str(versions_copy))
     with pytest.raises(ConfigError) as refused:
-        commands.migrate_up()
+        render.deliver(commands.migrate_up())
     assert "002_add_task_estimate.py: upgrade() runs SQL outside" in refused.value.message
     assert "split it into two migrations" in (refused.value.hint or "")
     assert current_revision(initial_db) == "001"

@@ -112,12 +112,12 @@ def test_an_exception_in_a_migration_keeps_the_projects_exclusions(
 
 
 def _lint_in_process(versions: Path, monkeypatch, capsys) -> str:
-    from db import commands
+    from db import commands, render
     from db.errors import CheckFailed
 
     monkeypatch.setenv("WORKTRACKER_VERSIONS_DIR", str(versions))
     try:
-        commands.migrate_lint()
+        render.deliver(commands.migrate_lint())
     except CheckFailed as failed:
         return capsys.readouterr().out + failed.render()
     return capsys.readouterr().out

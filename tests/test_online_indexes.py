@@ -153,7 +153,7 @@ def test_ctrl_c_during_an_online_index_names_the_invalid_index(
 def test_a_failed_online_step_names_every_statement_that_committed(
     initial_db: URL, versions_copy: Path, monkeypatch
 ) -> None:
-    from db import commands
+    from db import commands, render
     from db.errors import MigrationFailed
     from tests.corpus_run import target
 
@@ -169,7 +169,7 @@ def test_a_failed_online_step_names_every_statement_that_committed(
     target(initial_db, monkeypatch)
     monkeypatch.setenv("WORKTRACKER_VERSIONS_DIR", str(versions_copy))
     with pytest.raises(MigrationFailed) as failed:
-        commands.migrate_up()
+        render.deliver(commands.migrate_up())
     hint = failed.value.hint or ""
     for stayed in (
         "CREATE INDEX CONCURRENTLY IF NOT EXISTS ix_tasks_due_date",

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from db import commands, impact, urls
+from db import commands, impact, render, urls
 from db.roundtrip import sample_data
 from db.throwaway import Server
 from tests.conftest import make_engine
@@ -32,7 +32,7 @@ def planned(pg_server: Server, initial_template: str, tmp_path: Path, monkeypatc
                 sample_data.Filler().fill(connection)
             engine.dispose()
             target(url, monkeypatch)
-            commands.migrate_plan(as_json=as_json)
+            render.deliver(commands.migrate_plan(as_json=as_json))
             out = capsys.readouterr().out
             tasks = scalar(url, "SELECT count(*) FROM tasks")
         return (json.loads(out) if as_json else out), tasks

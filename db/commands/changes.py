@@ -3,28 +3,27 @@
 from __future__ import annotations
 
 import ast
-import json
-import textwrap
 import time
 from typing import TYPE_CHECKING
 
 from db import (
+    outcomes,
     planning,
+    render,
     revisions,
     settings,
+    targets,
 )
 from db.commands.target import (
     apply_plan,
     changing_target,
     guard_data,
     open_target,
-    report_step,
 )
 from db.errors import ConfigError, MigrationFailed, Refused, RevisionError
-from db.output import say
 
 if TYPE_CHECKING:
-    from db import preview
+    pass
 
 
 def _plan(
@@ -76,32 +75,31 @@ def _refuse_half_applicable(plan: list[planning.Step]) -> None:
 
 
 def _dry_run(
-    direction: str, *, to: str | None, steps: int | None = None, from_rev: str | None
-) -> None:
-    """Print the SQL the command would run; connect only to read the current revision."""
+    direction: str,
+    *,
+    to: str | None,
+    steps: int | None = None,
+    from_rev: str | None,
+    target: targets.Target,
+) -> outcomes.DryRun:
+    """The SQL the command would run; connect only to read the current revision."""
     if from_rev is not None:
         current = revisions.resolve(revisions.script_directory(), from_rev)
         where = f"a database at {from_rev} (--from)"
     else:
-        with open_target() as target:
-            current = planning.current_revision(target.connection)
-            where = target.label
+        with open_target(target=target) as session:
+            current = planning.current_revision(session.connection)
+            where = session.label
     plan = _plan(current, direction, where, to=to, steps=steps)
     end = plan[-1].to_revision or "base" if plan else current or "base"
     sql = ""
     if plan:
         from db import preview
 
-        # Rendered before anything is printed: a migration that cannot be rendered
+        # Rendered before anything is shown: a migration that cannot be rendered
         # offline (it reads the database) leaves no half of a script on stdout.
         sql = preview.offline_sql(current, plan)
-    # Plain print: SQL must reach stdout exactly, never through Rich's markup.
-    print(f"-- Dry run of migrate.{direction} on {where}: {current or 'base'} -> {end}.")
-    print("-- Nothing below was executed, and no lock was taken.")
-    if not plan:
-        print("-- Nothing to do.")
-        return
-    print(sql, end="")
+    return outcomes.DryRun(direction, where, current or "base", end, sql)
 
 
 def _dry_run_asked(dry_run: bool, from_rev: str | None) -> bool:
@@ -116,18 +114,19 @@ def migrate_up(
     allow_changed: bool = False,
     dry_run: bool = False,
     from_rev: str | None = None,
-) -> None:
+    *,
+    target: targets.Target = targets.DEFAULT,
+) -> outcomes.Applied | outcomes.DryRun:
     if _dry_run_asked(dry_run, from_rev):
-        _dry_run("up", to=to, from_rev=from_rev)
-        return
-    with changing_target(lock_timeout, allow_changed=allow_changed) as target:
-        current = planning.current_revision(target.connection)
-        plan = _plan(current, "up", target.label, to=to)
+        return _dry_run("up", to=to, from_rev=from_rev, target=target)
+    with changing_target(lock_timeout, allow_changed=allow_changed, target=target) as session:
+        current = planning.current_revision(session.connection)
+        plan = _plan(current, "up", session.label, to=to)
         if not plan:
-            say(f"Nothing to apply: {target.label} is at {current or 'base'}.")
-            return
+            at = current or "base"
+            return outcomes.Applied("up", session.label, at, at)
         _refuse_half_applicable(plan)
-        apply_plan(target, plan, "Upgrading")
+        return apply_plan(session, plan)
 
 
 def migrate_down(
@@ -139,19 +138,19 @@ def migrate_down(
     from_rev: str | None = None,
     allow_data_loss: bool = False,
     backup: str | None = None,
-) -> None:
+    *,
+    target: targets.Target = targets.DEFAULT,
+) -> outcomes.Applied | outcomes.DryRun:
     if _dry_run_asked(dry_run, from_rev):
-        _dry_run("down", to=to, steps=steps, from_rev=from_rev)
-        return
-    with changing_target(lock_timeout, allow_changed=allow_changed) as target:
-        current = planning.current_revision(target.connection)
-        plan = _plan(current, "down", target.label, to=to, steps=steps)
+        return _dry_run("down", to=to, steps=steps, from_rev=from_rev, target=target)
+    with changing_target(lock_timeout, allow_changed=allow_changed, target=target) as session:
+        current = planning.current_revision(session.connection)
+        plan = _plan(current, "down", session.label, to=to, steps=steps)
         if not plan:
-            say(f"Nothing to roll back: {target.label} is already at {current}.")
-            return
+            return outcomes.Applied("down", session.label, str(current), str(current))
         from db import preview
 
-        rehearsed = preview.rehearse_and_roll_back(target.connection, plan)
+        rehearsed = preview.rehearse_and_roll_back(session.connection, plan)
         stopped = rehearsed.rehearsal.stopped_before
         if stopped is not None and not allow_data_loss:
             # The real run would fail the same way: say so now, having changed nothing.
@@ -170,13 +169,13 @@ def migrate_down(
                 hint,
             )
         guard_data(
-            target,
+            session,
             rehearsed.loss,
             unknown=f"its rehearsal failed: {rehearsed.rehearsal.reason}" if stopped else "",
             allow_data_loss=allow_data_loss,
             backup=backup,
         )
-        apply_plan(target, plan, "Downgrading")
+        return apply_plan(session, plan)
 
 
 def migrate_plan(
@@ -185,110 +184,32 @@ def migrate_plan(
     to: str | None = None,
     lock_timeout: str | None = None,
     as_json: bool = False,
-) -> None:
+    *,
+    target: targets.Target = targets.DEFAULT,
+) -> outcomes.Planned:
     """Rehearse the pending migrations (or a rollback) in one transaction, then roll back."""
     if not down and steps is not None:
         raise ConfigError("--steps goes with --down.")
     direction = "down" if down else "up"
-    # Quiet while rehearsing when the output is JSON: stdout must hold the JSON alone.
-    tell = (lambda _text: None) if as_json else say
-    with changing_target(lock_timeout, bookkeeping=False) as target:
-        current = planning.current_revision(target.connection)
-        plan = _plan(current, direction, target.label, to=to, steps=steps)
+    with changing_target(lock_timeout, bookkeeping=False, target=target) as session:
+        current = planning.current_revision(session.connection)
+        plan = _plan(current, direction, session.label, to=to, steps=steps)
         start = plan[0].from_revision or "base" if plan else current or "base"
         end = plan[-1].to_revision or "base" if plan else current or "base"
+        planned = outcomes.Planned(session.label, direction, start, end, as_json=as_json)
         if not plan:
-            tell(f"Nothing to plan: {target.label} is at {current or 'base'}.")
-            rehearsed = None
-        else:
-            tell(
-                f"Plan for {target.label}: {start} → {end}, rehearsed in one transaction that "
+            return planned
+        if not as_json:  # stdout holds the JSON alone
+            render.note(
+                f"Plan for {session.label}: {start} → {end}, rehearsed in one transaction that "
                 "is rolled back."
             )
-            from db import preview
+        from db import preview
 
-            started = time.perf_counter()
-            rehearsed = preview.rehearse_and_roll_back(target.connection, plan, measure=True)
-            seconds = time.perf_counter() - started
-    if as_json:
-        _plan_json(target.label, direction, start, end, rehearsed)
-    elif rehearsed is not None:
-        _plan_text(rehearsed, down, seconds)
-    if rehearsed is not None and rehearsed.rehearsal.stopped_before is not None:
-        failed = rehearsed.rehearsal.stopped_before
-        raise MigrationFailed(
-            f"the rehearsal failed at {failed.revision} ({failed.description}): "
-            f"{rehearsed.rehearsal.reason}.",
-            "nothing was changed; the real run would fail the same way. Fix the migration "
-            "(or the data it trips on) and plan again",
-        )
-
-
-def _plan_text(rehearsed: preview.Rehearsed, down: bool, seconds: float) -> None:
-    for step, step_seconds in rehearsed.rehearsal.steps:
-        report_step(step, step_seconds)
-    if rehearsed.rehearsal.stopped_before is not None:
-        say(
-            f"[yellow]Stopped at {rehearsed.rehearsal.stopped_before.revision}:[/yellow] "
-            f"{rehearsed.rehearsal.reason}. The changes below are those of the steps above."
-        )
-    diff = rehearsed.schema_diff()
-    say(f"Schema changes ({len(diff)}):" if diff else "Schema changes: none.")
-    for line in diff:
-        say(f"  {line}", markup=False)
-    if rehearsed.loss:
-        verb = "rollback" if down else "change"
-        say(f"[yellow]Data this {verb} would destroy:[/yellow] " + "; ".join(rehearsed.loss.lines))
-    _impact_text(rehearsed)
-    say(f"Rolled back after {seconds:.2f} s: nothing was changed.")
-
-
-def _impact_text(rehearsed: preview.Rehearsed) -> None:
-    """Per migration, what each statement locks and for how long (db/impact.py)."""
-    from db import impact, output
-
-    measured = [step for step in rehearsed.impact if step.statements]
-    if not measured:
-        say("Locks on existing tables: none.")
-        return
-    say("Locks on existing tables, measured in the rehearsal:")
-    for number, step in enumerate(rehearsed.impact):
-        if not step.statements:
-            earlier = " beyond those the migrations before it hold" if number else ""
-            say(f"{step.revision} {output.escaped(step.description)}: no new lock{earlier}.")
-            continue
-        output.table(
-            impact.COLUMNS,
-            [[output.escaped(cell) for cell in row] for row in impact.rows(step)],
-            title=f"{step.revision} {output.escaped(step.description)} ({step.seconds:.2f} s)",
-        )
-    for note in impact.notes(settings.timeouts().lock_ms):
-        # Wrapped here: CI's summary shows it in a code block, which does not wrap.
-        say(textwrap.fill(note, 88, initial_indent="  ", subsequent_indent="  "), markup=False)
-
-
-def _plan_json(
-    label: str, direction: str, start: str, end: str, rehearsed: preview.Rehearsed | None
-) -> None:
-    rehearsal = rehearsed.rehearsal if rehearsed is not None else None
-    stopped = rehearsal.stopped_before if rehearsal is not None else None
-    document = {
-        "database": label,
-        "direction": direction,
-        "from": start,
-        "to": end,
-        "steps": [
-            {"revision": s.revision, "description": s.description, "seconds": round(t, 4)}
-            for s, t in (rehearsal.steps if rehearsal is not None else [])
-        ],
-        "failed_at": stopped.revision if stopped is not None else None,
-        "error": rehearsal.reason if stopped is not None else None,
-        "schema_changes": rehearsed.schema_diff() if rehearsed is not None else [],
-        "data_loss": rehearsed.loss.lines if rehearsed is not None else [],
-        "impact": [s.as_dict() for s in rehearsed.impact] if rehearsed is not None else [],
-        "ok": stopped is None,
-    }
-    print(json.dumps(document, indent=2))
+        started = time.perf_counter()
+        planned.rehearsed = preview.rehearse_and_roll_back(session.connection, plan, measure=True)
+        planned.seconds = time.perf_counter() - started
+    return planned
 
 
 class _NothingToGenerate(Exception):
@@ -300,7 +221,7 @@ def _refuse_empty(context, revision, directives) -> None:
         raise _NothingToGenerate()
 
 
-def migrate_new(message: str, autogenerate: bool = False) -> None:
+def migrate_new(message: str, autogenerate: bool = False) -> outcomes.Created:
     message = " ".join(message.split())
     if message.startswith("-"):  # `invoke migrate.new --help` hands "--help" over as one
         raise ConfigError(
@@ -338,16 +259,9 @@ def migrate_new(message: str, autogenerate: bool = False) -> None:
     path.write_text(described)
     root = settings.PROJECT_ROOT
     shown = path.relative_to(root) if path.is_relative_to(root) else path
-    say(f"Created {shown} (revision {rev_id}).")
     if autogenerate:
         _format(path)
-        say(
-            "Review it before anything else: autogenerate misses renames (it drops and adds), "
-            "data moves, CHECK constraints, triggers and functions. Then `invoke "
-            "migrate.roundtrip`."
-        )
-    else:
-        say("Write upgrade() and downgrade(), then apply it with `invoke migrate.up`.")
+    return outcomes.Created(str(shown), rev_id, autogenerate)
 
 
 def _models_in(path) -> list[str]:

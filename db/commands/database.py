@@ -17,9 +17,12 @@ from db import (
     embedded,
     history,
     loss,
+    outcomes,
     planning,
+    render,
     revisions,
     settings,
+    targets,
     urls,
 )
 from db.commands.target import (
@@ -29,62 +32,60 @@ from db.commands.target import (
     target_settings,
 )
 from db.errors import Refused
-from db.output import say
 
 
-def _write_generated(path: Path, content: str, task: str) -> None:
+def _write_generated(path: Path, content: str, task: str) -> outcomes.Generated:
     path.parent.mkdir(parents=True, exist_ok=True)
     old = path.read_text() if path.exists() else None
     path.write_text(content)
-    shown = path.relative_to(settings.PROJECT_ROOT)
-    if old == content:
-        say(f"{shown} is up to date.")
-    else:
-        say(f"Wrote {shown}; commit it with the migration (`invoke {task}` regenerates it).")
+    return outcomes.Generated(str(path.relative_to(settings.PROJECT_ROOT)), old != content, task)
 
 
-def db_dump() -> None:
+def db_dump() -> outcomes.Generated:
     """Regenerate db/schema.sql from a throwaway database at head."""
     from db import schema_docs
 
     with schema_docs.database_at_head() as (server, database, _connection):
         content = schema_docs.schema_sql(server, database)
-    _write_generated(schema_docs.SCHEMA_SQL, content, "db.dump")
+    return _write_generated(schema_docs.SCHEMA_SQL, content, "db.dump")
 
 
-def db_diagram() -> None:
+def db_diagram() -> outcomes.Generated:
     """Regenerate docs/schema.md (the Mermaid ER diagram) from a throwaway database at head."""
     from db import schema_docs
 
     with schema_docs.database_at_head() as (_server, _database, connection):
         content = schema_docs.schema_markdown(connection)
-    _write_generated(schema_docs.SCHEMA_DOC, content, "db.diagram")
+    return _write_generated(schema_docs.SCHEMA_DOC, content, "db.diagram")
 
 
-def db_start() -> None:
+def db_start() -> outcomes.Message:
     current = settings.load()
     if not current.uses_embedded:
-        say(
-            "DATABASE_URL is set, so every task uses that database; "
-            "db.start only manages the embedded one (unset DATABASE_URL to use it)."
+        return outcomes.Message(
+            [
+                "DATABASE_URL is set, so every task uses that database; "
+                "db.start only manages the embedded one (unset DATABASE_URL to use it)."
+            ]
         )
-        return
     url = embedded.start(current.embedded_pgdata, current.embedded_database)
-    say(f"Embedded PostgreSQL is running: {urls.redact(url)}")
-    say(f"Data: {current.embedded_pgdata}")
+    return outcomes.Message(
+        [f"Embedded PostgreSQL is running: {urls.redact(url)}", f"Data: {current.embedded_pgdata}"]
+    )
 
 
-def db_stop() -> None:
+def db_stop() -> outcomes.Message:
     current = settings.load()
     if embedded.stop(current.embedded_pgdata):
-        say(f"Stopped the embedded PostgreSQL in {current.embedded_pgdata}.")
-    else:
-        say(f"The embedded PostgreSQL in {current.embedded_pgdata} was not running.")
+        return outcomes.Message([f"Stopped the embedded PostgreSQL in {current.embedded_pgdata}."])
+    return outcomes.Message(
+        [f"The embedded PostgreSQL in {current.embedded_pgdata} was not running."]
+    )
 
 
-def db_url() -> None:
-    current = target_settings()
-    print(urls.redact(connect.target_url(current)))
+def db_url(*, target: targets.Target = targets.DEFAULT) -> outcomes.Message:
+    current = target_settings(target=target)
+    return outcomes.Message([urls.redact(connect.target_url(current))], exact=True)
 
 
 def psql_command(url: URL) -> tuple[list[str], dict[str, str]]:
@@ -94,8 +95,8 @@ def psql_command(url: URL) -> tuple[list[str], dict[str, str]]:
     return [psql, conninfo], env
 
 
-def db_shell() -> None:
-    argv, env = psql_command(connect.target_url(target_settings()))
+def db_shell(*, target: targets.Target = targets.DEFAULT) -> None:
+    argv, env = psql_command(connect.target_url(target_settings(target=target)))
     os.execvpe(argv[0], argv, env)
 
 
@@ -127,8 +128,10 @@ def db_reset(
     lock_timeout: str | None = None,
     allow_data_loss: bool = False,
     backup: str | None = None,
-) -> None:
-    current = target_settings(lock_timeout)
+    *,
+    target: targets.Target = targets.DEFAULT,
+) -> outcomes.Applied | None:
+    current = target_settings(lock_timeout, target=target)
     url = current.database_url
     # Decided before connecting: a typo in a production URL must not get that far.
     if url is not None and not (force or urls.is_local(url)):
@@ -138,20 +141,20 @@ def db_reset(
             "pass --force if you really mean to wipe it",
         )
     # No checksum check: everything is dropped and re-applied from today's files.
-    with changing_target(lock_timeout, verify=False) as target:
-        before = catalog.read(target.connection)
-        at_risk = loss.dropped(target.connection, before, catalog.Catalog())
-        target.connection.rollback()
-        guard_data(target, at_risk, unknown="", allow_data_loss=allow_data_loss, backup=backup)
+    with changing_target(lock_timeout, verify=False, target=target) as session:
+        before = catalog.read(session.connection)
+        at_risk = loss.dropped(session.connection, before, catalog.Catalog())
+        session.connection.rollback()
+        guard_data(session, at_risk, unknown="", allow_data_loss=allow_data_loss, backup=backup)
         schemas = list(before.schemas)
-        was_at = planning.current_revision(target.connection)
-        say(f"Resetting {target.label}: dropping schemas {', '.join(schemas)}")
+        was_at = planning.current_revision(session.connection)
+        render.note(f"Resetting {session.label}: dropping schemas {', '.join(schemas)}")
         started = datetime.now(UTC)
-        with target.connection.begin():
-            _recreate_app_schemas(target.connection, schemas)
+        with session.connection.begin():
+            _recreate_app_schemas(session.connection, schemas)
             # A row of its own, so that the history still replays to the revision.
             history.record(
-                target.connection,
+                session.connection,
                 revision=was_at or "base",
                 from_revision=was_at,
                 to_revision=None,
@@ -161,10 +164,11 @@ def db_reset(
                 started_at=started,
                 duration_ms=(datetime.now(UTC) - started).total_seconds() * 1000,
                 success=True,
-                who=target.who or history.Who.here(),
+                who=session.who or history.Who.here(),
                 note=f"dropped schemas {', '.join(schemas)}"
                 + (f"; destroyed {'; '.join(at_risk.lines)}" if at_risk else ""),
             )
         plan = planning.plan_upgrade(revisions.script_directory(), None, "head")
         if plan:
-            apply_plan(target, plan, "Upgrading")
+            return apply_plan(session, plan)
+    return None

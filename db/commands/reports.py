@@ -1,18 +1,20 @@
-"""The read-only commands: status, history, verify."""
+"""The read-only commands: status, history, verify, drift."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from alembic.script import ScriptDirectory
 from sqlalchemy.exc import DBAPIError
 
 from db import (
     checksums,
     drift,
+    fanout,
     history,
-    output,
+    outcomes,
     planning,
+    render,
     revisions,
     targets,
     urls,
@@ -20,8 +22,7 @@ from db import (
 from db.commands.target import (
     open_target,
 )
-from db.errors import CheckFailed, ChecksumMismatch, RevisionError, UserError
-from db.output import say
+from db.errors import ChecksumMismatch, RevisionError, UserError
 
 
 def _last_applied(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -32,13 +33,10 @@ def _last_applied(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return latest
 
 
-def _who(row: dict[str, Any]) -> str:
-    return f"{row['os_user']}@{row['host']} as {row['db_user']}"
-
-
-def _environment_row(target: targets.Target) -> dict[str, Any]:
+def _environment_row(target: targets.Target, script: ScriptDirectory | UserError) -> dict[str, Any]:
     """One database of an environment, as `status --env` shows it; never raises for a
-    database that cannot be reached or read: that is the row's result."""
+    database that cannot be reached or read: that is the row's result. `script`: the
+    chain, or why it does not load."""
     row: dict[str, Any] = {
         "environment": target.environment,
         "database": urls.redact(target.url) if target.url is not None else "default",
@@ -55,9 +53,10 @@ def _environment_row(target: targets.Target) -> dict[str, Any]:
         row["error"] = f"{target.unset} is not set"
         return row
     try:
-        with targets.use(target), open_target() as opened:
+        with open_target(target=target) as opened:
             current = planning.current_revision(opened.connection)
-            script = revisions.script_directory()
+            if isinstance(script, UserError):
+                raise script
             chain = [s.revision for s in revisions.chain(script)]
             if current is not None and current not in chain:
                 raise RevisionError(
@@ -79,7 +78,7 @@ def _environment_row(target: targets.Target) -> dict[str, Any]:
         revision=current or "base",
         pending=len(chain) - applied,
         last_applied=steps[-1]["started_at"] if steps else None,
-        applied_by=_who(steps[-1]) if steps else None,
+        applied_by=render.who(steps[-1]) if steps else None,
         edited_files=[d.what for d in drift],
     )
     return row
@@ -91,58 +90,44 @@ def _drift_word(finding: drift.Finding) -> str:
     return f"yes ({len(finding.differences or [])})" if finding.drifted else "no"
 
 
-def _status_of_environments(env: str, as_json: bool, check_drift: bool) -> None:
+def _status_of_environments(
+    env: str, as_json: bool, check_drift: bool
+) -> outcomes.EnvironmentsStatus:
     # --env all on a laptop: an environment whose variable is not set is a row, so the
     # others still show.
     chosen = targets.resolve(env, lenient=env == targets.ALL)
-    rows = [_environment_row(target) for target in chosen]
+    # Loaded here, once: the rows are read in threads, and loading imports every file.
+    script: ScriptDirectory | UserError
+    try:
+        script = revisions.script_directory()
+    except UserError as error:
+        script = error
+    rows = [
+        done.value or {}
+        for done in fanout.over_databases(chosen, lambda t: _environment_row(t, script))
+    ]
     if check_drift:
         for row, finding in zip(rows, drift.check(chosen), strict=True):
             row["drift"] = _drift_word(finding)
-    if as_json:
-        print(json.dumps(rows, indent=2, default=lambda value: value.isoformat()))
-        return
-    output.table(
-        ["environment", "database", "revision", "pending", "last applied", "by", "edited", "drift"],
-        [
-            [
-                row["environment"],
-                row["database"] or "",
-                row["revision"]
-                or f"[red]{output.brief(row['error'], row['database'] or '')}[/red]",
-                "" if row["pending"] is None else str(row["pending"]),
-                f"{row['last_applied']:%Y-%m-%d %H:%M}" if row["last_applied"] else "",
-                row["applied_by"] or "",
-                "" if row["edited_files"] is None else str(len(row["edited_files"])),
-                row["drift"],
-            ]
-            for row in rows
-        ],
-    )
-    unread = sum(row["error"] is not None for row in rows)
-    say(
-        f"{len(rows)} database(s), {unread} could not be read."
-        + ("" if check_drift else " Drift not checked: add --drift (or run migrate.drift).")
-    )
+    return outcomes.EnvironmentsStatus(rows, check_drift, as_json=as_json)
 
 
 def migrate_status(
     as_json: bool = False, env: str | None = None, check_drift: bool = False
-) -> None:
+) -> outcomes.Status | outcomes.EnvironmentsStatus:
     if env is not None:
-        _status_of_environments(env, as_json, check_drift)
-        return
-    with open_target() as target:
-        current = planning.current_revision(target.connection)
+        return _status_of_environments(env, as_json, check_drift)
+    with open_target() as session:
+        current = planning.current_revision(session.connection)
         script = revisions.script_directory()
         applied_steps = (
             planning.plan_downgrade(script, current, steps=None, target=revisions.BASE)
             if current
             else []
         )
-        applied_by = _last_applied(history.rows(target.connection))
+        applied_by = _last_applied(history.rows(session.connection))
         # As verify sees them; status only shows them (verify is the check that fails).
-        changed = checksums.changed_files(target.connection, script)
+        changed = checksums.changed_files(session.connection, script)
     applied = {s.revision for s in applied_steps}
     edited = {d.revision for d in changed if d.actual is not None}
     rows = []
@@ -154,7 +139,7 @@ def migrate_status(
                 "description": migration.doc,
                 "state": "applied" if migration.revision in applied else "pending",
                 "applied_at": row["started_at"] if row else None,
-                "applied_by": _who(row) if row else None,
+                "applied_by": render.who(row) if row else None,
                 "file": revisions.path_of(migration).name,
                 "changed": migration.revision in edited,
             }
@@ -165,102 +150,30 @@ def migrate_status(
         if finding.error is not None:
             raise finding.error
         drifted = finding.differences
-    if as_json:
-        status = {
-            "database": urls.redact(target.url),
-            "current": current,
-            "migrations": rows,
-            "changed_since_applied": [d.what for d in changed],
-        }
-        if drifted is not None:
-            status["drift"] = drifted
-        print(json.dumps(status, indent=2, default=lambda value: value.isoformat()))
-        return
-    say(f"Database: {target.label}")
-    say(f"Current:  {current or 'base (nothing applied)'}")
-    output.table(
-        ["revision", "state", "description", "applied at", "applied by", "file"],
-        [
-            [
-                row["revision"],
-                "[red]applied, edited[/red]"
-                if row["changed"]
-                else "applied"
-                if row["state"] == "applied"
-                else "[yellow]pending[/yellow]",
-                row["description"],
-                f"{row['applied_at']:%Y-%m-%d %H:%M:%S %Z}" if row["applied_at"] else "",
-                row["applied_by"] or "",
-                row["file"],
-            ]
-            for row in rows
-        ],
-    )
-    pending = sum(row["state"] == "pending" for row in rows)
-    say(
-        f"{len(rows) - pending} applied, {pending} pending."
-        + (" Run `invoke migrate.up` to apply them." if pending else "")
-    )
-    if changed:
-        say(
-            f"Changed since applied: {'; '.join(d.what for d in changed)}. `invoke "
-            "migrate.verify` fails on this (exit 7): restore the file and put the change in "
-            "a new migration (README, Troubleshooting)."
-        )
-    if drifted is not None:
-        say(
-            f"Drift: {len(drifted)} difference(s) from what the migrations make; "
-            "`invoke migrate.drift` lists them."
-            if drifted
-            else "Drift: none; the database holds what the migrations make."
-        )
-
-
-def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in row.items()}
-
-
-def migrate_history(as_json: bool = False, limit: int | None = None) -> None:
-    with open_target() as target:
-        rows = history.rows(target.connection, limit=limit)
-    if as_json:
-        print(json.dumps([_jsonable(r) for r in rows], indent=2))
-        return
-    if not rows:
-        say(f"No history yet on {target.label}: nothing has been applied by this tool.")
-        return
-    lines = []
-    for row in rows:
-        step = f"{row['from_revision'] or 'base'} → {row['to_revision'] or 'base'}"
-        if row["direction"] == "accept-changed":
-            step = "accept changed file"
-        elif row["direction"] == "reset":
-            step = f"{row['from_revision'] or 'base'} → (reset)"
-        result = "ok" if row["success"] else f"[red]FAILED[/red] {row['error']}"
-        if row["note"]:
-            result += f" ({row['note']})"
-        lines.append(
-            [
-                str(row["id"]),
-                f"{row['started_at']:%Y-%m-%d %H:%M:%S}",
-                f"{row['direction']:<4} {step}",
-                row["revision"],
-                row["description"],
-                f"{row['duration_ms']:.0f} ms",
-                result,
-                _who(row),
-            ]
-        )
-    output.table(
-        ["id", "started at", "step", "revision", "description", "took", "result", "by"], lines
+    return outcomes.Status(
+        urls.redact(session.url),
+        session.label,
+        current,
+        rows,
+        [d.what for d in changed],
+        drifted,
+        as_json=as_json,
     )
 
 
-def migrate_verify() -> None:
-    with open_target() as target:
+def migrate_history(
+    as_json: bool = False, limit: int | None = None, *, target: targets.Target = targets.DEFAULT
+) -> outcomes.History:
+    with open_target(target=target) as session:
+        rows = history.rows(session.connection, limit=limit)
+    return outcomes.History(session.label, rows, as_json=as_json)
+
+
+def migrate_verify(*, target: targets.Target = targets.DEFAULT) -> outcomes.Verified:
+    with open_target(target=target) as session:
         script = revisions.script_directory()
-        recorded = history.applied_checksums(target.connection)
-        drift = checksums.changed_files(target.connection, script, recorded)
+        recorded = history.applied_checksums(session.connection)
+        drift = checksums.changed_files(session.connection, script, recorded)
     checksums.refuse_if_ahead(drift)
     if drift:
         raise ChecksumMismatch(
@@ -270,40 +183,12 @@ def migrate_verify() -> None:
             "restore them (git checkout -- FILE) and put changes in a new migration; "
             "`invoke migrate.up --allow-changed` accepts a harmless edit and records it",
         )
-    say(f"OK: the {len(recorded)} applied migration(s) match their recorded checksums.")
+    return outcomes.Verified(len(recorded))
 
 
-def _drift_summary(findings: list[drift.Finding]) -> None:
-    """Raise what the findings say: exit 8 when a database drifted, else the first error's
-    code when one could not be checked."""
-    drifted = [f for f in findings if f.drifted]
-    broken = [f for f in findings if f.error is not None]
-    if drifted:
-        names = ", ".join(f.database for f in drifted[:3]) + (", …" if len(drifted) > 3 else "")
-        raise CheckFailed(
-            f"{len(drifted)} of {len(findings)} database(s) drifted from what their "
-            f"migrations make: {names}"
-            + (f"; {len(broken)} could not be checked" if broken else "")
-            + ".",
-            "put an intended change in a migration (`invoke migrate.new`); undo the others "
-            "by hand; each difference is listed above (+ only in the database, - missing "
-            "from it, ~ different)",
-        )
-    if broken:
-        first = broken[0]
-        assert first.error is not None
-        if len(findings) == 1:
-            raise first.error
-        error = UserError(
-            f"{len(broken)} of {len(findings)} database(s) could not be checked "
-            f"(first: {first.database or first.target.label}: {first.result}).",
-            first.error.hint,
-        )
-        error.exit_code = first.error.exit_code
-        raise error
-
-
-def migrate_drift(env: str | None = None, parallel: int = 4, as_json: bool = False) -> None:
+def migrate_drift(
+    env: str | None = None, parallel: int = 4, as_json: bool = False
+) -> outcomes.DriftReport:
     chosen = targets.resolve(env, lenient=env == targets.ALL)
     several = len(chosen) > 1
 
@@ -311,39 +196,9 @@ def migrate_drift(env: str | None = None, parallel: int = 4, as_json: bool = Fal
         if several and not as_json:
             what = finding.result if finding.error else f"at {finding.revision or 'base'}"
             where = finding.database or finding.target.label
-            say(f"  read {where}: {what} ({finding.seconds:.1f} s)")
+            render.note(f"  read {where}: {what} ({finding.seconds:.1f} s)")
 
     if several and not as_json:
-        say(f"migrate.drift on {len(chosen)} databases, {parallel} at a time:")
+        render.note(f"migrate.drift on {len(chosen)} databases, {parallel} at a time:")
     findings = drift.check(chosen, parallel=parallel, on_read=on_read)
-    if as_json:
-        print(json.dumps([f.as_dict() for f in findings], indent=2))
-    else:
-        for finding in findings:
-            where = f"{finding.database} at {finding.revision or 'base'}"
-            if finding.note:
-                say(f"[yellow]Note[/yellow] for {finding.database}: {finding.note}.")
-            if finding.drifted:
-                assert finding.differences is not None
-                say(
-                    f"[red]Drift[/red] on {where}: {len(finding.differences)} difference(s) "
-                    "from what the migrations make there:"
-                )
-                for line in finding.differences:
-                    say(f"  {line}", markup=False)
-            elif finding.differences is not None and not several:
-                say(f"No drift: {where} holds what the migrations make there.")
-        if several:
-            output.table(
-                ["database", "revision", "result", "seconds"],
-                [
-                    [
-                        f.database or f.target.label,
-                        f.revision or ("base" if f.error is None else ""),
-                        f.result,
-                        f"{f.seconds:.1f}",
-                    ]
-                    for f in findings
-                ],
-            )
-    _drift_summary(findings)
+    return outcomes.DriftReport(findings, several, as_json=as_json)

@@ -18,25 +18,30 @@ from db import (
     checksums,
     connect,
     failures,
+    fanout,
     history,
     lock,
+    outcomes,
     planning,
     pooler,
+    render,
     revisions,
     runner,
     settings,
     targets,
     urls,
 )
-from db.errors import ConfigError, DatabaseRefused, Refused
-from db.output import say, step_line
+from db.errors import ConfigError, DatabaseRefused, Refused, UserError
 
 if TYPE_CHECKING:
     from db import loss
 
 
 @dataclass
-class Target:
+class Session:
+    """An open connection to a target database, and, while changing it, the migration
+    lock and who is making the change."""
+
     settings: settings.Settings
     url: URL
     connection: Connection
@@ -49,17 +54,25 @@ class Target:
         return f"{where}{urls.redact(self.url)}"
 
 
-def target_settings(lock_timeout: str | float | None = None) -> settings.Settings:
-    """The settings, with the database of the target `--env` selected, if any."""
+def target_settings(
+    lock_timeout: str | float | None = None, *, target: targets.Target = targets.DEFAULT
+) -> settings.Settings:
+    """The settings, with `target`'s database (the default target's: DATABASE_URL, else
+    the embedded server)."""
     current = settings.load(lock_timeout=lock_timeout)
-    if (chosen := targets.selected_url()) is not None:
-        current = dataclasses.replace(current, database_url=chosen)
+    if target.url is not None:
+        current = dataclasses.replace(current, database_url=target.url)
     return current
+
+
+_working_on = targets.DEFAULT
+"""The database this process's command works on, for revision_now(): after an interrupt,
+tasks.py asks where the database is with no command at hand."""
 
 
 def on_environment(
     env: str | None,
-    run: Callable[[], None],
+    run: Callable[..., outcomes.Outcome | None],
     *,
     changes: str | None = None,
     yes: bool = False,
@@ -68,7 +81,7 @@ def on_environment(
     parallel: int = 4,
     keep_going: bool = False,
     as_json: bool = False,
-) -> None:
+) -> outcomes.Outcome | None:
     """Run a command on the database `--env` names (the default one without it); a
     protected environment is confirmed first when the command changes it. A command
     that can (`fleet`: its task name and options) runs over every database of the
@@ -81,7 +94,7 @@ def on_environment(
             for target in {t.environment: t for t in chosen}.values():
                 targets.confirm(target, changes, yes)
         task, options = fleet
-        fleets.run(
+        return fleets.run(
             chosen,
             task,
             options,
@@ -90,7 +103,6 @@ def on_environment(
             keep_going=keep_going,
             as_json=as_json,
         )
-        return
     if len(chosen) > 1:
         raise ConfigError(
             f"--env {env} means {len(chosen)} databases; this command runs on one database "
@@ -105,17 +117,31 @@ def on_environment(
         )
     if changes is not None:
         targets.confirm(chosen[0], changes, yes)
-    with targets.use(chosen[0]):
-        run()
+    global _working_on
+    target = _working_on = chosen[0]
+    if fanout.reporting():  # one database of a fleet, in an interpreter of its own
+        from db.commands import fleet as fleets
+
+        fleets.report_from_here(lambda: run(target=target))
+        return None
+    try:
+        return run(target=target)
+    except (UserError, *failures.DRIVER_ERRORS) as error:
+        if target.variable is None:
+            raise
+        # Errors about the URL name the variable it came from (STAGING_DATABASE_URL).
+        raise failures.naming(failures.user_error(error), target.variable) from None
 
 
 @contextmanager
-def open_target(lock_timeout: str | float | None = None) -> Iterator[Target]:
-    """Connect to the configured database (starting the embedded one if need be)."""
-    current = target_settings(lock_timeout)
+def open_target(
+    lock_timeout: str | float | None = None, *, target: targets.Target = targets.DEFAULT
+) -> Iterator[Session]:
+    """Connect to `target` (starting the embedded server if need be)."""
+    current = target_settings(lock_timeout, target=target)
     url = connect.target_url(current)
     with connect.connect(connect.engine_for(url, current)) as connection:
-        yield Target(current, url, connection)
+        yield Session(current, url, connection)
 
 
 @contextmanager
@@ -125,43 +151,44 @@ def changing_target(
     allow_changed: bool = False,
     verify: bool = True,
     bookkeeping: bool = True,
-) -> Iterator[Target]:
+    target: targets.Target = targets.DEFAULT,
+) -> Iterator[Session]:
     """open_target(), holding the migration lock, with history ready and checksums checked.
 
     Everything that reads the current revision must happen inside: another run may
     have moved it while we waited.
     """
-    with open_target(lock_timeout) as target:
-        refuse_standby(target)
-        pooler.refuse_per_transaction(target.connection, target.label)
-        # The target's engine, whose dialect is set up already; the lock's session names
+    with open_target(lock_timeout, target=target) as session:
+        refuse_standby(session)
+        pooler.refuse_per_transaction(session.connection, session.label)
+        # The session's engine, whose dialect is set up already; the lock's session names
         # itself (lock.LOCK_SESSION_NAME).
-        engine = target.connection.engine
-        with lock.migration_lock(engine, target.settings.lock_timeout, say) as held:
-            target.lock = held
+        engine = session.connection.engine
+        with lock.migration_lock(engine, session.settings.lock_timeout, render.note) as held:
+            session.lock = held
             if bookkeeping:
-                history.ensure_table(target.connection)
-                target.who = history.Who.here()
+                history.ensure_table(session.connection)
+                session.who = history.Who.here()
             if verify:
                 for drift in checksums.verify(
-                    target.connection,
+                    session.connection,
                     revisions.script_directory(),
                     allow_changed=allow_changed,
-                    who=target.who,
+                    who=session.who,
                 ):
-                    say(f"[yellow]Accepted a changed migration:[/yellow] {drift.what}")
-            yield target
+                    render.note(f"[yellow]Accepted a changed migration:[/yellow] {drift.what}")
+            yield session
 
 
-def refuse_standby(target: Target) -> None:
+def refuse_standby(session: Session) -> None:
     """A hot standby takes the lock and reads like the primary; only the first write
     fails, inside a migration, where it looks like the migration's fault."""
-    in_recovery = target.connection.execute(text("SELECT pg_is_in_recovery()")).scalar()
-    target.connection.rollback()
+    in_recovery = session.connection.execute(text("SELECT pg_is_in_recovery()")).scalar()
+    session.connection.rollback()
     if in_recovery:
         raise failures.naming(
             DatabaseRefused(
-                f"{target.label} is a read-only standby (pg_is_in_recovery() is true): "
+                f"{session.label} is a read-only standby (pg_is_in_recovery() is true): "
                 "migrations, plans and resets must run on the primary. Nothing was changed.",
                 "point DATABASE_URL at the primary; read-only commands (status, history, "
                 "verify, drift) work on a standby",
@@ -171,28 +198,33 @@ def refuse_standby(target: Target) -> None:
 
 
 def report_step(step: planning.Step, seconds: float) -> None:
-    step_line("↑" if step.direction == "up" else "↓", step.revision, step.description, seconds)
+    render.emit(
+        render.StepDone(
+            step.direction, step.revision, step.description, step.to_revision or "base", seconds
+        )
+    )
 
 
-def apply_plan(target: Target, plan: list[planning.Step], verb: str) -> None:
+def apply_plan(session: Session, plan: list[planning.Step]) -> outcomes.Applied:
     started = time.perf_counter()
     start, end = plan[0].from_revision or "base", plan[-1].to_revision or "base"
-    say(f"{verb} {target.label}: {start} → {end}")
+    direction = plan[0].direction
+    render.emit(render.Moving(direction, session.label, start, end))
     runner.run(
-        target.connection,
+        session.connection,
         plan,
         on_step=report_step,
-        who=target.who,
+        who=session.who,
         timeouts=settings.timeouts(),
-        say=say,
-        lock=target.lock,
+        say=render.note,
+        lock=session.lock,
     )
     elapsed = time.perf_counter() - started
-    say(f"Done: at {end} ({len(plan)} migration{'s' if len(plan) != 1 else ''}, {elapsed:.2f} s).")
+    return outcomes.Applied(direction, session.label, start, end, len(plan), elapsed)
 
 
 def guard_data(
-    target: Target,
+    session: Session,
     at_risk: loss.Loss,
     *,
     unknown: str,
@@ -211,16 +243,17 @@ def guard_data(
     if backup is not None:
         from db import catalog, preview
 
-        server_major = target.connection.dialect.server_version_info[0]
-        preview.backup(target.url, server_major, at_risk.tables, Path(backup))
-        say(f"Backed up {', '.join(catalog.shown(t) for t in at_risk.tables)} to {backup}.")
+        version = session.connection.dialect.server_version_info
+        assert version is not None  # set by the dialect once connected
+        preview.backup(session.url, int(version[0]), at_risk.tables, Path(backup))
+        render.note(f"Backed up {', '.join(catalog.shown(t) for t in at_risk.tables)} to {backup}.")
     if not allow_data_loss:
         raise Refused(
             "this would destroy data: " + "; ".join(at_risk.lines) + ".",
             "pass --allow-data-loss to go ahead"
             + ("" if backup else ", and --backup FILE to keep a copy first"),
         )
-    say("[yellow]Going ahead although it destroys:[/yellow] " + "; ".join(at_risk.lines))
+    render.note("[yellow]Going ahead although it destroys:[/yellow] " + "; ".join(at_risk.lines))
 
 
 def revision_now() -> str:
@@ -229,7 +262,7 @@ def revision_now() -> str:
     try:
         from db import embedded
 
-        current = target_settings()
+        current = target_settings(target=_working_on)
         if current.uses_embedded and embedded.running(current.embedded_pgdata) is None:
             return "unknown (the embedded server is not running)"
         url = connect.target_url(current)
