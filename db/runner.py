@@ -31,7 +31,7 @@ from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
-from db import history, interrupts, revisions, settings
+from db import blocking, history, interrupts, revisions, settings
 from db.errors import ConnectionFailed, LockLost, MigrationFailed, RevisionError, UserError
 from db.settings import BOOKKEEPING_SCHEMA, Timeouts
 
@@ -253,6 +253,7 @@ def _record(
     seconds: float,
     error: str | None = None,
     provided: tuple[str, dict] | None = None,
+    note: str | None = None,
 ) -> bool:
     return history.record(
         connection,
@@ -268,6 +269,7 @@ def _record(
         error=error,
         who=who,
         provided=provided,
+        note=note,
     )
 
 
@@ -363,6 +365,7 @@ def _run_once(
     who: history.Who | None,
     lock: Held | None = None,
     scripts: ScriptDirectory | None = None,
+    note: str | None = None,
     **attributes,
 ) -> None:
     done: list[Step] = []
@@ -391,7 +394,9 @@ def _run_once(
         # can keep it from being written).
         if who is not None:
             provided = lock.condition if lock is not None else None
-            if not _record(ctx.connection, who, finished, started_at, seconds, None, provided):
+            if not _record(
+                ctx.connection, who, finished, started_at, seconds, None, provided, note
+            ):
                 assert lock is not None
                 raise lock.lost()
         elif lock is not None:
@@ -447,6 +452,7 @@ def run(
     say: Callable[[str], None] | None = None,
     lock: Held | None = None,
     scripts: ScriptDirectory | None = None,
+    budget: blocking.Budget | None = None,
 ) -> None:
     """Apply `plan` on `connection`, which must have no open transaction.
 
@@ -456,7 +462,8 @@ def run(
     statement_timeout). A step that gives up on lock_timeout is retried, with the
     wait doubling each time, up to `timeouts.retries` times. With `who`, each step
     writes its history row inside its transaction, and each failed attempt writes a
-    failure row after its rollback.
+    failure row after its rollback. With `budget`, each attempt that blocks the
+    application past it is cancelled (db/blocking.py).
     """
     if connection.in_transaction():
         # Alembic would run inside it, and a close without COMMIT would silently undo
@@ -479,17 +486,24 @@ def run(
     connection.commit()
 
     remaining, attempt = plan, 1
+    guard: blocking.Guard | None = None
     while True:
         try:
-            _run_once(connection, remaining, on_step, who, lock, scripts)
+            note = budget.note() if budget is not None else None
+            with blocking.guarding(connection, budget) as guard:
+                _run_once(connection, remaining, on_step, who, lock, scripts, note)
             return
         except _StepFailed as failure:
-            retry = failure.lock_timed_out and attempt <= timeouts.retries
-            error = failure.message
-            if failure.lock_timed_out:
+            trip = guard.cancelled(failure.error) if guard is not None else None
+            waited = failure.lock_timed_out or (trip is not None and trip.waiting)
+            retry = waited and attempt <= timeouts.retries
+            error = failure.message if trip is None else str(trip)
+            if waited:
                 error += f" (attempt {attempt} of {timeouts.retries + 1})"
             if who is not None:
                 _record_failure(connection, who, failure.step, failure.seconds, error)
+            if trip is not None and not trip.waiting:
+                raise _over_budget(failure, trip) from None
             if not retry and failure.connection_lost:
                 raise _connection_lost(failure, revision_elsewhere(connection.engine)) from None
             if not retry:
@@ -500,9 +514,10 @@ def run(
             if say is not None:
                 say(
                     f"  {failure.step.revision} waited {timeouts.lock_ms} ms for a lock and gave "
-                    f"up (attempt {attempt} of {timeouts.retries + 1}); retrying in {wait:g} s"
+                    f"up (attempt {attempt} of {timeouts.retries + 1}); retrying in {wait:g} s at "
+                    "most, as soon as what held it is done"
                 )
-            time.sleep(wait)
+            blocking.wait_before_retry(connection, guard, wait)
             attempt += 1
         except BaseException as interrupt:  # Ctrl-C, SIGTERM
             # The caller records the step they stopped, and what an online step left.
@@ -607,6 +622,14 @@ def _connection_lost(failure: _StepFailed, now_at: str | None) -> ConnectionFail
         "the server or the link failed, not the migration (a restart, a crash, "
         f"pg_terminate_backend, the network); {where}.{online} Check the server, then run "
         "the command again",
+    )
+
+
+def _over_budget(failure: _StepFailed, trip: blocking.Trip) -> UserError:
+    step = failure.step
+    return blocking.BudgetExceeded(
+        f"migration {step.revision} ({step.description}) going {step.direction} was {trip}.",
+        trip.hint(step.from_revision or "base"),
     )
 
 

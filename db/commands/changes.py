@@ -262,7 +262,7 @@ def _impact_text(rehearsed: preview.Rehearsed) -> None:
             [[output.escaped(cell) for cell in row] for row in impact.rows(step)],
             title=f"{step.revision} {output.escaped(step.description)} ({step.seconds:.2f} s)",
         )
-    for note in impact.notes(settings.timeouts().lock_ms):
+    for note in impact.notes(settings.timeouts().lock_ms, rehearsed.impact):
         # Wrapped here: CI's summary shows it in a code block, which does not wrap.
         say(textwrap.fill(note, 88, initial_indent="  ", subsequent_indent="  "), markup=False)
 

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 
 from db import (
+    blocking,
     checksums,
     connect,
     failures,
@@ -185,6 +186,7 @@ def apply_plan(target: Target, plan: list[runner.Step], verb: str) -> None:
         timeouts=settings.timeouts(),
         say=say,
         lock=target.lock,
+        budget=blocking.budget(),
     )
     elapsed = time.perf_counter() - started
     say(f"Done: at {end} ({len(plan)} migration{'s' if len(plan) != 1 else ''}, {elapsed:.2f} s).")
