@@ -6,7 +6,7 @@ rows: a steady application workload (--workers threads, each a point SELECT, UPD
 INSERT or DELETE on `tasks` every --pace seconds, autocommit) and one long reader (a
 transaction that reads `tasks` and holds it for --reader-hold seconds, again and again)
 run against the same server; after --baseline seconds, the kind's migrations are applied
-by db.runner, as `migrate.up` applies them: one transaction each, under lock_timeout
+in a process of its own, as `migrate.up` applies them: one transaction each, under lock_timeout
 (--lock-timeout) and the blocking budget (--budget, by default the lock timeout: a step
 that blocks the application longer is cancelled and rolled back, db/blocking.py),
 retried when it waits too long for its lock. Each blocking kind has its online form
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
 import os
 import random
 import shutil
@@ -49,7 +50,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.online_kinds import CASES as ONLINE_CASES
 from db import blocking, revisions, runner, settings, urls
-from db.errors import UserError
 from db.roundtrip import sample_data
 from db.throwaway import Server, throwaway_server
 from tests.corpus import BY_NAME, write_chain
@@ -208,46 +208,80 @@ class Workload:
             thread.join(timeout=90)
 
 
+def _migrator(pipe, url: str, environ: dict[str, str]) -> None:
+    """A process of its own that applies the chain as `migrate.up` does (db.runner, one
+    transaction per step, lock_timeout, retries, the blocking budget): the workload's
+    latencies must not include waits for the GIL behind the migration's Python work, nor
+    a process's start. It loads everything, says "ready", and migrates on "go"."""
+    os.environ.update(environ)
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    from db.errors import UserError
+
+    engine = create_engine(url, poolclass=NullPool)
+    plan = runner.plan_upgrade(revisions.script_directory(), "001", "head")
+    attempts = [1]
+
+    def said(text: str) -> None:
+        attempts[0] += 1
+
+    with engine.connect() as connection:
+        pipe.send("ready")
+        pipe.recv()
+        error, cancelled = "", False
+        try:
+            runner.run(
+                connection,
+                plan,
+                timeouts=settings.timeouts(),
+                say=said,
+                budget=blocking.budget(),
+            )
+        except UserError as exc:
+            error = " ".join(exc.message.split())[:240]
+            cancelled = isinstance(exc, blocking.BudgetExceeded)
+    engine.dispose()
+    pipe.send((attempts[0], error, cancelled))
+
+
+def _start_migrator(url, args, chain: Path):
+    environ = {
+        "WORKTRACKER_VERSIONS_DIR": str(chain),
+        "WORKTRACKER_DDL_LOCK_TIMEOUT": f"{args.lock_timeout}s",
+        "WORKTRACKER_STATEMENT_TIMEOUT": "10min",
+        "WORKTRACKER_DDL_LOCK_RETRIES": str(args.retries),
+        "WORKTRACKER_BLOCKING_BUDGET": f"{args.budget}s",
+    }
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(
+        target=_migrator, args=(theirs, url.render_as_string(hide_password=False), environ)
+    )
+    process.start()
+    theirs.close()  # its death then ends our recv() instead of blocking it
+    if not ours.poll(120) or ours.recv() != "ready":
+        process.kill()
+        sys.exit("load: the migrating process did not start")
+    return process, ours
+
+
 def run_kind(server: Server, source: str, kind: str, args, folder: Path) -> Result:
     result = Result(kind, KINDS[kind])
     chain = folder / kind
     write_chain(chain, ONLINE_CASES.get(kind) or BY_NAME[kind])
-    os.environ["WORKTRACKER_VERSIONS_DIR"] = str(chain)
     url = server.create_database(template=source)
     conninfo = _conninfo(server, url.database)
-    from sqlalchemy import create_engine
-    from sqlalchemy.pool import NullPool
-
-    engine = create_engine(url, poolclass=NullPool)
+    process, pipe = _start_migrator(url, args, chain)
     try:
         with Workload(conninfo, args.workers, args.pace, args.reader_hold) as load:
             time.sleep(args.baseline)
             started = time.perf_counter()
-            environ = {
-                **os.environ,
-                "WORKTRACKER_DDL_LOCK_TIMEOUT": f"{args.lock_timeout}s",
-                "WORKTRACKER_STATEMENT_TIMEOUT": "10min",
-                "WORKTRACKER_DDL_LOCK_RETRIES": str(args.retries),
-                "WORKTRACKER_BLOCKING_BUDGET": f"{args.budget}s",
-            }
-            timeouts = settings.timeouts(environ)
-
-            def said(text: str) -> None:
-                result.attempts += 1
-
+            pipe.send("go")
             try:
-                with engine.connect() as connection:
-                    plan = runner.plan_upgrade(revisions.script_directory(), "001", "head")
-                    runner.run(
-                        connection,
-                        plan,
-                        timeouts=timeouts,
-                        say=said,
-                        budget=blocking.budget(environ),
-                    )
-            except UserError as exc:
-                result.error = " ".join(exc.message.split())[:240]
-                result.cancelled = isinstance(exc, blocking.BudgetExceeded)
+                result.attempts, result.error, result.cancelled = pipe.recv()
+            except EOFError:
+                result.error = f"the migrating process died (exit {process.exitcode})"
             result.seconds = time.perf_counter() - started
             # As long a window as the baseline's, or the migration's if longer: a short
             # migration's few statements would make a p99 out of noise.
@@ -259,7 +293,9 @@ def run_kind(server: Server, source: str, kind: str, args, folder: Path) -> Resu
             elif sample.start <= ended:
                 result.during.append(sample)
     finally:
-        engine.dispose()
+        process.join(30)
+        if process.is_alive():
+            process.kill()
         server.drop_database(url.database)
     return result
 

@@ -14,7 +14,8 @@ The backfill walks the table by page ranges (`ctid`, a TID range scan since Post
 14), a few thousand rows a batch, each batch its own transaction (`autocommit_block()`):
 an application UPDATE of a row waits at most one batch, and the batches pause three
 times as long as they run, leaving the application most of the machine. A last sweep fills the
-rows an application UPDATE moved to a page the walk had passed.
+rows an application UPDATE moved to a page the walk had passed. Scans and the index build
+run without parallel workers, so that the migration never takes more than one core.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import time
 
 bind = op.get_bind()
 with op.get_context().autocommit_block():
+    # One core at most: parallel workers would take the application's.
+    op.execute("SET max_parallel_workers_per_gather = 0")
     pages = bind.execute(
         sa.text("SELECT pg_relation_size('tasks') / current_setting('block_size')::int")
     ).scalar()
@@ -52,6 +55,7 @@ with op.get_context().autocommit_block():
         )
     ).rowcount:
         pass
+    op.execute("RESET max_parallel_workers_per_gather")
 """
 
 
@@ -83,8 +87,11 @@ op.execute("CREATE TRIGGER tasks_number_big BEFORE INSERT OR UPDATE ON tasks "
             "index_task_number_big",
             """
 with op.get_context().autocommit_block():
+    # One core at most: a parallel build would take the application's.
+    op.execute("SET max_parallel_maintenance_workers = 0")
     op.execute("CREATE UNIQUE INDEX CONCURRENTLY uq_tasks_project_id_number_big "
                "ON tasks (project_id, number_big)")
+    op.execute("RESET max_parallel_maintenance_workers")
 """,
             'op.execute("DROP INDEX uq_tasks_project_id_number_big")',
         ),

@@ -502,7 +502,7 @@ def run(
                 error += f" (attempt {attempt} of {timeouts.retries + 1})"
             if who is not None:
                 _record_failure(connection, who, failure.step, failure.seconds, error)
-            if trip is not None and not trip.waiting:
+            if trip is not None and not trip.waiting and failure.before is None:
                 raise _over_budget(failure, trip) from None
             if not retry and failure.connection_lost:
                 raise _connection_lost(failure, revision_elsewhere(connection.engine)) from None
@@ -512,8 +512,9 @@ def run(
             remaining = remaining[failure.done :]
             wait = min(timeouts.backoff_seconds * 2 ** (attempt - 1), 60.0)
             if say is not None:
+                waited_ms = trip.budget_ms if trip else timeouts.lock_ms
                 say(
-                    f"  {failure.step.revision} waited {timeouts.lock_ms} ms for a lock and gave "
+                    f"  {failure.step.revision} waited {waited_ms} ms for a lock and gave "
                     f"up (attempt {attempt} of {timeouts.retries + 1}); retrying in {wait:g} s at "
                     "most, as soon as what held it is done"
                 )
