@@ -6,28 +6,34 @@ rows: a steady application workload (--workers threads, each a point SELECT, UPD
 INSERT or DELETE on `tasks` every --pace seconds, autocommit) and one long reader (a
 transaction that reads `tasks` and holds it for --reader-hold seconds, again and again)
 run against the same server; after --baseline seconds, the kind's migrations are applied
-by db.runner, as `migrate.up` applies them: one transaction each, under lock_timeout
-(--lock-timeout), retried with backoff when it gives up.
+in a process of its own, as `migrate.up` applies them: one transaction each, under lock_timeout
+(--lock-timeout) and the blocking budget (--budget, by default the lock timeout: a step
+that blocks the application longer is cancelled and rolled back, db/blocking.py),
+retried when it waits too long for its lock. Each blocking kind has its online form
+beside it (benchmarks/online_kinds.py).
 
 Reported per kind: the migration's seconds and attempts; the application's latency
 before (p50, p99, over --baseline seconds) and from the migration's start over as long a
 window, or the migration's time if longer (p50, p99, and the longest statement: its max
 stall); how many statements were blocked longer than 100 ms, by kind of statement;
-and whether it met the goals: max stall ≤ lock_timeout + 100 ms, and for the online
-kinds (CONCURRENTLY, NOT VALID + VALIDATE) p99 no more than 10 % above the baseline.
+and whether it met the goals: max stall ≤ lock_timeout + 100 ms (an unsafe kind meets
+it by being applied within the budget or cancelled at it), and the online kinds
+(CONCURRENTLY, NOT VALID + VALIDATE, expand/backfill in batches/contract) are applied
+and add no more than 10 % to p99 over the baseline.
 
 Only on a throwaway server started here (db/throwaway.py); threads are bounded in count,
 and every statement in time (statement_timeout). Figures depend on the machine: quote
 them with the size and the server.
 
 `python benchmarks/load.py [--rows 1000000] [--kinds a,b] [--workers 4] [--pace 0.01]
-[--lock-timeout SECONDS] [--reader-hold SECONDS] [--baseline 3]`
+[--lock-timeout SECONDS] [--budget SECONDS] [--retries 10] [--reader-hold SECONDS] [--baseline 10]`
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import multiprocessing
 import os
 import random
 import shutil
@@ -42,8 +48,8 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from db import planning, revisions, runner, settings, urls
-from db.errors import UserError
+from benchmarks.online_kinds import CASES as ONLINE_CASES
+from db import blocking, planning, revisions, runner, settings, urls
 from db.roundtrip import sample_data
 from db.throwaway import Server, throwaway_server
 from tests.corpus import BY_NAME, write_chain
@@ -52,7 +58,9 @@ KINDS = {
     "index-without-concurrently": False,
     "online-index-create": True,
     "type-widen": False,
+    "type-widen-online": True,
     "not-null-with-backfill": False,
+    "not-null-online": True,
     "check-validating": False,
     "check-not-valid-then-validate": True,
     "foreign-key-validating": False,
@@ -82,6 +90,8 @@ class Result:
     seconds: float = 0.0
     attempts: int = 1
     error: str = ""
+    cancelled: bool = False
+    """Cancelled at the blocking budget (and rolled back)."""
     before: list[Sample] = field(default_factory=list)
     during: list[Sample] = field(default_factory=list)
 
@@ -198,38 +208,80 @@ class Workload:
             thread.join(timeout=90)
 
 
-def run_kind(server: Server, source: str, kind: str, args, folder: Path) -> Result:
-    result = Result(kind, KINDS[kind])
-    chain = folder / kind
-    write_chain(chain, BY_NAME[kind])
-    os.environ["WORKTRACKER_VERSIONS_DIR"] = str(chain)
-    url = server.create_database(template=source)
-    conninfo = _conninfo(server, url.database)
+def _migrator(pipe, url: str, environ: dict[str, str]) -> None:
+    """A process of its own that applies the chain as `migrate.up` does (db.runner, one
+    transaction per step, lock_timeout, retries, the blocking budget): the workload's
+    latencies must not include waits for the GIL behind the migration's Python work, nor
+    a process's start. It loads everything, says "ready", and migrates on "go"."""
+    os.environ.update(environ)
     from sqlalchemy import create_engine
     from sqlalchemy.pool import NullPool
 
+    from db.errors import UserError
+
     engine = create_engine(url, poolclass=NullPool)
+    plan = planning.plan_upgrade(revisions.script_directory(), "001", "head")
+    attempts = [1]
+
+    def said(text: str) -> None:
+        attempts[0] += 1
+
+    with engine.connect() as connection:
+        pipe.send("ready")
+        pipe.recv()
+        error, cancelled = "", False
+        try:
+            runner.run(
+                connection,
+                plan,
+                timeouts=settings.timeouts(),
+                say=said,
+                budget=blocking.budget(),
+            )
+        except UserError as exc:
+            error = " ".join(exc.message.split())[:240]
+            cancelled = isinstance(exc, blocking.BudgetExceeded)
+    engine.dispose()
+    pipe.send((attempts[0], error, cancelled))
+
+
+def _start_migrator(url, args, chain: Path):
+    environ = {
+        "WORKTRACKER_VERSIONS_DIR": str(chain),
+        "WORKTRACKER_DDL_LOCK_TIMEOUT": f"{args.lock_timeout}s",
+        "WORKTRACKER_STATEMENT_TIMEOUT": "10min",
+        "WORKTRACKER_DDL_LOCK_RETRIES": str(args.retries),
+        "WORKTRACKER_BLOCKING_BUDGET": f"{args.budget}s",
+    }
+    context = multiprocessing.get_context("spawn")
+    ours, theirs = context.Pipe()
+    process = context.Process(
+        target=_migrator, args=(theirs, url.render_as_string(hide_password=False), environ)
+    )
+    process.start()
+    theirs.close()  # its death then ends our recv() instead of blocking it
+    if not ours.poll(120) or ours.recv() != "ready":
+        process.kill()
+        sys.exit("load: the migrating process did not start")
+    return process, ours
+
+
+def run_kind(server: Server, source: str, kind: str, args, folder: Path) -> Result:
+    result = Result(kind, KINDS[kind])
+    chain = folder / kind
+    write_chain(chain, ONLINE_CASES.get(kind) or BY_NAME[kind])
+    url = server.create_database(template=source)
+    conninfo = _conninfo(server, url.database)
+    process, pipe = _start_migrator(url, args, chain)
     try:
         with Workload(conninfo, args.workers, args.pace, args.reader_hold) as load:
             time.sleep(args.baseline)
             started = time.perf_counter()
-            timeouts = settings.timeouts(
-                {
-                    **os.environ,
-                    "WORKTRACKER_DDL_LOCK_TIMEOUT": f"{args.lock_timeout}s",
-                    "WORKTRACKER_STATEMENT_TIMEOUT": "10min",
-                }
-            )
-
-            def said(text: str) -> None:
-                result.attempts += 1
-
+            pipe.send("go")
             try:
-                with engine.connect() as connection:
-                    plan = planning.plan_upgrade(revisions.script_directory(), "001", "head")
-                    runner.run(connection, plan, timeouts=timeouts, say=said)
-            except UserError as exc:
-                result.error = " ".join(exc.message.split())[:160]
+                result.attempts, result.error, result.cancelled = pipe.recv()
+            except EOFError:
+                result.error = f"the migrating process died (exit {process.exitcode})"
             result.seconds = time.perf_counter() - started
             # As long a window as the baseline's, or the migration's if longer: a short
             # migration's few statements would make a p99 out of noise.
@@ -241,7 +293,9 @@ def run_kind(server: Server, source: str, kind: str, args, folder: Path) -> Resu
             elif sample.start <= ended:
                 result.during.append(sample)
     finally:
-        engine.dispose()
+        process.join(30)
+        if process.is_alive():
+            process.kill()
         server.drop_database(url.database)
     return result
 
@@ -254,16 +308,18 @@ def _ms(samples: list[Sample], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
-def report(results: list[Result], lock_timeout: float, rows: int, server: Server) -> None:
-    limit = lock_timeout * 1000 + STALL_MS
+def report(results: list[Result], args, rows: int, server: Server) -> None:
+    limit = args.lock_timeout * 1000 + STALL_MS
     print()
     print(
         f"{rows} rows in tasks, PostgreSQL {server.version} ({server.kind}); "
-        f"lock_timeout {lock_timeout * 1000:.0f} ms; latencies in ms"
+        f"lock_timeout {args.lock_timeout * 1000:.0f} ms, blocking budget "
+        f"{args.budget * 1000:.0f} ms, up to {args.retries} retries; latencies in ms"
     )
     header = (
-        f"{'kind':<36} {'online':>6} {'mig s':>6} {'tries':>5} {'p50':>6} {'p99':>7} "
-        f"{'p50 mig':>7} {'p99 mig':>8} {'+p99':>7} {'max':>8} {'>100ms (S/I/U/D)':>17} goal"
+        f"{'kind':<36} {'online':>6} {'outcome':>9} {'mig s':>6} {'tries':>5} {'p50':>6} "
+        f"{'p99':>7} {'p50 mig':>7} {'p99 mig':>8} {'+p99':>7} {'max':>8} "
+        f"{'>100ms (S/I/U/D)':>17} goal"
     )
     print(header)
     for r in results:
@@ -274,21 +330,22 @@ def report(results: list[Result], lock_timeout: float, rows: int, server: Server
             str(sum(s.op == op for s in slow)) for op in ("SELECT", "INSERT", "UPDATE", "DELETE")
         )
         added = (p99_during - p99_before) / p99_before * 100 if p99_before else float("nan")
+        outcome = "cancelled" if r.cancelled else "failed" if r.error else "applied"
         misses = []
         if stall > limit:
             misses.append(f"max > {limit:.0f}")
         if r.online and added > 10:
             misses.append("p99 +>10%")
-        if r.error:
+        if r.error and (r.online or not r.cancelled):
             misses.append("migration failed (below)")
         errors = sum(bool(s.error) for s in r.during)
         if errors:
             misses.append(f"{errors} app errors")
         print(
-            f"{r.kind:<36} {'yes' if r.online else 'no':>6} {r.seconds:>6.2f} {r.attempts:>5} "
-            f"{_ms(r.before, 0.5):>6.1f} {p99_before:>7.1f} {_ms(r.during, 0.5):>7.1f} "
-            f"{p99_during:>8.1f} {added:>6.0f}% {stall:>8.0f} {by_op:>17} "
-            f"{'met' if not misses else '; '.join(misses)}"
+            f"{r.kind:<36} {'yes' if r.online else 'no':>6} {outcome:>9} {r.seconds:>6.2f} "
+            f"{r.attempts:>5} {_ms(r.before, 0.5):>6.1f} {p99_before:>7.1f} "
+            f"{_ms(r.during, 0.5):>7.1f} {p99_during:>8.1f} {added:>6.0f}% {stall:>8.0f} "
+            f"{by_op:>17} {'met' if not misses else '; '.join(misses)}"
         )
     for r in results:
         if r.error:
@@ -309,13 +366,28 @@ def main() -> None:
         help=f"seconds (default: WORKTRACKER_DDL_LOCK_TIMEOUT, {configured:g})",
     )
     parser.add_argument(
+        "--budget",
+        type=float,
+        help="seconds a step may block the application (default: the lock timeout; 0: off)",
+    )
+    parser.add_argument(
+        "--retries", type=int, default=10, help="retries of a step that waited too long"
+    )
+    parser.add_argument(
         "--reader-hold",
         type=float,
         help="seconds the long reader holds the table (default: 1.5 x lock timeout, so "
         "that a migration that needs a strong lock gives up and retries)",
     )
-    parser.add_argument("--baseline", type=float, default=3.0, help="seconds before migrating")
+    parser.add_argument(
+        "--baseline",
+        type=float,
+        default=10.0,
+        help="seconds before migrating (and the shortest window measured from its start)",
+    )
     args = parser.parse_args()
+    if args.budget is None:
+        args.budget = args.lock_timeout
     if args.reader_hold is None:
         args.reader_hold = 1.5 * args.lock_timeout
     kinds = [k for k in args.kinds.split(",") if k]
@@ -334,7 +406,7 @@ def main() -> None:
             results.append(run_kind(server, source, kind, args, Path(tmp)))
             print(f"  {kind}: {results[-1].seconds:.2f} s", flush=True)
         server.drop_database(source)
-    report(results, args.lock_timeout, args.rows, server)
+    report(results, args, args.rows, server)
 
 
 if __name__ == "__main__":

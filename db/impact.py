@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, field
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
-from db import planning, rehearsal, settings
+from db import blocking, planning, rehearsal, settings
 
 # PostgreSQL's table-level lock modes, weakest first, as pg_locks names them.
 MODES = (
@@ -117,6 +117,9 @@ class Lock:
     blocks: list[str]
     measured_mode: str = ""
     """For a CONCURRENTLY statement: the mode the rehearsal measured without it."""
+    over_budget: bool = False
+    """It blocks the application's statements for longer than the blocking budget:
+    `migrate.up` would cancel the step (db/blocking.py)."""
 
     @property
     def shown_mode(self) -> str:
@@ -238,6 +241,7 @@ class Measurer:
 
     def __init__(self, connection: Connection) -> None:
         self.connection = connection
+        self.budget = blocking.budget()
         self.steps: list[StepImpact] = []
         self._pending: list[tuple[Statement, float]] = []
         self._held: set[tuple[int, str]] = set()
@@ -256,10 +260,12 @@ class Measurer:
     def _query(self, sql: str, parameters: tuple = ()) -> list[tuple]:
         # The DBAPI cursor: SQLAlchemy's events do not see it, so this hook never
         # measures itself.
-        cursor = self.connection.connection.dbapi_connection.cursor()
+        dbapi = self.connection.connection.dbapi_connection
+        assert dbapi is not None, "the rehearsal's connection is open"
+        cursor = dbapi.cursor()
         try:
             cursor.execute(sql, parameters)
-            return cursor.fetchall()
+            return [tuple(row) for row in cursor.fetchall()]
         finally:
             cursor.close()
 
@@ -347,6 +353,11 @@ class Measurer:
             for lock in statement.locks:
                 if lock.until == "commit":
                     lock.held_seconds = now - started
+                lock.over_budget = (
+                    not self.budget.off
+                    and lock.mode in blocking.BLOCKING_MODES
+                    and lock.held_seconds * 1000 > self.budget.ms
+                )
             done.statements.append(statement)
         self._pending = []
         self.steps.append(done)
@@ -384,7 +395,8 @@ def _short(sql: str, limit: int = 60) -> str:
 
 
 def _held(lock: Lock) -> str:
-    return f"{lock.held_seconds:.3f} s to " + ("commit" if lock.until == "commit" else "its end")
+    held = f"{lock.held_seconds:.3f} s to " + ("commit" if lock.until == "commit" else "its end")
+    return f"{held}, over budget" if lock.over_budget else held
 
 
 def _blocks(statement: Statement, locks: list[Lock]) -> str:
@@ -427,9 +439,36 @@ def rows(step: StepImpact) -> list[list[str]]:
 COLUMNS = ["statement", "lock", "on", "held", "blocks", "effect"]
 
 
-def notes(lock_ms: int) -> list[str]:
+def over_budget(steps: list[StepImpact]) -> list[str]:
+    """One line per statement whose blocking lock outlasts the blocking budget."""
+    found = []
+    for step in steps:
+        for statement in step.statements:
+            locks = [lock for lock in statement.locks if lock.over_budget]
+            if not locks:
+                continue
+            lock = max(locks, key=lambda held: MODES.index(held.mode))
+            found.append(
+                f"{step.revision}: {_short(statement.sql, 100)} holds {lock.shown_mode} on "
+                f"{lock.table} for {lock.held_seconds:.2f} s, blocking "
+                f"{', '.join(lock.blocks)}; write it online: "
+                f"{blocking._online_way(statement.sql)}"
+            )
+    return found
+
+
+def notes(lock_ms: int, steps: list[StepImpact] | None = None) -> list[str]:
+    """What the lock table means; with `steps`, which statements are over the budget."""
+    found = []
+    budget = blocking.budget()
+    if steps and (lines := over_budget(steps)):
+        found.append(
+            f"Over the blocking budget ({budget.ms} ms, {budget.source}): migrate.up would "
+            "cancel and roll back these, exit 10. " + " ".join(lines)
+        )
     waits = f"up to lock_timeout, {lock_ms} ms" if lock_ms else "lock_timeout is off: no limit"
     return [
+        *found,
         "A lock is held until its migration commits (a statement of an autocommit_block(): "
         "until the statement ends), so it blocks what it blocks for that long; times are "
         "the rehearsal's, on this database's rows.",

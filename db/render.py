@@ -183,7 +183,7 @@ def _impact(planned: outcomes.Planned) -> None:
             [[output.escaped(cell) for cell in row] for row in impact.rows(step)],
             title=f"{step.revision} {output.escaped(step.description)} ({step.seconds:.2f} s)",
         )
-    for line in impact.notes(settings.timeouts().lock_ms):
+    for line in impact.notes(settings.timeouts().lock_ms, planned.rehearsed.impact):
         # Wrapped here: CI's summary shows it in a code block, which does not wrap.
         say(textwrap.fill(line, 88, initial_indent="  ", subsequent_indent="  "), markup=False)
 

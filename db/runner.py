@@ -22,7 +22,7 @@ from alembic.util import CommandError, to_tuple
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, Engine
 
-from db import connect, history, interrupts, revisions, settings
+from db import blocking, connect, history, interrupts, revisions, settings
 from db.errors import RevisionError
 from db.planning import Step, StepDone, current_revision
 from db.settings import Timeouts
@@ -34,6 +34,7 @@ from db.step_failures import (
     connection_lost,
     left_behind,
     migration_failed,
+    over_budget,
     what_stays,
 )
 
@@ -115,6 +116,7 @@ def _record(
     seconds: float,
     error: str | None = None,
     provided: tuple[str, dict] | None = None,
+    note: str | None = None,
 ) -> bool:
     return history.record(
         connection,
@@ -130,6 +132,7 @@ def _record(
         error=error,
         who=who,
         provided=provided,
+        note=note,
     )
 
 
@@ -180,6 +183,7 @@ def run_once(
     who: history.Who | None,
     lock: Held | None = None,
     scripts: ScriptDirectory | None = None,
+    note: str | None = None,
     **attributes,
 ) -> None:
     """One attempt at `plan`, without retries: StepFailed names the step that failed and
@@ -211,7 +215,9 @@ def run_once(
         # can keep it from being written).
         if who is not None:
             provided = lock.condition if lock is not None else None
-            if not _record(ctx.connection, who, finished, started_at, seconds, None, provided):
+            if not _record(
+                ctx.connection, who, finished, started_at, seconds, None, provided, note
+            ):
                 assert lock is not None
                 raise lock.lost()
         elif lock is not None:
@@ -266,6 +272,7 @@ def run(
     say: Callable[[str], None] | None = None,
     lock: Held | None = None,
     scripts: ScriptDirectory | None = None,
+    budget: blocking.Budget | None = None,
 ) -> None:
     """Apply `plan` on `connection`, which must have no open transaction.
 
@@ -275,7 +282,8 @@ def run(
     statement_timeout). A step that gives up on lock_timeout is retried, with the
     wait doubling each time, up to `timeouts.retries` times. With `who`, each step
     writes its history row inside its transaction, and each failed attempt writes a
-    failure row after its rollback.
+    failure row after its rollback. With `budget`, each attempt that blocks the
+    application past it is cancelled (db/blocking.py).
     """
     if connection.in_transaction():
         # Alembic would run inside it, and a close without COMMIT would silently undo
@@ -298,17 +306,24 @@ def run(
     connection.commit()
 
     remaining, attempt = plan, 1
+    guard: blocking.Guard | None = None
+    note = budget.note() if budget is not None else None
     while True:
         try:
-            run_once(connection, remaining, on_step, who, lock, scripts)
+            with blocking.guarding(connection, budget) as guard:
+                run_once(connection, remaining, on_step, who, lock, scripts, note)
             return
         except StepFailed as failure:
-            retry = failure.lock_timed_out and attempt <= timeouts.retries
-            error = failure.message
-            if failure.lock_timed_out:
+            trip = guard.cancelled(failure.error) if guard is not None else None
+            waited = failure.lock_timed_out or (trip is not None and trip.waiting)
+            retry = waited and attempt <= timeouts.retries
+            error = failure.message if trip is None else str(trip)
+            if waited:
                 error += f" (attempt {attempt} of {timeouts.retries + 1})"
             if who is not None:
                 _record_failure(connection, who, failure.step, failure.seconds, error)
+            if trip is not None and not trip.waiting and failure.before is None:
+                raise over_budget(failure, trip) from None
             if not retry and failure.connection_lost:
                 raise connection_lost(failure, revision_elsewhere(connection.engine)) from None
             if not retry:
@@ -317,11 +332,13 @@ def run(
             remaining = remaining[failure.done :]
             wait = min(timeouts.backoff_seconds * 2 ** (attempt - 1), 60.0)
             if say is not None:
+                waited_ms = trip.budget_ms if trip else timeouts.lock_ms
                 say(
-                    f"  {failure.step.revision} waited {timeouts.lock_ms} ms for a lock and gave "
-                    f"up (attempt {attempt} of {timeouts.retries + 1}); retrying in {wait:g} s"
+                    f"  {failure.step.revision} waited {waited_ms} ms for a lock and gave "
+                    f"up (attempt {attempt} of {timeouts.retries + 1}); retrying in {wait:g} s at "
+                    "most, as soon as what held it is done"
                 )
-            time.sleep(wait)
+            blocking.wait_before_retry(connection, guard, wait)
             attempt += 1
         except BaseException as interrupt:  # Ctrl-C, SIGTERM
             stopped = getattr(interrupt, "step_failed", None)

@@ -13,6 +13,7 @@ import psycopg
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
+from db import blocking
 from db.errors import ConnectionFailed, LockLost, MigrationFailed, UserError
 from db.planning import Step
 
@@ -182,6 +183,14 @@ def connection_lost(failure: StepFailed, now_at: str | None) -> ConnectionFailed
         "the server or the link failed, not the migration (a restart, a crash, "
         f"pg_terminate_backend, the network); {where}.{online} Check the server, then run "
         "the command again",
+    )
+
+
+def over_budget(failure: StepFailed, trip: blocking.Trip) -> UserError:
+    step = failure.step
+    return blocking.BudgetExceeded(
+        f"migration {step.revision} ({step.description}) going {step.direction} was {trip}.",
+        trip.hint(step.from_revision or "base"),
     )
 
 

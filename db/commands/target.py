@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 
 from db import (
+    blocking,
     checksums,
     connect,
     failures,
@@ -218,6 +219,7 @@ def apply_plan(session: Session, plan: list[planning.Step]) -> outcomes.Applied:
         timeouts=settings.timeouts(),
         say=render.note,
         lock=session.lock,
+        budget=blocking.budget(),
     )
     elapsed = time.perf_counter() - started
     return outcomes.Applied(direction, session.label, start, end, len(plan), elapsed)
