@@ -9,11 +9,6 @@ from pathlib import Path
 
 import nox
 
-# uv installs without compiling bytecode, and where PYTHONDONTWRITEBYTECODE is set (CI
-# here) nothing compiles it later: every `invoke` the tests start as a subprocess would
-# recompile SQLAlchemy and Alembic (1.6 s a process instead of 0.7 s).
-os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
-
 nox.needs_version = ">=2025.2.9"
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.sessions = ["lint", "tests", "alembic_plugin", "roundtrip", "unavailable"]
@@ -41,12 +36,21 @@ AVAILABLE = [kind for kind in SERVERS if _why_not(kind) is None]
 UNAVAILABLE = [kind for kind in SERVERS if _why_not(kind) is not None]
 
 
-def _install(session: nox.Session, *groups: str, project: bool = True) -> None:
-    """Install the dependency groups of pyproject.toml, and the project itself."""
+def _install(
+    session: nox.Session, *groups: str, project: bool = True, compiled: bool = False
+) -> None:
+    """Install the dependency groups of pyproject.toml, and the project itself.
+
+    uv installs without compiling bytecode, and where PYTHONDONTWRITEBYTECODE is set (CI
+    here) nothing compiles it later. `compiled` compiles it all at install (6 s of CPU):
+    worth it where many interpreters start (every `invoke` the tests spawn would
+    recompile SQLAlchemy and Alembic, 1.6 s a process instead of 0.7 s), not for a
+    session that starts one or two."""
+    env = {"UV_COMPILE_BYTECODE": "1"} if compiled else {}
     if project:
-        session.install("-e", ".")
+        session.install("-e", ".", env=env)
     if groups:
-        session.install(*nox.project.dependency_groups(PYPROJECT, *groups))
+        session.install(*nox.project.dependency_groups(PYPROJECT, *groups), env=env)
 
 
 @nox.session
@@ -62,12 +66,14 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the test suite against a throwaway PostgreSQL (see db/throwaway.py)."""
-    _install(session, "test")
+    _install(session, "test", compiled=True)
     # The tests start `invoke` a few hundred times; where PYTHONDONTWRITEBYTECODE is set
     # (CI here), each would compile db/ and tasks.py again.
     session.run("python", "-m", "compileall", "-q", "db", "tasks.py", "tests", silent=True)
     # One throwaway server per worker (tests/conftest.py), so workers never share one.
-    session.run("pytest", "-n", "auto", *session.posargs)
+    # worksteal: a worker that runs out of tests takes some from the other's queue,
+    # instead of waiting at the end for the batch it was dealt at the start.
+    session.run("pytest", "-n", "auto", "--dist", "worksteal", *session.posargs)
 
 
 @nox.session
@@ -131,7 +137,7 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def soak(session: nox.Session) -> None:
     """Soak (not in the default run): concurrent runs and kill -9 at random moments."""
-    _install(session, "test")
+    _install(session, "test", compiled=True)
     session.run("pytest", "-m", "soak", "-s", "tests/test_soak.py", *session.posargs)
 
 
