@@ -255,10 +255,17 @@ def _as_from_a_terminal() -> None:
 
 @pytest.fixture
 def spawn(embedded_pgdata: Path, initial_chain: Path) -> Iterator:
-    """Start `invoke ARGS…` in the background; every process is killed after the test."""
-    started: list[subprocess.Popen] = []
+    """Start `invoke ARGS…` in the background (a fork of this worker, see tests/forked.py,
+    else a subprocess); every process is killed after the test."""
+    started: list[subprocess.Popen | forked.Process] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen | forked.Process:
+        if forked.AVAILABLE:
+            # The fork takes Ctrl-C as _as_from_a_terminal makes a subprocess take it.
+            started.append(
+                forked.Process(args, _environ(embedded_pgdata, initial_chain, env), PROJECT_ROOT)
+            )
+            return started[-1]
         process = subprocess.Popen(
             [sys.executable, "-m", "invoke", *args],
             cwd=PROJECT_ROOT,
@@ -278,7 +285,7 @@ def spawn(embedded_pgdata: Path, initial_chain: Path) -> Iterator:
         process.communicate()
 
 
-def finish(process: subprocess.Popen, timeout: float = 120) -> Result:
+def finish(process: subprocess.Popen | forked.Process, timeout: float = 120) -> Result:
     stdout, stderr = process.communicate(timeout=timeout)
     return Result(process.returncode, stdout, stderr)
 
