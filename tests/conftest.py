@@ -27,6 +27,7 @@ from sqlalchemy.engine import URL, Connection, Engine
 from sqlalchemy.pool import NullPool
 
 from db import planning, revisions, runner
+from db.roundtrip import sample_data
 from db.roundtrip.stairway import CHECK_READS
 from db.settings import PROJECT_ROOT
 from db.throwaway import Server, throwaway_server
@@ -99,6 +100,28 @@ def initial_chain(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def initial_template(pg_server: Server) -> Iterator[str]:
     """A database at 001, to clone."""
     yield from _template_at(pg_server, "001")
+
+
+@dataclass(frozen=True)
+class Filled:
+    """A database to clone, at 001 with a round of sample rows, and the Filler that wrote
+    them: a clone's next round goes on from a copy of it, as if it had filled the clone."""
+
+    database: str
+    filler: sample_data.Filler
+
+
+@pytest.fixture(scope="session")
+def filled_template(pg_server: Server, initial_template: str) -> Iterator[Filled]:
+    """001 filled once, for the corpus tests that each filled a fresh database at 001 alike."""
+    url = pg_server.create_database(template=initial_template)
+    engine = make_engine(url)
+    with engine.connect() as connection:
+        filler = sample_data.Filler()
+        filler.fill(connection)
+    engine.dispose()
+    yield Filled(url.database, filler)
+    pg_server.drop_database(url.database)
 
 
 @pytest.fixture
@@ -232,10 +255,17 @@ def _as_from_a_terminal() -> None:
 
 @pytest.fixture
 def spawn(embedded_pgdata: Path, initial_chain: Path) -> Iterator:
-    """Start `invoke ARGS…` in the background; every process is killed after the test."""
-    started: list[subprocess.Popen] = []
+    """Start `invoke ARGS…` in the background (a fork of this worker, see tests/forked.py,
+    else a subprocess); every process is killed after the test."""
+    started: list[subprocess.Popen | forked.Process] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen | forked.Process:
+        if forked.AVAILABLE:
+            # The fork takes Ctrl-C as _as_from_a_terminal makes a subprocess take it.
+            started.append(
+                forked.Process(args, _environ(embedded_pgdata, initial_chain, env), PROJECT_ROOT)
+            )
+            return started[-1]
         process = subprocess.Popen(
             [sys.executable, "-m", "invoke", *args],
             cwd=PROJECT_ROOT,
@@ -255,7 +285,7 @@ def spawn(embedded_pgdata: Path, initial_chain: Path) -> Iterator:
         process.communicate()
 
 
-def finish(process: subprocess.Popen, timeout: float = 120) -> Result:
+def finish(process: subprocess.Popen | forked.Process, timeout: float = 120) -> Result:
     stdout, stderr = process.communicate(timeout=timeout)
     return Result(process.returncode, stdout, stderr)
 

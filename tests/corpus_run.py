@@ -3,6 +3,7 @@ the commands called in-process (as `invoke` would, without the start-up cost).""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from db.roundtrip import sample_data
 from db.roundtrip.results import DECLARED, FAIL, Result
 from db.roundtrip.stairway import Stairway
 from db.throwaway import Server
-from tests.conftest import VERSIONS, make_engine
+from tests.conftest import VERSIONS, Filled, make_engine
 from tests.corpus import Case, Expect, write_chain
 from tests.helpers import as_env
 
@@ -47,20 +48,32 @@ def database_at_001(server: Server, template: str) -> Iterator[URL]:
         server.drop_database(url.database)
 
 
+@contextmanager
+def filled_at_001(server: Server, filled: Filled) -> Iterator[tuple[URL, sample_data.Filler]]:
+    """A database at 001 whose tables hold a round of sample rows, and the Filler to go on
+    filling it with (tests/conftest.py, filled_template)."""
+    with database_at_001(server, filled.database) as url:
+        yield url, copy.deepcopy(filled.filler)
+
+
 def target(url: URL, monkeypatch: pytest.MonkeyPatch) -> None:
     """Point the commands at `url`, as DATABASE_URL does for `invoke`."""
     for key, value in as_env(url).items():
         monkeypatch.setenv(key, value)
 
 
-def upgrade_and_fill(url: URL, to: str = "head", rounds: int = 2) -> None:
-    """Fill every table with sample rows at 001, apply the chain, and fill again, as a
-    database that lived through the migrations would be."""
+def upgrade_and_fill(
+    url: URL, to: str = "head", rounds: int = 2, filler: sample_data.Filler | None = None
+) -> None:
+    """Fill every table with sample rows at 001 (unless `filler` did: filled_at_001),
+    apply the chain, and fill again, as a database that lived through the migrations
+    would be."""
     engine = make_engine(url)
     with engine.connect() as connection:
         script = revisions.script_directory()
-        filler = sample_data.Filler()
-        filler.fill(connection)
+        if filler is None:
+            filler = sample_data.Filler()
+            filler.fill(connection)
         runner.run(connection, planning.plan_upgrade(script, "001", to))
         for _ in range(rounds):
             filler.fill(connection)

@@ -5,8 +5,9 @@ it does anything; the tests start `invoke` a few hundred times. A fork of the wo
 which has imported them already, runs the same program (invoke's own `Program` loading
 tasks.py from the repository) in a process of its own, with its own environment,
 working directory, stdin, stdout, stderr and exit code: what a subprocess gives, less
-the imports. Tests about what a fresh interpreter imports, and tests that send signals,
-start real subprocesses (`spawn`, `subprocess.run`).
+the imports. The `spawn` fixture starts `invoke` in the background in a fork too
+(`Process`): signals, kill -9 and exit codes reach it as they reach a new interpreter.
+Tests about what a fresh interpreter imports start real subprocesses (`subprocess.run`).
 
 WORKTRACKER_TEST_SUBPROCESS=1 turns it off (every `invoke` a new interpreter).
 """
@@ -55,38 +56,86 @@ def _child(args: tuple[str, ...], environ: Mapping[str, str], cwd: Path, out, er
     return 0
 
 
+def _fork(args: tuple[str, ...], environ: Mapping[str, str], cwd: Path, out, err) -> int:
+    """The pid of a fork running `invoke ARGS…` with stdout and stderr in `out` and `err`."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            code = _child(args, environ, cwd, out, err)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                traceback.print_exc()
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+    return pid
+
+
+class Process:
+    """`invoke ARGS…` running in a fork, for the `spawn` fixture: what the tests use of
+    subprocess.Popen (pid, poll, wait, send_signal, kill, terminate, communicate and
+    returncode), with stdout and stderr read once it has ended."""
+
+    def __init__(self, args: tuple[str, ...], environ: Mapping[str, str], cwd: Path) -> None:
+        self.args = ["invoke", *args]
+        self.returncode: int | None = None
+        self._texts: tuple[str, str] | None = None
+        self._out = tempfile.TemporaryFile()  # noqa: SIM115 (closed by communicate)
+        self._err = tempfile.TemporaryFile()  # noqa: SIM115
+        self.pid = _fork(args, environ, cwd, self._out, self._err)
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0)
+            time.sleep(0.005)
+        return code
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def communicate(self, timeout: float | None = None) -> tuple[str, str]:
+        self.wait(timeout)
+        if self._texts is None:
+            texts = []
+            for file in (self._out, self._err):
+                file.seek(0)
+                texts.append(file.read().decode(errors="replace"))
+                file.close()
+            self._texts = (texts[0], texts[1])
+        return self._texts
+
+
 def run(
     args: tuple[str, ...], environ: Mapping[str, str], cwd: Path, timeout: float
 ) -> tuple[int, str, str]:
     """Exit code, stdout and stderr of `invoke ARGS…` run in a fork."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                code = _child(args, environ, cwd, out, err)
-            except BaseException:
-                with contextlib.suppress(Exception):
-                    traceback.print_exc()
-            finally:
-                with contextlib.suppress(Exception):
-                    sys.stdout.flush()
-                    sys.stderr.flush()
-                os._exit(code)
-        deadline = time.monotonic() + timeout
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                break
-            if time.monotonic() > deadline:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                raise subprocess.TimeoutExpired(["invoke", *args], timeout)
-            time.sleep(0.005)
-        texts = []
-        for file in (out, err):
-            file.seek(0)
-            texts.append(file.read().decode(errors="replace"))
-        return os.waitstatus_to_exitcode(status), texts[0], texts[1]
+    process = Process(args, environ, cwd)
+    try:
+        process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+        raise
+    stdout, stderr = process.communicate()
+    return process.wait(), stdout, stderr

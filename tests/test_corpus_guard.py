@@ -12,8 +12,9 @@ import pytest
 from db import commands, render
 from db.errors import MigrationFailed, Refused
 from db.throwaway import Server
+from tests.conftest import Filled
 from tests.corpus import CASES, Case
-from tests.corpus_run import database_at_001, target, upgrade_and_fill, use_chain
+from tests.corpus_run import filled_at_001, target, upgrade_and_fill, use_chain
 from tests.helpers import current_revision
 
 GUARDED = [c for c in CASES if c.guard is not None]
@@ -21,13 +22,13 @@ GUARDED = [c for c in CASES if c.guard is not None]
 
 @pytest.mark.parametrize("case", GUARDED, ids=[c.name for c in GUARDED])
 def test_guard_verdict(
-    case: Case, pg_server: Server, initial_template: str, tmp_path: Path, monkeypatch, capsys
+    case: Case, pg_server: Server, filled_template: Filled, tmp_path: Path, monkeypatch, capsys
 ) -> None:
     assert case.guard is not None
     use_chain(case, tmp_path / "versions", monkeypatch)
     head = f"{len(case.migrations) + 1:03d}"
-    with database_at_001(pg_server, initial_template) as url:
-        upgrade_and_fill(url)
+    with filled_at_001(pg_server, filled_template) as (url, filler):
+        upgrade_and_fill(url, filler=filler)
         target(url, monkeypatch)
         try:
             render.deliver(commands.migrate_down())
@@ -46,13 +47,13 @@ def test_guard_verdict(
 
 
 def test_an_irreversible_migration_is_not_rolled_back(
-    pg_server: Server, initial_template: str, tmp_path: Path, monkeypatch
+    pg_server: Server, filled_template: Filled, tmp_path: Path, monkeypatch
 ) -> None:
     from tests.corpus import BY_NAME
 
     use_chain(BY_NAME["irreversible-in-the-middle"], tmp_path / "versions", monkeypatch)
-    with database_at_001(pg_server, initial_template) as url:
-        upgrade_and_fill(url, rounds=1)
+    with filled_at_001(pg_server, filled_template) as (url, filler):
+        upgrade_and_fill(url, rounds=1, filler=filler)
         target(url, monkeypatch)
         render.deliver(commands.migrate_down())  # 003 is reversible
         assert current_revision(url) == "002"

@@ -12,9 +12,9 @@ import pytest
 from db import impact_rules, lint, planning, preview, revisions, runner
 from db.roundtrip import sample_data
 from db.throwaway import Server
-from tests.conftest import make_engine
+from tests.conftest import Filled, make_engine
 from tests.corpus import CASES, Case
-from tests.corpus_run import case_scripts, database_at_001, use_chain
+from tests.corpus_run import case_scripts, filled_at_001, use_chain
 
 LINEAR = [c for c in CASES if c.roundtrip.step != "static checks"]
 """Every case but the merges and two heads, which no plan can run."""
@@ -31,7 +31,7 @@ there. An entry must still be needed: the test fails when that mismatch is gone.
 
 @pytest.mark.parametrize("case", LINEAR, ids=[c.name for c in LINEAR])
 def test_lint_and_measured_locks_agree(
-    case: Case, pg_server: Server, initial_template: str, tmp_path: Path, monkeypatch
+    case: Case, pg_server: Server, filled_template: Filled, tmp_path: Path, monkeypatch
 ) -> None:
     use_chain(case, tmp_path / "versions", monkeypatch)
     # The rehearsal measures upgrades: lint's findings on downgrades are not compared, nor
@@ -44,11 +44,9 @@ def test_lint_and_measured_locks_agree(
         r.revision for r in reports if any(u.startswith("upgrade()") for u in r.unchecked)
     }
     problems: list[str] = []
-    with database_at_001(pg_server, initial_template) as url:
+    with filled_at_001(pg_server, filled_template) as (url, filler):
         engine = make_engine(url)
         with engine.connect() as connection:
-            filler = sample_data.Filler()
-            filler.fill(connection)
             script = revisions.script_directory()
             for migration in case_scripts():
                 plan = planning.plan_upgrade(script, migration.down_revision, migration.revision)

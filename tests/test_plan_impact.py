@@ -12,25 +12,20 @@ import pytest
 from psycopg import errors
 
 from db import commands, impact, render, urls
-from db.roundtrip import sample_data
 from db.throwaway import Server
-from tests.conftest import make_engine
+from tests.conftest import Filled
 from tests.corpus import BY_NAME
-from tests.corpus_run import database_at_001, target, use_chain
+from tests.corpus_run import filled_at_001, target, use_chain
 from tests.helpers import scalar
 
 
 @pytest.fixture
-def planned(pg_server: Server, initial_template: str, tmp_path: Path, monkeypatch, capsys):
+def planned(pg_server: Server, filled_template: Filled, tmp_path: Path, monkeypatch, capsys):
     """plan(case name, as_json) on a database at 001 whose tables hold sample rows."""
 
     def plan(name: str, as_json: bool = True):
         use_chain(BY_NAME[name], tmp_path / name, monkeypatch)
-        with database_at_001(pg_server, initial_template) as url:
-            engine = make_engine(url)
-            with engine.connect() as connection:
-                sample_data.Filler().fill(connection)
-            engine.dispose()
+        with filled_at_001(pg_server, filled_template) as (url, _):
             target(url, monkeypatch)
             render.deliver(commands.migrate_plan(as_json=as_json))
             out = capsys.readouterr().out

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from db.roundtrip import check
-from db.roundtrip.results import DECLARED, FAIL, OK, Report
+from db.roundtrip.results import DECLARED, FAIL, OK, Report, Result
 from db.throwaway import Server
+from tests.corpus_run import database_at_001, stairway_from_001
 from tests.helpers import add_migration
 
 BROKEN = {
@@ -68,9 +69,7 @@ BROKEN = {
 }
 
 
-def _run_with_002(
-    pg_server: Server, versions: Path, monkeypatch, upgrade: str, downgrade: str, **extra: str
-) -> Report:
+def _write_002(versions: Path, monkeypatch, upgrade: str, downgrade: str, **extra: str) -> None:
     path = add_migration(versions, "002", "001", "broken", upgrade, downgrade)
     source = path.read_text().replace(
         "from alembic import op\n", "import sqlalchemy as sa\nfrom alembic import op\n"
@@ -79,15 +78,41 @@ def _run_with_002(
         source = source.replace("branch_labels = None", f"branch_labels = None\n{name} = {value!r}")
     path.write_text(source)
     monkeypatch.setenv("WORKTRACKER_VERSIONS_DIR", str(versions))
+
+
+def _stair_of_002(
+    pg_server: Server,
+    template: str,
+    versions: Path,
+    monkeypatch,
+    upgrade: str,
+    downgrade: str,
+    **extra: str,
+) -> list[Result]:
+    """002's stair, where what these tests look at is decided: the whole roundtrip
+    (check.run) would build 001's stair, the whole chain and the models check again."""
+    _write_002(versions, monkeypatch, upgrade, downgrade, **extra)
+    with database_at_001(pg_server, template) as url:
+        return stairway_from_001(pg_server, url)
+
+
+def _run_with_002(
+    pg_server: Server, versions: Path, monkeypatch, upgrade: str, downgrade: str, **extra: str
+) -> Report:
+    _write_002(versions, monkeypatch, upgrade, downgrade, **extra)
     return check.run(pg_server)
 
 
 @pytest.mark.parametrize("case", BROKEN, ids=list(BROKEN))
-def test_roundtrip_catches(pg_server: Server, versions_copy: Path, monkeypatch, case: str) -> None:
+def test_roundtrip_catches(
+    pg_server: Server, initial_template: str, versions_copy: Path, monkeypatch, case: str
+) -> None:
     upgrade, downgrade, step, evidence = BROKEN[case]
-    report = _run_with_002(pg_server, versions_copy, monkeypatch, upgrade, downgrade)
-    caught = [r for r in report.failures if r.revision == "002" and r.step == step]
-    assert caught, f"{case}: no failure at 002 {step}; got {report.results}"
+    results = _stair_of_002(
+        pg_server, initial_template, versions_copy, monkeypatch, upgrade, downgrade
+    )
+    caught = [r for r in results if r.status == FAIL and r.revision == "002" and r.step == step]
+    assert caught, f"{case}: no failure at 002 {step}; got {results}"
     assert evidence in caught[0].detail, caught[0].detail
     if step == "down" and "rows changed" not in evidence:
         assert "--- 002 before up" in caught[0].detail, "the diff must be labelled"
@@ -95,29 +120,31 @@ def test_roundtrip_catches(pg_server: Server, versions_copy: Path, monkeypatch, 
 
 
 def test_declared_data_loss_is_listed_not_failed(
-    pg_server: Server, versions_copy: Path, monkeypatch
+    pg_server: Server, initial_template: str, versions_copy: Path, monkeypatch
 ) -> None:
-    report = _run_with_002(
+    results = _stair_of_002(
         pg_server,
+        initial_template,
         versions_copy,
         monkeypatch,
         'op.execute("ALTER TABLE tasks ALTER COLUMN title TYPE varchar(5) USING left(title, 5)")',
         'op.execute("ALTER TABLE tasks ALTER COLUMN title TYPE text")',
         downgrade_loses_data="titles were cut to five characters",
     )
-    data = next(r for r in report.results if r.revision == "002" and r.step == "data")
+    data = next(r for r in results if r.revision == "002" and r.step == "data")
     assert data.status == DECLARED, data
     assert "titles were cut to five characters" in data.detail
     assert "public.tasks" in data.detail, data.detail
-    stair = [r for r in report.failures if r.revision == "002"]
+    stair = [r for r in results if r.status == FAIL and r.revision == "002"]
     assert not stair, stair
 
 
 def test_rows_of_what_the_upgrade_created_are_listed_not_failed(
-    pg_server: Server, versions_copy: Path, monkeypatch
+    pg_server: Server, initial_template: str, versions_copy: Path, monkeypatch
 ) -> None:
-    report = _run_with_002(
+    results = _stair_of_002(
         pg_server,
+        initial_template,
         versions_copy,
         monkeypatch,
         """
@@ -129,7 +156,7 @@ def test_rows_of_what_the_upgrade_created_are_listed_not_failed(
         """,
         'op.drop_table("reminders")',
     )
-    data = next(r for r in report.results if r.revision == "002" and r.step == "data")
+    data = next(r for r in results if r.revision == "002" and r.step == "data")
     assert data.status == OK, data
     assert "drops what 002 created: table public.reminders (3 rows)" in data.note, data
 
