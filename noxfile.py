@@ -72,10 +72,13 @@ def _install(
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint Python (ruff), the workflows (actionlint) and each migration's SQL (squawk)."""
+    """Lint Python (ruff, mypy), the workflows (actionlint) and each migration's SQL
+    (squawk)."""
     _install(session, "lint")
     session.run("ruff", "check", ".", *session.posargs)
     session.run("ruff", "format", "--check", ".")
+    # Which files, and how strictly: [tool.mypy] in pyproject.toml.
+    session.run("mypy")
     session.run("actionlint")
     session.run("invoke", "migrate.lint")
 
