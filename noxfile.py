@@ -70,7 +70,7 @@ def _install(
         session.install(*wanted, env=env)
 
 
-@nox.session
+@nox.session(allow_parallel=True)
 def lint(session: nox.Session) -> None:
     """Lint Python (ruff, mypy), the workflows (actionlint) and each migration's SQL
     (squawk)."""
