@@ -215,6 +215,9 @@ class Guard:
         since: datetime | None = None
         while not self._stop.wait(POLL_SECONDS):
             found = connection.execute(text(_LOOK), parameters).all()
+            # Never idle in a transaction between looks: the lock's session, which this
+            # may be, must hold no snapshot (it would hold back vacuum for the whole run).
+            connection.commit()
             if not found:
                 return  # the backend is gone
             now, xact_start = found[0][0], found[0][1]
@@ -235,6 +238,7 @@ class Guard:
                 continue
             # Only while the same transaction runs: never a later step's statement.
             connection.execute(text(_CANCEL), {"pid": self.pid, "xact": xact_start})
+            connection.commit()
             if self.tripped is None:
                 held = [row for row in locks if row[4]]
                 worst = max(held or locks, key=lambda row: BLOCKING_MODES.index(row[3]))
@@ -257,26 +261,35 @@ class Guard:
 
 
 @contextmanager
-def guarding(connection: Connection, budget: Budget | None) -> Iterator[Guard | None]:
-    """A Guard on `connection`'s backend while the block runs (None when off)."""
+def guarding(
+    connection: Connection, budget: Budget | None, watcher: Connection | None = None
+) -> Iterator[Guard | None]:
+    """A Guard on `connection`'s backend while the block runs (None when off).
+
+    `watcher`: an idle connection of this run to watch from (the migration lock's
+    session); without one, the guard opens its own. A pool sized for the run's two
+    sessions (PgBouncer's default_pool_size) would queue a third for ever."""
     if budget is None or budget.off:
         yield None
         return
     pid = connection.execute(text("SELECT pg_backend_pid()")).scalar_one()
     connection.rollback()  # the runner starts each attempt without a transaction
     guard = Guard(budget, pid)
-    try:
-        watcher = connection.engine.connect().execution_options(isolation_level="AUTOCOMMIT")
-    except Exception as exc:
-        raise ConnectionFailed(
-            f"could not open the session that enforces the blocking budget: {exc}".strip(),
-            "the budget needs one more connection; or turn it off for this run with "
-            "WORKTRACKER_BLOCKING_BUDGET=0",
-        ) from None
+    own = watcher is None
+    if watcher is None:
+        try:
+            watcher = connection.engine.connect()
+        except Exception as exc:
+            raise ConnectionFailed(
+                f"could not open the session that enforces the blocking budget: {exc}".strip(),
+                "the budget needs one more connection; or turn it off for this run with "
+                "WORKTRACKER_BLOCKING_BUDGET=0",
+            ) from None
+    watching = watcher
 
     def run() -> None:
         try:
-            guard.watch(watcher)
+            guard.watch(watching)
         except Exception as exc:  # never hide the run's own outcome behind the guard's
             log.warning("the blocking budget's guard stopped: %s", exc)
 
@@ -287,7 +300,8 @@ def guarding(connection: Connection, budget: Budget | None) -> Iterator[Guard | 
     finally:
         guard._stop.set()
         thread.join(5)
-        watcher.close()
+        if own:
+            watching.close()
 
 
 def wait_before_retry(

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sqlalchemy import text
@@ -109,6 +109,9 @@ class Held:
     """The lock as a run holds it: the backend of its own session."""
 
     pid: int
+    session: Connection | None = field(default=None, compare=False, repr=False)
+    """The lock's own connection, idle for the whole run: the blocking budget's guard
+    watches from it (db/blocking.py) instead of asking a tight pool for one more."""
 
     @property
     def condition(self) -> tuple[str, dict[str, int]]:
@@ -166,7 +169,7 @@ def migration_lock(
         if not opened.got:
             _wait(connection, timeout, say)
         try:
-            yield Held(opened.pid)
+            yield Held(opened.pid, connection)
         finally:
             # Closing the session would release it too; unlocking says so explicitly. A
             # session that died must not hide the error that ended the run.

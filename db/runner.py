@@ -310,7 +310,7 @@ def run(
     note = budget.note() if budget is not None else None
     while True:
         try:
-            with blocking.guarding(connection, budget) as guard:
+            with blocking.guarding(connection, budget, lock.session if lock else None) as guard:
                 run_once(connection, remaining, on_step, who, lock, scripts, note)
             return
         except StepFailed as failure:
