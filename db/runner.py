@@ -328,7 +328,7 @@ def run(
                 raise connection_lost(failure, revision_elsewhere(connection.engine)) from None
             if not retry:
                 left = left_behind(connection, failure)
-                raise migration_failed(failure, error, attempt, left) from failure.error
+                raise migration_failed(failure, error, attempt, left, waited) from failure.error
             remaining = remaining[failure.done :]
             wait = min(timeouts.backoff_seconds * 2 ** (attempt - 1), 60.0)
             if say is not None:

@@ -195,8 +195,14 @@ def over_budget(failure: StepFailed, trip: blocking.Trip) -> UserError:
 
 
 def migration_failed(
-    failure: StepFailed, error: str, attempts: int, left: _LeftBehind | None = None
+    failure: StepFailed,
+    error: str,
+    attempts: int,
+    left: _LeftBehind | None = None,
+    waited: bool = False,
 ) -> UserError:
+    """`waited`: the last attempt gave up waiting for a lock, on lock_timeout or cut by
+    the blocking budget (db/blocking.py), whichever came first."""
     step = failure.step
     at = step.from_revision or "base"
     where = where_it_failed(failure.error, step)
@@ -236,10 +242,11 @@ def migration_failed(
             f"the database is at {at}, but "
             + what_stays(step, left, "fix the migration or the data it trips on, and run again"),
         )
-    if failure.lock_timed_out:
+    if failure.lock_timed_out or waited:
         return MigrationFailed(
             f"migration {step.revision} ({step.description}) could not get its locks: "
-            f"{attempts} attempt(s) each gave up after lock_timeout. {error}",
+            f"{attempts} attempt(s) each gave up after lock_timeout or the blocking budget. "
+            f"{error}",
             f"the database is at {at}. Something holds a lock on the tables it changes "
             "(a long transaction?): find it in pg_stat_activity, or run again later",
         )
