@@ -157,9 +157,11 @@ def roundtrip(session: nox.Session, server: str) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Benchmarks (not in the default run): apply vs bare Alembic, roundtrip vs pytest-alembic."""
-    _install(session)
+    # Timed as an installed tool runs: compiled, or each process would compile it first.
+    _install(session, compiled=True)
     # pytest-alembic 0.13 cannot collect under pytest 9.
-    session.install("pytest>=8,<9", "pytest-alembic==0.13.1")
+    session.install("pytest>=8,<9", "pytest-alembic==0.13.1", env={"UV_COMPILE_BYTECODE": "1"})
+    session.run("python", "-m", "compileall", "-q", "db", "tasks.py", "benchmarks", silent=True)
     session.run("python", "benchmarks/run.py", *session.posargs)
 
 
