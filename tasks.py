@@ -624,7 +624,28 @@ def _bad_arguments_exit_2() -> None:
     Program.parse_tasks = parse_tasks  # type: ignore[method-assign]
 
 
+def _help_cut_short_is_quiet() -> None:
+    """`invoke --help TASK | head` stops quietly with 141, as a task's output does (_run):
+    invoke prints help while parsing, before any task runs, so only a wrap of that step
+    catches the reader going away (it was a BrokenPipeError traceback)."""
+    original = Program.parse_cleanup
+    if getattr(original, "quiet_broken_pipe", False):
+        return
+
+    @functools.wraps(original)
+    def parse_cleanup(self: Program) -> None:
+        try:
+            original(self)
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            raise Exit(code=141) from None
+
+    parse_cleanup.quiet_broken_pipe = True  # type: ignore[attr-defined]
+    Program.parse_cleanup = parse_cleanup  # type: ignore[method-assign]
+
+
 _bad_arguments_exit_2()
+_help_cut_short_is_quiet()
 
 migrate = _collection(
     "migrate", up, down, plan, status, history, verify, drift, lint, roundtrip, new

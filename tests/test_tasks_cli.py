@@ -6,6 +6,9 @@ no traceback, and never the password.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 from sqlalchemy.engine import URL
 
 from db import embedded, urls
+from db.settings import PROJECT_ROOT
 from db.throwaway import PASSWORD_ROLE, Server
 from tests.helpers import as_env, current_revision
 
@@ -203,8 +207,6 @@ def test_shell_runs_psql_on_the_target(initial_db: URL, tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from db.settings import PROJECT_ROOT
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKTRACKER_")}
     env.update(as_env(initial_db), WORKTRACKER_PGDATA=str(tmp_path / "pgdata"))
     done = subprocess.run(
@@ -321,3 +323,24 @@ def test_each_database_of_a_fleet_is_given_the_options_of_its_task_but_the_fleet
     parsed = Parser(contexts=tasks.ns.to_contexts()).parse_argv([name, *fleet._flags(forwarded)])
     read = {k: v for k, v in parsed[0].as_kwargs.items() if k in forwarded}
     assert read == forwarded, f"{name} {fleet._flags(forwarded)} was read as {read}"
+
+
+@pytest.mark.parametrize("args", [("--help", "migrate.up"), ("--list",)], ids=["help", "list"])
+def test_help_whose_reader_went_away_ends_quietly_with_141(args: tuple[str, ...]) -> None:
+    """`invoke --help TASK | head`: the reader is gone before invoke writes (its end of
+    the pipe closed first, so the write surely fails), as a task's output does."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "invoke", *args],
+            cwd=PROJECT_ROOT,
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 141, (done.returncode, done.stderr)
