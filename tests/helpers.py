@@ -38,6 +38,41 @@ def current_revision(url: URL) -> str | None:
     return scalar(url, "SELECT version_num FROM migrations.alembic_version") if exists else None
 
 
+def tasks_in_a_project(url: URL, rows: int = 0) -> None:
+    """An organization, a project, and `rows` tasks in it (numbered 1…rows, priority the
+    number modulo 5): the filled `tasks` the lock and blocking tests migrate under."""
+    with connect(url, autocommit=True) as conn:
+        org = conn.execute(
+            "INSERT INTO organizations (name, slug) VALUES ('A', 'a1') RETURNING id"
+        ).fetchone()[0]
+        project = conn.execute(
+            "INSERT INTO projects (organization_id, key, name) VALUES (%s, 'AA', 'A') RETURNING id",
+            [org],
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO tasks (project_id, number, title, priority) "
+            "SELECT %s, g, 'task', g %% 5 FROM generate_series(1, %s) AS g",
+            [project, rows],
+        )
+
+
+def an_attempt_failed(url: URL, revision: str) -> bool:
+    """Whether the history holds a failed attempt at `revision` (False while the run has
+    not created its history yet)."""
+    history = scalar(
+        url,
+        "SELECT count(*) FROM pg_tables WHERE schemaname = 'migrations' AND tablename = 'history'",
+    )
+    return bool(
+        history
+        and scalar(
+            url,
+            "SELECT count(*) FROM migrations.history WHERE revision = %s AND NOT success",
+            revision,
+        )
+    )
+
+
 def running(url: URL, statement: str) -> int:
     """How many other sessions run a statement that starts with `statement` (a migration
     that reached its pg_sleep, say)."""

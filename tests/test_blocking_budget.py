@@ -16,7 +16,16 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests.conftest import finish
-from tests.helpers import add_migration, as_env, connect, current_revision, scalar, wait_until
+from tests.helpers import (
+    add_migration,
+    an_attempt_failed,
+    as_env,
+    connect,
+    current_revision,
+    scalar,
+    tasks_in_a_project,
+    wait_until,
+)
 
 ROWS = 20
 SLOW_ROW_SECONDS = 0.1
@@ -32,19 +41,8 @@ COLUMN_TYPE = (
 def slow_rewrite(initial_db: URL, versions_copy: Path) -> dict[str, str]:
     """A database at 001 with ROWS tasks, and a 002 that rewrites tasks slowly under
     ACCESS EXCLUSIVE (ALTER COLUMN TYPE through a function that sleeps per row)."""
+    tasks_in_a_project(initial_db, ROWS)
     with connect(initial_db, autocommit=True) as conn:
-        org = conn.execute(
-            "INSERT INTO organizations (name, slug) VALUES ('A', 'a1') RETURNING id"
-        ).fetchone()[0]
-        project = conn.execute(
-            "INSERT INTO projects (organization_id, key, name) VALUES (%s, 'AA', 'A') RETURNING id",
-            [org],
-        ).fetchone()[0]
-        conn.execute(
-            "INSERT INTO tasks (project_id, number, title) "
-            "SELECT %s, g, 'task' FROM generate_series(1, %s) AS g",
-            [project, ROWS],
-        )
         conn.execute(
             "CREATE FUNCTION slow_bigint(value integer) RETURNS bigint LANGUAGE plpgsql AS "
             f"$$ BEGIN PERFORM pg_sleep({SLOW_ROW_SECONDS}); RETURN value; END $$"
@@ -126,18 +124,7 @@ def test_a_lock_wait_behind_a_long_reader_is_cut_at_the_budget_and_retried(
         reader.execute("SELECT count(*) FROM tasks")  # holds ACCESS SHARE until it ends
         process = spawn("migrate.up", env=env)
         wait_until(
-            lambda: (
-                scalar(
-                    initial_db,
-                    "SELECT count(*) FROM pg_tables WHERE schemaname = 'migrations' "
-                    "AND tablename = 'history'",
-                )
-                and scalar(
-                    initial_db,
-                    "SELECT count(*) FROM migrations.history WHERE revision = '002' "
-                    "AND NOT success",
-                )
-            ),
+            lambda: an_attempt_failed(initial_db, "002"),
             "an attempt to give up at the budget",
             timeout=60,
         )

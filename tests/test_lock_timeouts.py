@@ -12,7 +12,16 @@ import pytest
 from sqlalchemy.engine import URL
 
 from tests.conftest import finish
-from tests.helpers import add_migration, as_env, connect, current_revision, scalar, wait_until
+from tests.helpers import (
+    add_migration,
+    an_attempt_failed,
+    as_env,
+    connect,
+    current_revision,
+    scalar,
+    tasks_in_a_project,
+    wait_until,
+)
 
 LOCK_TIMEOUT_S = 1.0
 # How much longer than lock_timeout a write may wait: scheduling and commit, not locks.
@@ -59,13 +68,7 @@ class Workload:
 @pytest.fixture
 def busy_tasks(initial_db: URL, versions_copy: Path) -> dict[str, str]:
     """A database at 001 with an organization and a project, and a 002 that alters tasks."""
-    with connect(initial_db, autocommit=True) as conn:
-        org = conn.execute(
-            "INSERT INTO organizations (name, slug) VALUES ('A', 'a1') RETURNING id"
-        ).fetchone()[0]
-        conn.execute(
-            "INSERT INTO projects (organization_id, key, name) VALUES (%s, 'AA', 'A')", [org]
-        )
+    tasks_in_a_project(initial_db)
     add_migration(
         versions_copy,
         "002",
@@ -101,18 +104,7 @@ def test_migration_retries_until_the_long_transaction_ends(
         process = spawn("migrate.up", env={**busy_tasks, "WORKTRACKER_DDL_LOCK_RETRIES": "10"})
         # Let go once an attempt has given up (however long the run took to start).
         wait_until(
-            lambda: (
-                scalar(
-                    initial_db,
-                    "SELECT count(*) FROM pg_tables WHERE schemaname = 'migrations' "
-                    "AND tablename = 'history'",
-                )
-                and scalar(
-                    initial_db,
-                    "SELECT count(*) FROM migrations.history "
-                    "WHERE revision = '002' AND NOT success",
-                )
-            ),
+            lambda: an_attempt_failed(initial_db, "002"),
             "an attempt to give up on lock_timeout",
             timeout=60,
         )

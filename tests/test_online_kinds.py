@@ -11,26 +11,14 @@ from sqlalchemy.engine import URL
 
 from benchmarks.online_kinds import CASES
 from tests.corpus import write_chain
-from tests.helpers import as_env, connect, current_revision, scalar
+from tests.helpers import as_env, current_revision, scalar, tasks_in_a_project
 
 ROWS = 3000
 
 
 @pytest.fixture
 def filled_tasks(initial_db: URL) -> URL:
-    with connect(initial_db, autocommit=True) as conn:
-        org = conn.execute(
-            "INSERT INTO organizations (name, slug) VALUES ('A', 'a1') RETURNING id"
-        ).fetchone()[0]
-        project = conn.execute(
-            "INSERT INTO projects (organization_id, key, name) VALUES (%s, 'AA', 'A') RETURNING id",
-            [org],
-        ).fetchone()[0]
-        conn.execute(
-            "INSERT INTO tasks (project_id, number, title, priority) "
-            "SELECT %s, g, 'task', g %% 5 FROM generate_series(1, %s) AS g",
-            [project, ROWS],
-        )
+    tasks_in_a_project(initial_db, ROWS)
     return initial_db
 
 
