@@ -36,10 +36,10 @@ from sqlalchemy.engine import Connection
 
 from db import settings
 from db.errors import ConnectionFailed, MigrationFailed
+from db.lock_modes import BLOCKING, SHOWN, blocked_by
 
 log = logging.getLogger(__name__)
 
-BLOCKING_MODES = ("ShareLock", "ShareRowExclusiveLock", "ExclusiveLock", "AccessExclusiveLock")
 """The table lock modes that conflict with ROW EXCLUSIVE (the application's INSERT,
 UPDATE, DELETE; ACCESS EXCLUSIVE also with SELECT's ACCESS SHARE): PostgreSQL's conflict
 table. SHARE UPDATE EXCLUSIVE (VALIDATE, CONCURRENTLY) blocks none of them."""
@@ -99,44 +99,28 @@ class Trip:
     elapsed_ms: float
     budget_ms: int
 
-    @property
-    def shown_mode(self) -> str:
-        return {
-            "ShareLock": "SHARE",
-            "ShareRowExclusiveLock": "SHARE ROW EXCLUSIVE",
-            "ExclusiveLock": "EXCLUSIVE",
-            "AccessExclusiveLock": "ACCESS EXCLUSIVE",
-        }.get(self.mode, self.mode)
-
     def __str__(self) -> str:
         statement = " ".join(self.statement.split())
         statement = statement if len(statement) <= 120 else statement[:119] + "…"
         rows = f"about {self.rows} rows" if self.rows >= 0 else "rows not counted yet"
         verb = "waited for" if self.waiting else "held"
+        mode, blocked = SHOWN.get(self.mode, self.mode), ", ".join(blocked_by(self.mode))
         return (
             f"cancelled at the blocking budget ({self.budget_ms} ms): the step {verb} "
-            f"{self.shown_mode} on {self.table} ({rows}) for {self.elapsed_ms:.0f} ms, "
-            f"blocking the application's {_blocked(self.mode)}, in {statement!r}"
+            f"{mode} on {self.table} ({rows}) for {self.elapsed_ms:.0f} ms, "
+            f"blocking the application's {blocked}, in {statement!r}"
         )
 
     def hint(self, at: str) -> str:
         return (
             f"the step was rolled back, so the database is at {at} and {self.table} is "
-            f"unchanged. Write it online: {_online_way(self.statement)}. `invoke "
+            f"unchanged. Write it online: {online_way(self.statement)}. `invoke "
             "migrate.plan` names such statements beforehand. In a maintenance window, "
             "WORKTRACKER_BLOCKING_BUDGET=0 applies it as it is (the history records it)"
         )
 
 
-def _blocked(mode: str) -> str:
-    return (
-        "SELECT, INSERT, UPDATE, DELETE"
-        if mode == "AccessExclusiveLock"
-        else "INSERT, UPDATE, DELETE"
-    )
-
-
-def _online_way(statement: str) -> str:
+def online_way(statement: str) -> str:
     """The online form of what a statement does, from its text."""
     sql = " ".join(statement.upper().split())
     if "CREATE" in sql and "INDEX" in sql:
@@ -209,7 +193,7 @@ class Guard:
 
     def watch(self, connection: Connection) -> None:
         excluded = ["information_schema", settings.BOOKKEEPING_SCHEMA]
-        parameters = {"modes": list(BLOCKING_MODES), "excluded": excluded, "pid": self.pid}
+        parameters = {"modes": list(BLOCKING), "excluded": excluded, "pid": self.pid}
         xact: datetime | None = None
         clean_at: datetime | None = None
         since: datetime | None = None
@@ -241,7 +225,7 @@ class Guard:
             connection.commit()
             if self.tripped is None:
                 held = [row for row in locks if row[4]]
-                worst = max(held or locks, key=lambda row: BLOCKING_MODES.index(row[3]))
+                worst = max(held or locks, key=lambda row: BLOCKING.index(row[3]))
                 self.tripped = Trip(
                     statement=found[0][2] or "",
                     mode=worst[3],

@@ -36,57 +36,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection
 
 from db import blocking, planning, rehearsal, settings
-
-# PostgreSQL's table-level lock modes, weakest first, as pg_locks names them.
-MODES = (
-    "AccessShareLock",
-    "RowShareLock",
-    "RowExclusiveLock",
-    "ShareUpdateExclusiveLock",
-    "ShareLock",
-    "ShareRowExclusiveLock",
-    "ExclusiveLock",
-    "AccessExclusiveLock",
-)
-SHOWN = {mode: re.sub(r"(?<!^)(?=[A-Z])", " ", mode[:-4]).upper() for mode in MODES}
-"""AccessShareLock → ACCESS SHARE, as the documentation's conflict table names them."""
-
-_CONFLICTS = {
-    "AccessShareLock": {"AccessExclusiveLock"},
-    "RowShareLock": {"ExclusiveLock", "AccessExclusiveLock"},
-    "RowExclusiveLock": {
-        "ShareLock",
-        "ShareRowExclusiveLock",
-        "ExclusiveLock",
-        "AccessExclusiveLock",
-    },
-    "ShareUpdateExclusiveLock": set(MODES[3:]),
-    "ShareLock": {"RowExclusiveLock", *MODES[3:4], *MODES[5:]},
-    "ShareRowExclusiveLock": set(MODES[2:4]) | set(MODES[4:]),
-    "ExclusiveLock": set(MODES[1:]),
-    "AccessExclusiveLock": set(MODES),
-}
-"""PostgreSQL's "Conflicting Lock Modes" table (explicit-locking.html)."""
-
-APPLICATION = {
-    "SELECT": "AccessShareLock",
-    "INSERT": "RowExclusiveLock",
-    "UPDATE": "RowExclusiveLock",
-    "DELETE": "RowExclusiveLock",
-}
-"""The lock an ordinary application statement takes on its table and, through the
-planner and executor, on each of the table's indexes."""
-
-
-def conflicts(held: str, wanted: str) -> bool:
-    return wanted in _CONFLICTS[held]
-
-
-def blocked_by(mode: str) -> list[str]:
-    """The application statements that wait while `mode` is held on their table or on
-    one of its indexes."""
-    return [name for name, wanted in APPLICATION.items() if conflicts(mode, wanted)]
-
+from db.lock_modes import BLOCKING, MODES, SHOWN, blocked_by
 
 _CONCURRENT_MODE = (
     (re.compile(r"^\s*REFRESH\s+MATERIALIZED\s+VIEW\s+CONCURRENTLY\b", re.I), "ExclusiveLock"),
@@ -355,7 +305,7 @@ class Measurer:
                     lock.held_seconds = now - started
                 lock.over_budget = (
                     not self.budget.off
-                    and lock.mode in blocking.BLOCKING_MODES
+                    and lock.mode in BLOCKING
                     and lock.held_seconds * 1000 > self.budget.ms
                 )
             done.statements.append(statement)
@@ -452,7 +402,7 @@ def over_budget(steps: list[StepImpact]) -> list[str]:
                 f"{step.revision}: {_short(statement.sql, 100)} holds {lock.shown_mode} on "
                 f"{lock.table} for {lock.held_seconds:.2f} s, blocking "
                 f"{', '.join(lock.blocks)}; write it online: "
-                f"{blocking._online_way(statement.sql)}"
+                f"{blocking.online_way(statement.sql)}"
             )
     return found
 

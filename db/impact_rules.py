@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from db.impact import APPLICATION, StepImpact, conflicts
+from db.impact import StepImpact
+from db.lock_modes import APPLICATION, conflicts
 
 REWRITE = "rewrite"
 BLOCKING_SCAN = "blocking scan"

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from db import commands, impact, render, urls
+from db import commands, lock_modes, render, urls
 from db.throwaway import Server
 from tests.conftest import Filled
 from tests.corpus import BY_NAME
@@ -128,7 +128,7 @@ def test_the_plan_shows_a_table_per_migration(planned) -> None:
     assert "lock_timeout" in text, text
 
 
-@pytest.mark.parametrize("mode", impact.MODES)
+@pytest.mark.parametrize("mode", lock_modes.MODES)
 def test_the_conflict_table_is_postgresqls(mode: str, empty_db) -> None:
     """What blocked_by() says each mode blocks is what PostgreSQL really blocks."""
     conninfo = urls.libpq(empty_db).render_as_string(hide_password=False)
@@ -143,7 +143,7 @@ def test_the_conflict_table_is_postgresqls(mode: str, empty_db) -> None:
     }
     blocked = []
     with psycopg.connect(conninfo) as holder, psycopg.connect(conninfo) as app:
-        holder.execute(f"LOCK TABLE t IN {impact.SHOWN[mode]} MODE")
+        holder.execute(f"LOCK TABLE t IN {lock_modes.SHOWN[mode]} MODE")
         for name, sql in statements.items():
             app.execute("SET lock_timeout = '50ms'")
             try:
@@ -152,4 +152,4 @@ def test_the_conflict_table_is_postgresqls(mode: str, empty_db) -> None:
                 blocked.append(name)
             app.rollback()
         holder.rollback()
-    assert impact.blocked_by(mode) == blocked
+    assert lock_modes.blocked_by(mode) == blocked
