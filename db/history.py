@@ -119,11 +119,15 @@ def checksum(path: Path) -> str | None:
         return None
 
 
+@functools.cache
 def tool_version() -> str:
     """What a history row says ran the step: the installed version (setuptools-scm's, from
     the tags) and, when db/ runs from a git checkout, that checkout's state. An editable
     install keeps the version of the commit it was installed at, and whether the tree was
-    edited when a migration ran is what a reader of the history needs most."""
+    edited when a migration ran is what a reader of the history needs most.
+
+    Asked once per process (a `git describe` and a metadata read cost 10 ms): a
+    process runs one command, and a fleet's forks share their parent's answer."""
     try:
         ours = metadata.version("worktracker-schema")
     except metadata.PackageNotFoundError:

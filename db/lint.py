@@ -18,8 +18,11 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from alembic.script import Script
 
 from db import planning, preview, revisions, settings
 from db.errors import CheckFailed, ConfigError
@@ -204,13 +207,13 @@ def lint_file(script, squawk: str, folder: Path) -> FileReport:
     return report
 
 
-def lint_chain() -> list[FileReport]:
+def lint_chain(scripts: Sequence[Script] | None = None) -> list[FileReport]:
+    """Lint every file of the chain, or only `scripts` of it."""
     squawk = _squawk()
+    if scripts is None:
+        scripts = revisions.chain(revisions.script_directory())
     with tempfile.TemporaryDirectory(prefix="squawk-") as folder:
-        return [
-            lint_file(script, squawk, Path(folder))
-            for script in revisions.chain(revisions.script_directory())
-        ]
+        return [lint_file(script, squawk, Path(folder)) for script in scripts]
 
 
 def failed(reports: list[FileReport]) -> CheckFailed | None:

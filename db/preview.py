@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from alembic import command
+from alembic.runtime.environment import EnvironmentContext
 from sqlalchemy import text
 from sqlalchemy.engine import URL, Connection
 
@@ -136,11 +136,13 @@ def render(current: str | None, plan: list[Step], bookkeeping: bool = True) -> R
     """The SQL the plan would run from `current`, as Alembic's offline mode renders it; a
     migration that cannot run offline stops it (see Rendered.failed)."""
     config = revisions.alembic_config()
+    # Rendering applies nothing: the models (autogenerate's) need not be imported.
+    config.attributes["models"] = False
     buffer = _Traced({str(step.path) for step in plan})
     config.output_buffer = buffer
-    who = history.Who.here()
     steps = iter(plan)
     if bookkeeping:
+        who = history.Who.here()
         # env.py already creates the schema; the rest is the history table's DDL.
         config.attributes["offline_preamble"] = [
             statement for statement in history.DDL if not statement.startswith("CREATE SCHEMA")
@@ -151,11 +153,19 @@ def render(current: str | None, plan: list[Step], bookkeeping: bool = True) -> R
             )
         }
     start, end = current or revisions.BASE, plan[-1].to_revision or revisions.BASE
+    # What alembic.command.upgrade/downgrade(sql=True) do, on the chain already loaded:
+    # they would import every migration file again, and lint renders each file twice.
+    script = revisions.script_directory()
+    up = plan[0].direction == "up"
+
+    def walk(rev, context):
+        return script._upgrade_revs(end, rev) if up else script._downgrade_revs(end, rev)
+
     try:
-        if plan[0].direction == "up":
-            command.upgrade(config, f"{start}:{end}", sql=True)
-        else:
-            command.downgrade(config, f"{start}:{end}", sql=True)
+        with EnvironmentContext(
+            config, script, fn=walk, as_sql=True, starting_rev=start, destination_rev=end
+        ):
+            script.run_env()
     except Exception as error:
         failed = _not_offline(plan, error)
         if failed is None:

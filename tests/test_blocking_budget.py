@@ -27,9 +27,9 @@ from tests.helpers import (
     wait_until,
 )
 
-ROWS = 20
-SLOW_ROW_SECONDS = 0.1
-"""A rewrite of ROWS rows takes ROWS times this: seconds, against budgets of 100 ms."""
+ROWS = 10
+SLOW_ROW_SECONDS = 0.05
+"""A rewrite of ROWS rows takes ROWS times this (0.5 s), against budgets of 100 ms."""
 
 COLUMN_TYPE = (
     "SELECT data_type FROM information_schema.columns "
