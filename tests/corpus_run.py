@@ -81,12 +81,15 @@ def upgrade_and_fill(
 
 
 @contextmanager
-def stairway_on(server: Server, url: URL) -> Iterator[Stairway]:
-    """A stairway on the database at `url`, which must be at 001."""
+def stairway_on(
+    server: Server, url: URL, filled_by: sample_data.Filler | None = None
+) -> Iterator[Stairway]:
+    """A stairway on the database at `url`, which must be at 001 (filled by `filled_by`:
+    filled_at_001)."""
     engine = make_engine(url)
     try:
         with engine.connect() as connection:
-            stairway = Stairway(server, url.database, connection)
+            stairway = Stairway(server, url.database, connection, filled_by=filled_by)
             try:
                 yield stairway
             finally:
@@ -100,10 +103,12 @@ def case_scripts() -> list:
     return revisions.chain(revisions.script_directory())[1:]
 
 
-def stairway_from_001(server: Server, url: URL) -> list[Result]:
+def stairway_from_001(
+    server: Server, url: URL, filled_by: sample_data.Filler | None = None
+) -> list[Result]:
     """The stairway over the case's migrations, stopping where the roundtrip would."""
     results: list[Result] = []
-    with stairway_on(server, url) as stairway:
+    with stairway_on(server, url, filled_by) as stairway:
         for script in case_scripts():
             found = stairway.revision(script)
             results += found

@@ -15,6 +15,7 @@ WORKTRACKER_TEST_SUBPROCESS=1 turns it off (every `invoke` a new interpreter).
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import os
 import signal
@@ -62,6 +63,10 @@ def _fork(args: tuple[str, ...], environ: Mapping[str, str], cwd: Path, out, err
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
+        # The worker's objects are the fork's to read, not to collect: a collection walks
+        # every one of them, and so copies nearly every page the fork shares with the
+        # worker (a tenth of the suite's CPU went to copying and freeing those pages).
+        gc.freeze()
         code = 1
         try:
             code = _child(args, environ, cwd, out, err)

@@ -11,12 +11,13 @@ from db.roundtrip import check
 from db.roundtrip.models_check import unimported_model_modules
 from db.roundtrip.results import FAIL, OK, SKIPPED
 from db.throwaway import Server
+from tests.conftest import Filled
 from tests.corpus import BY_NAME, CASES, Case
 from tests.corpus_run import (
     MODELS_AT_001,
     chain_results,
     check_verdict,
-    database_at_001,
+    filled_at_001,
     stairway_from_001,
     use_chain,
 )
@@ -24,14 +25,15 @@ from tests.corpus_run import (
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_roundtrip_verdict(
-    case: Case, pg_server: Server, initial_template: str, tmp_path: Path, monkeypatch
+    case: Case, pg_server: Server, filled_template: Filled, tmp_path: Path, monkeypatch
 ) -> None:
     use_chain(case, tmp_path / "versions", monkeypatch)
     if case.whole_chain:
         results = chain_results(check.run(pg_server).results)
     else:
-        with database_at_001(pg_server, initial_template) as url:
-            results = stairway_from_001(pg_server, url)
+        # 001's tables filled as the stairway's first round would fill them.
+        with filled_at_001(pg_server, filled_template) as (url, filler):
+            results = stairway_from_001(pg_server, url, filler)
     check_verdict(results, case.roundtrip, case.name)
 
 
