@@ -15,9 +15,12 @@ WORKTRACKER_TEST_SUBPROCESS=1 turns it off (every `invoke` a new interpreter).
 from __future__ import annotations
 
 import contextlib
+import functools
 import gc
+import importlib
 import io
 import os
+import pkgutil
 import signal
 import subprocess
 import sys
@@ -57,8 +60,25 @@ def _child(args: tuple[str, ...], environ: Mapping[str, str], cwd: Path, out, er
     return 0
 
 
+@functools.cache
+def _imported() -> None:
+    """Import what the commands import, once, in the worker: every fork would import
+    what its parent has not (half of a short command's CPU), and then forget it."""
+    from invoke.main import program  # noqa: F401
+
+    import db.commands
+
+    for module in pkgutil.iter_modules(db.commands.__path__):
+        importlib.import_module(f"db.commands.{module.name}")
+    for name in ("db.preview", "db.impact", "db.process", "db.rehearsal"):
+        importlib.import_module(name)
+    # What a history row says ran it: a `git describe` in every fork, else.
+    importlib.import_module("db.history").tool_version()
+
+
 def _fork(args: tuple[str, ...], environ: Mapping[str, str], cwd: Path, out, err) -> int:
     """The pid of a fork running `invoke ARGS…` with stdout and stderr in `out` and `err`."""
+    _imported()
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
