@@ -60,9 +60,9 @@ def _install(
 
     uv installs without compiling bytecode, and where PYTHONDONTWRITEBYTECODE is set (CI
     here) nothing compiles it later. `compiled` compiles it all at install (6 s of CPU):
-    worth it where many interpreters start (every `invoke` the tests spawn would
-    recompile SQLAlchemy and Alembic, 1.6 s a process instead of 0.7 s), not for a
-    session that starts one or two."""
+    worth it where many interpreters start and are timed (each would compile SQLAlchemy
+    and Alembic first, 1.6 s a process instead of 0.7 s), not for a session that starts
+    one or two."""
     env = {"UV_COMPILE_BYTECODE": "1"} if compiled else {}
     # One install, one resolution.
     wanted = [*(["-e", "."] if project else []), *nox.project.dependency_groups(PYPROJECT, *groups)]
@@ -86,10 +86,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(allow_parallel=True)
 def tests(session: nox.Session) -> None:
     """Run the test suite against a throwaway PostgreSQL (see db/throwaway.py)."""
-    _install(session, "test", compiled=True)
-    # The tests start `invoke` a few hundred times; where PYTHONDONTWRITEBYTECODE is set
-    # (CI here), each would compile db/ and tasks.py again.
-    session.run("python", "-m", "compileall", "-q", "db", "tasks.py", "tests", silent=True)
+    _install(session, "test")
     # One throwaway server per worker (tests/conftest.py), so workers never share one.
     # One worker more than cores: a fifth of the tests' time is spent waiting on purpose
     # (lock timeouts, stalled links, budgets), and another worker's tests fill it (on 2
@@ -97,7 +94,12 @@ def tests(session: nox.Session) -> None:
     # worksteal: a worker that runs out of tests takes some from the other's queue,
     # instead of waiting at the end for the batch it was dealt at the start.
     workers = str((os.cpu_count() or 1) + 1)
-    session.run("pytest", "-n", workers, "--dist", "worksteal", *session.posargs, env=_scratch())
+    # Most `invoke` runs are forks of a worker (tests/forked.py); the few new interpreters
+    # (a few dozen) would each compile what they import where PYTHONDONTWRITEBYTECODE is
+    # set (CI here): the first one writes the bytecode, the others read it. Compiling
+    # every installed package beforehand costs more than that.
+    env = {**_scratch(), "PYTHONDONTWRITEBYTECODE": ""}
+    session.run("pytest", "-n", workers, "--dist", "worksteal", *session.posargs, env=env)
 
 
 @nox.session(allow_parallel=True)
