@@ -735,10 +735,12 @@ CASES: list[Case] = [
         (
             Migration(
                 "allow_task_number_zero",
-                'op.drop_constraint("ck_tasks_number_positive", "tasks", type_="check")\n'
-                'op.create_check_constraint("ck_tasks_number_positive", "tasks", "number >= 0")',
-                'op.drop_constraint("ck_tasks_number_positive", "tasks", type_="check")\n'
-                'op.create_check_constraint("ck_tasks_number_positive", "tasks", "number > 0")',
+                'op.drop_constraint(op.f("ck_tasks_number_positive"), "tasks", type_="check")\n'
+                'op.create_check_constraint(op.f("ck_tasks_number_positive"), "tasks", '
+                '"number >= 0")',
+                'op.drop_constraint(op.f("ck_tasks_number_positive"), "tasks", type_="check")\n'
+                'op.create_check_constraint(op.f("ck_tasks_number_positive"), "tasks", '
+                '"number > 0")',
             ),
         ),
         Expect(False, "down", ("ck_tasks_number_positive", "violated")),
@@ -748,13 +750,13 @@ CASES: list[Case] = [
         (
             Migration(
                 "add_startup_plan",
-                'op.drop_constraint("ck_organizations_plan_valid", "organizations", '
+                'op.drop_constraint(op.f("ck_organizations_plan_valid"), "organizations", '
                 'type_="check")\n'
-                'op.create_check_constraint("ck_organizations_plan_valid", "organizations", '
+                'op.create_check_constraint(op.f("ck_organizations_plan_valid"), "organizations", '
                 "\"plan IN ('free', 'startup', 'team', 'enterprise')\")",
-                'op.drop_constraint("ck_organizations_plan_valid", "organizations", '
+                'op.drop_constraint(op.f("ck_organizations_plan_valid"), "organizations", '
                 'type_="check")\n'
-                'op.create_check_constraint("ck_organizations_plan_valid", "organizations", '
+                'op.create_check_constraint(op.f("ck_organizations_plan_valid"), "organizations", '
                 "\"plan IN ('free', 'team', 'enterprise')\")",
             ),
         ),
@@ -875,14 +877,14 @@ CASES: list[Case] = [
         (
             Migration(
                 "add_startup_plan",
-                'op.drop_constraint("ck_organizations_plan_valid", "organizations", '
+                'op.drop_constraint(op.f("ck_organizations_plan_valid"), "organizations", '
                 'type_="check")\n'
-                'op.create_check_constraint("ck_organizations_plan_valid", "organizations", '
+                'op.create_check_constraint(op.f("ck_organizations_plan_valid"), "organizations", '
                 "\"plan IN ('free', 'startup', 'team', 'enterprise')\")",
                 "op.execute(\"UPDATE organizations SET plan = 'team' WHERE plan = 'startup'\")\n"
-                'op.drop_constraint("ck_organizations_plan_valid", "organizations", '
+                'op.drop_constraint(op.f("ck_organizations_plan_valid"), "organizations", '
                 'type_="check")\n'
-                'op.create_check_constraint("ck_organizations_plan_valid", "organizations", '
+                'op.create_check_constraint(op.f("ck_organizations_plan_valid"), "organizations", '
                 "\"plan IN ('free', 'team', 'enterprise')\")",
             ),
         ),
@@ -1040,9 +1042,10 @@ CASES: list[Case] = [
         (
             Migration(
                 "check_priority_not_negative",
-                'op.create_check_constraint("ck_tasks_priority_not_negative", "tasks", '
+                'op.create_check_constraint(op.f("ck_tasks_priority_not_negative"), "tasks", '
                 '"priority >= 0")',
-                'op.drop_constraint("ck_tasks_priority_not_negative", "tasks", type_="check")',
+                'op.drop_constraint(op.f("ck_tasks_priority_not_negative"), "tasks", '
+                'type_="check")',
             ),
         ),
         Expect(True),
@@ -1055,15 +1058,16 @@ CASES: list[Case] = [
             Migration(
                 "check_priority_not_negative",
                 CHECK_NOT_VALID,
-                'op.drop_constraint("ck_tasks_priority_not_negative", "tasks", type_="check")',
+                'op.drop_constraint(op.f("ck_tasks_priority_not_negative"), "tasks", '
+                'type_="check")',
             ),
             Migration(
                 "validate_priority_check",
                 'op.execute("ALTER TABLE tasks VALIDATE CONSTRAINT '
                 'ck_tasks_priority_not_negative")',
                 # Back to NOT VALID: the catalog must be as it was before the upgrade.
-                'op.drop_constraint("ck_tasks_priority_not_negative", "tasks", type_="check")\n'
-                + CHECK_NOT_VALID,
+                'op.drop_constraint(op.f("ck_tasks_priority_not_negative"), "tasks", '
+                'type_="check")\n' + CHECK_NOT_VALID,
             ),
         ),
         Expect(True),

@@ -90,7 +90,7 @@ def test_an_exception_in_a_migration_keeps_the_projects_exclusions(
     # added in the same migration (constraint-missing-not-valid, ignored by the file).
     upgrade = (
         'op.add_column("tasks", sa.Column("estimate_minutes", sa.Integer()))\n'
-        'op.create_check_constraint("ck_tasks_estimate_minutes", "tasks", '
+        'op.create_check_constraint(op.f("ck_tasks_estimate_minutes"), "tasks", '
         '"estimate_minutes >= 0")'
     )
     downgrade = 'op.drop_column("tasks", "estimate_minutes")'

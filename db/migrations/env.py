@@ -8,21 +8,26 @@ the target is resolved by db.settings, exactly as the invoke tasks do.
 
 from __future__ import annotations
 
+from typing import Any
+
 from alembic import context
 from alembic.util import CommandError
-from sqlalchemy import text
+from sqlalchemy import MetaData, text
 from sqlalchemy.engine import Connection
 
 from db import connect, revisions, settings
+from db.naming import NAMING_CONVENTION
 
 config = context.config
 
 
-def _target_metadata():
+def _target_metadata() -> MetaData:
     """The models, for autogenerate and comparisons. Applying migrations never needs
-    them: db.runner says so (attribute "models": False), which saves importing them."""
+    them: db.runner says so (attribute "models": False), which saves importing them; it
+    still needs their naming convention, which shapes the names migrations give to
+    op.create_* (db/naming.py)."""
     if config.attributes.get("models", True) is False:
-        return None
+        return MetaData(naming_convention=NAMING_CONVENTION)
     import alembic_postgresql_enum  # noqa: F401 - enum labels in autogenerate
 
     from db.models import metadata
@@ -32,7 +37,7 @@ def _target_metadata():
 
 target_metadata = _target_metadata()
 
-COMMON_OPTIONS = {
+COMMON_OPTIONS: dict[str, Any] = {
     "target_metadata": target_metadata,
     # One transaction per migration, holding its DDL and its version bump: a failure
     # leaves the database at the previous revision, never between two.

@@ -27,9 +27,11 @@ depends_on: str | Sequence[str] | None = None
 # downgrade_loses_data = "titles longer than 200 characters were cut"
 # If it cannot be undone at all (migrate.down then refuses it): irreversible = "why"
 #
-# Names: the models' naming convention (db/models/base.py) also shapes names given to
-# op.create_*; write op.f("ck_tasks_estimate_positive") to use a full name as it is, as
-# 001 does (a bare "ck_tasks_estimate_positive" would become ck_tasks_ck_tasks_…).
+# Names: the models' naming convention (db/naming.py) also shapes the names given to
+# op.create_* and op.drop_constraint, whichever tool applies this file: a bare
+# "estimate_positive" CHECK on tasks is named ck_tasks_estimate_positive. Write
+# op.f("ck_tasks_estimate_positive") to use a full name as it is, as 001 does (a bare
+# "ck_tasks_estimate_positive" would become ck_tasks_ck_tasks_…).
 
 
 def upgrade() -> None:

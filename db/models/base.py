@@ -9,16 +9,7 @@ from typing import Any, ClassVar
 from sqlalchemy import DateTime, MetaData, Text, func
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-# Story 2.1, "Conventions": no constraint or index name is left to the server.
-# Unique *indexes* (partial or on expressions) get explicit `uq_…` names where
-# they are declared, because SQLAlchemy would otherwise file them under "ix".
-NAMING_CONVENTION = {
-    "pk": "pk_%(table_name)s",
-    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
-    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
-    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
-    "ck": "ck_%(table_name)s_%(constraint_name)s",
-}
+from db.naming import NAMING_CONVENTION
 
 LIVE_ROWS = "deleted_at IS NULL"
 """The WHERE clause of every partial unique index on a soft-delete table."""
