@@ -164,7 +164,7 @@ class Stairway:
         self.server, self.database, self.connection = server, database, connection
         self.scripts = scripts or revisions.script_directory()
         self.filler = filled_by or sample_data.Filler()
-        self._filled = filled_by is not None
+        self._prefilled = filled_by is not None
         self.catalog: catalog.Catalog | None = None
         self.rows: dict[int, list[tuple]] = {}
         """The rows of every table now, by table identity, each value as text."""
@@ -309,9 +309,7 @@ class Stairway:
         if self.catalog is None:
             self.catalog = self._read()
             self._refresh(self.catalog, set(self.catalog.relations))
-            if self._filled:
-                self._filled = False
-            elif failed := self._fill(rev, self.catalog, set(self.rows)):
+            if not self._prefilled and (failed := self._fill(rev, self.catalog, set(self.rows))):
                 results.append(failed)
         return self.catalog, dict(self.rows), results
 
