@@ -134,6 +134,18 @@ def add_migration(
     return path
 
 
+def add_task_estimates(versions: Path) -> Path:
+    """002: a nullable `estimate` column on tasks, the plain change most tests migrate."""
+    return add_migration(
+        versions,
+        "002",
+        "001",
+        "task_estimates",
+        'op.execute("ALTER TABLE tasks ADD COLUMN estimate integer")',
+        'op.execute("ALTER TABLE tasks DROP COLUMN estimate")',
+    )
+
+
 SLOW = "SELECT pg_sleep(30)"
 """What start_slow_up()'s migration 002 runs while a test interrupts, kills or cuts it."""
 

@@ -18,6 +18,7 @@ from sqlalchemy.engine import URL
 from tests.conftest import finish
 from tests.helpers import (
     add_migration,
+    add_task_estimates,
     an_attempt_failed,
     as_env,
     connect,
@@ -102,14 +103,7 @@ def test_turning_the_budget_off_applies_it_and_the_history_says_so(
 def test_a_lock_wait_behind_a_long_reader_is_cut_at_the_budget_and_retried(
     spawn, initial_db: URL, versions_copy: Path
 ) -> None:
-    add_migration(
-        versions_copy,
-        "002",
-        "001",
-        "task_estimates",
-        'op.execute("ALTER TABLE tasks ADD COLUMN estimate integer")',
-        'op.execute("ALTER TABLE tasks DROP COLUMN estimate")',
-    )
+    add_task_estimates(versions_copy)
     env = {
         **as_env(initial_db),
         "WORKTRACKER_VERSIONS_DIR": str(versions_copy),

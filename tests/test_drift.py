@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 
 from db import drift, planning, revisions, runner, targets, throwaway
 from tests.conftest import make_engine
-from tests.helpers import add_migration, as_env, connect, scalar
+from tests.helpers import add_task_estimates, as_env, connect, scalar
 
 NOWHERE = "postgresql://postgres@/nowhere?host=/nonexistent-socket-dir"
 BY_HAND = [
@@ -121,14 +121,7 @@ def test_each_database_is_compared_at_its_own_revision_with_one_build_per_server
     build_here,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    add_migration(
-        versions_copy,
-        "002",
-        "001",
-        "task_estimates",
-        upgrade='op.execute("ALTER TABLE tasks ADD COLUMN estimate integer")',
-        downgrade='op.execute("ALTER TABLE tasks DROP COLUMN estimate")',
-    )
+    add_task_estimates(versions_copy)
     monkeypatch.setenv("WORKTRACKER_VERSIONS_DIR", str(versions_copy))
     at_001 = [pg_server.create_database(template=initial_template) for _ in range(2)]
     at_002 = [pg_server.create_database(template=initial_template) for _ in range(2)]

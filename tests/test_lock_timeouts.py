@@ -13,7 +13,7 @@ from sqlalchemy.engine import URL
 
 from tests.conftest import finish
 from tests.helpers import (
-    add_migration,
+    add_task_estimates,
     an_attempt_failed,
     as_env,
     connect,
@@ -69,14 +69,7 @@ class Workload:
 def busy_tasks(initial_db: URL, versions_copy: Path) -> dict[str, str]:
     """A database at 001 with an organization and a project, and a 002 that alters tasks."""
     tasks_in_a_project(initial_db)
-    add_migration(
-        versions_copy,
-        "002",
-        "001",
-        "task_estimates",
-        'op.execute("ALTER TABLE tasks ADD COLUMN estimate integer")',
-        'op.execute("ALTER TABLE tasks DROP COLUMN estimate")',
-    )
+    add_task_estimates(versions_copy)
     return {
         **as_env(initial_db),
         "WORKTRACKER_VERSIONS_DIR": str(versions_copy),
