@@ -142,7 +142,8 @@ def unavailable(session: nox.Session, server: str) -> None:
 @nox.parametrize("server", AVAILABLE)
 def roundtrip(session: nox.Session, server: str) -> None:
     """Apply, roll back and reapply every migration on one kind of PostgreSQL server."""
-    _install(session, "test")
+    # The project, and testcontainers (the deploy extra) for the docker-NN kinds.
+    session.install("-e", ".[deploy]")
     if server.startswith("docker-"):
         # Whether the engine answers (not only its socket) takes testcontainers: ask
         # db/throwaway.py in the virtualenv. AVAILABLE decided the other kinds fully.

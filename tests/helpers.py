@@ -34,8 +34,11 @@ def scalar(url: URL, sql: str, *params: object) -> object:
 
 
 def current_revision(url: URL) -> str | None:
-    exists = scalar(url, "SELECT to_regclass('migrations.alembic_version')")
-    return scalar(url, "SELECT version_num FROM migrations.alembic_version") if exists else None
+    with connect(url) as conn:
+        if conn.execute("SELECT to_regclass('migrations.alembic_version')").fetchone() == (None,):
+            return None
+        row = conn.execute("SELECT version_num FROM migrations.alembic_version").fetchone()
+        return row[0] if row else None
 
 
 def tasks_in_a_project(url: URL, rows: int = 0) -> None:

@@ -16,3 +16,34 @@ def test_a_server_we_start_never_waits_for_the_disk(pg_server: Server) -> None:
         "a throwaway server's data dies with it; fsync and synchronous commits only make "
         f"every COMMIT wait for the disk. Settings found: {found}"
     )
+
+
+def _maintenance_sessions(server: Server) -> set[int]:
+    with server.admin() as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND query ~ '^(CREATE|DROP) DATABASE'"
+        ).fetchall()
+    return {pid for (pid,) in rows}
+
+
+def test_databases_come_and_go_through_one_session(pg_server: Server) -> None:
+    """A connection for each CREATE and DROP DATABASE was a backend started and ended for
+    each (a thousand per test run)."""
+    seen: set[int] = set()
+    for _ in range(3):
+        url = pg_server.create_database()
+        seen |= _maintenance_sessions(pg_server)
+        pg_server.drop_database(str(url.database))
+        seen |= _maintenance_sessions(pg_server)
+    assert len(seen) == 1, f"CREATE and DROP DATABASE ran on {len(seen)} sessions: {seen}"
+
+
+def test_a_lost_maintenance_session_is_replaced(pg_server: Server) -> None:
+    pg_server.drop_database(str(pg_server.create_database().database))
+    (pid,) = _maintenance_sessions(pg_server)
+    with pg_server.admin() as conn:
+        conn.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    url = pg_server.create_database()
+    pg_server.drop_database(str(url.database))
+    assert _maintenance_sessions(pg_server) - {pid}, "no new session after the old one ended"

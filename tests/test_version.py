@@ -1,5 +1,5 @@
-"""The version comes from the git tags (setuptools-scm, [tool.setuptools_scm] in
-pyproject.toml), says so when it cannot know, and every history row records it."""
+"""The version comes from the git tags (setuptools-scm, through hatch-vcs: [tool.hatch.version]
+in pyproject.toml), says so when it cannot know, and every history row records it."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def _version_of(root: Path) -> str:
     import setuptools_scm
 
     pyproject = tomllib.loads((root / "pyproject.toml").read_text())
-    return setuptools_scm.get_version(root=str(root), **pyproject["tool"]["setuptools_scm"])
+    options = pyproject["tool"]["hatch"]["version"]["raw-options"]
+    return setuptools_scm.get_version(root=str(root), **options)
 
 
 @pytest.fixture
