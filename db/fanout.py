@@ -130,15 +130,20 @@ class _Process:
             environ[settings.URL_SOURCE] = target.variable or "DATABASE_URL"
             environ[REPORT_TO] = self.result.name
             environ["DATABASE_URL"] = urls.libpq(url).render_as_string(False)
-            self.pid = subprocess.Popen(
+            # Kept, and told its exit code once reaped (finished()): a Popen dropped while
+            # its process runs joins subprocess's list of strays, which the next Popen
+            # anywhere in this process reaps, and os.waitpid(-1) would never see it end.
+            self.popen: subprocess.Popen | None = subprocess.Popen(
                 how.argv,
                 cwd=settings.PROJECT_ROOT,
                 env=environ,
                 stdin=subprocess.DEVNULL,
                 stdout=self.out,
                 stderr=self.err,
-            ).pid
+            )
+            self.pid = self.popen.pid
             return
+        self.popen = None
         sys.stdout.flush()
         sys.stderr.flush()
         self.pid = os.fork()
@@ -164,6 +169,8 @@ class _Process:
     def finished(self, status: int, done: Done) -> None:
         """Its exit code, its value and its output, from its wait status."""
         code = os.waitstatus_to_exitcode(status)
+        if self.popen is not None:
+            self.popen.returncode = code  # reaped: nothing for subprocess to wait for
         if code < 0:  # killed by a signal: the shell's convention
             code = 128 - code
         done.code = code

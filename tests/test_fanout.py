@@ -4,7 +4,9 @@ a process (a fork) whatever that process printed; a failure stops new processes.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+import time
 
 import pytest
 
@@ -45,3 +47,21 @@ def test_a_failed_process_stops_new_ones_unless_keep_going() -> None:
     how = fanout.Processes(lambda target: (3, {}), [sys.executable, "-c", "pass"])
     done = fanout.over_databases(_targets(4), parallel=1, processes=how)
     assert [d.code for d in done] == [3, None, None, None]
+
+
+def test_new_interpreters_are_all_reaped_when_other_code_starts_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without fork (macOS), each database runs in a new interpreter. Any subprocess
+    started meanwhile in the same process (here, by the progress callback) must not reap
+    them behind over_databases's back: it lost their results, then raised
+    ChildProcessError, a traceback."""
+    monkeypatch.setattr(fanout, "FORK", False)
+
+    def meanwhile(done: fanout.Done) -> None:
+        time.sleep(0.3)  # the other interpreter has ended by now, and is not reaped yet
+        subprocess.run(["true"], check=True)
+
+    how = fanout.Processes(lambda target: (0, {}), [sys.executable, "-c", "pass"])
+    done = fanout.over_databases(_targets(2), parallel=2, processes=how, on_done=meanwhile)
+    assert [d.code for d in done] == [0, 0], [(d.code, d.errors) for d in done]
