@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import nox
@@ -41,6 +43,19 @@ AVAILABLE = [kind for kind in SERVERS if _why_not(kind) is None]
 UNAVAILABLE = [kind for kind in SERVERS if _why_not(kind) is not None]
 
 
+def _initdb_cache() -> None:
+    """One directory per `nox` run where the throwaway servers keep initdb's output and
+    copy it (TEST_INITDB_CACHE, db/throwaway.py): a dozen servers start in one run, each
+    spent half a second of CPU in initdb. Each session runs in a nox process of its own,
+    which inherits the variable; the run that made the directory removes it."""
+    if "TEST_INITDB_CACHE" in os.environ:
+        return
+    base = _scratch().get("TMPDIR") or os.environ.get("TMPDIR") or tempfile.gettempdir()
+    folder = tempfile.mkdtemp(prefix="worktracker-initdb-", dir=base)
+    os.environ["TEST_INITDB_CACHE"] = folder
+    atexit.register(shutil.rmtree, folder, True)
+
+
 def _scratch() -> dict[str, str]:
     """TMPDIR on a file system in memory, where one has room, for the sessions that start
     throwaway servers (db/throwaway.py puts their data under TMPDIR). On a journaled
@@ -51,6 +66,9 @@ def _scratch() -> dict[str, str]:
     if "TMPDIR" in os.environ or not shm.is_dir() or not os.access(shm, os.W_OK):
         return {}
     return {"TMPDIR": str(shm)} if shutil.disk_usage(shm).free >= 4 * 2**30 else {}
+
+
+_initdb_cache()
 
 
 def _install(

