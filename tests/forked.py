@@ -8,6 +8,8 @@ working directory, stdin, stdout, stderr and exit code: what a subprocess gives,
 the imports. The `spawn` fixture starts `invoke` in the background in a fork too
 (`Process`): signals, kill -9 and exit codes reach it as they reach a new interpreter.
 Tests about what a fresh interpreter imports start real subprocesses (`subprocess.run`).
+Run in a copy of the repository (test_autogenerate.py), the fork imports `db` and
+tasks.py from the copy.
 
 WORKTRACKER_TEST_SUBPROCESS=1 turns it off (every `invoke` a new interpreter).
 """
@@ -31,9 +33,23 @@ from collections.abc import Mapping
 from pathlib import Path
 
 AVAILABLE = sys.platform == "linux" and not os.environ.get("WORKTRACKER_TEST_SUBPROCESS")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _own_project(root: Path) -> None:
+    """Run the copy of this repository at `root`, not the worker's: forget the worker's
+    `db` and tasks.py, so that the command imports them from `root`. The libraries stay
+    imported: what a new interpreter would import again, less its second."""
+    for name in list(sys.modules):
+        if name in ("db", "tasks") or name.startswith("db."):
+            del sys.modules[name]
+    sys.path.insert(0, str(root))
+    importlib.invalidate_caches()
 
 
 def _child(args: tuple[str, ...], environ: Mapping[str, str], cwd: Path, out, err) -> int:
+    if cwd.resolve() != PROJECT_ROOT:
+        _own_project(cwd)
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(environ)
