@@ -26,6 +26,7 @@ downgrade that blindly restores the constraint fails as it would in production.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import re
 import re._constants as sre
@@ -480,7 +481,9 @@ def _insert_row(connection: Connection, statement: str) -> tuple:
     try:
         cursor = driver.execute(f"SAVEPOINT sample_row; {statement}; RELEASE SAVEPOINT sample_row")
     except psycopg.Error as exc:
-        driver.execute("ROLLBACK TO SAVEPOINT sample_row; RELEASE SAVEPOINT sample_row")
+        # On a connection that broke, this fails too: the first error is the one to tell.
+        with contextlib.suppress(psycopg.Error):
+            driver.execute("ROLLBACK TO SAVEPOINT sample_row; RELEASE SAVEPOINT sample_row")
         raise DBAPIError.instance(statement, None, exc, psycopg.Error) from None
     cursor.nextset()  # the INSERT's RETURNING, after the SAVEPOINT's status
     row = cursor.fetchone()
