@@ -72,3 +72,17 @@ def test_the_summary_keeps_the_output_and_the_exit_code(tmp_path: Path) -> None:
     text = summary.read_text()
     assert "### A failing step\n\n```text\ndone half\noops\n```" in text, text
     assert "**Failed: exit code 7.**" in text and "### A quiet step\n\n(no output)" in text
+
+
+def test_every_nox_installed_is_one_the_noxfile_accepts() -> None:
+    """noxfile.py refuses an older nox (nox.needs_version): a workflow or .ci/run that
+    installs one would fail before running a session."""
+    needed = re.search(r'needs_version = ">=([\d.]+)"', (PROJECT_ROOT / "noxfile.py").read_text())
+    assert needed, "noxfile.py states no nox.needs_version"
+    minimum = tuple(int(part) for part in needed[1].split("."))
+    for path in [*WORKFLOWS, PROJECT_ROOT / ".ci" / "run"]:
+        for found in re.findall(r"nox>=([\d.]+)", path.read_text()):
+            version = tuple(int(part) for part in found.split("."))
+            assert version >= minimum, (
+                f"{path.name} installs nox>={found}; noxfile.py needs {needed[1]}"
+            )
