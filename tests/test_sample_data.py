@@ -127,6 +127,28 @@ def test_a_table_that_cannot_be_filled_is_named_with_its_constraint(
     assert "samples.py" in message, message
 
 
+def test_a_connection_lost_on_a_sample_row_is_reported_with_the_servers_reason(
+    db_at_001: Connection,
+) -> None:
+    """SQLAlchemy must learn that the connection is gone (as its own execute tells it):
+    else the fill's ROLLBACK on the dead connection raised in place of the row's error."""
+    _ddl(
+        db_at_001,
+        """
+        CREATE TABLE doomed (id int PRIMARY KEY);
+        CREATE FUNCTION doomed_row() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5); RETURN NEW;
+        END $$;
+        CREATE TRIGGER doomed_row BEFORE INSERT ON doomed
+            FOR EACH ROW EXECUTE FUNCTION doomed_row();
+        """,
+    )
+    with pytest.raises(sample_data.SampleDataError) as caught:
+        sample_data.Filler().fill(db_at_001, only={'"public"."doomed"'})
+    assert "terminating connection" in caught.value.render(), caught.value.render()
+    assert db_at_001.invalidated
+
+
 @pytest.mark.parametrize(
     ("pattern", "example"),
     [

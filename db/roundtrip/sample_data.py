@@ -481,10 +481,18 @@ def _insert_row(connection: Connection, statement: str) -> tuple:
     try:
         cursor = driver.execute(f"SAVEPOINT sample_row; {statement}; RELEASE SAVEPOINT sample_row")
     except psycopg.Error as exc:
-        # On a connection that broke, this fails too: the first error is the one to tell.
-        with contextlib.suppress(psycopg.Error):
-            driver.execute("ROLLBACK TO SAVEPOINT sample_row; RELEASE SAVEPOINT sample_row")
-        raise DBAPIError.instance(statement, None, exc, psycopg.Error) from None
+        lost = driver.broken or driver.closed
+        if lost:
+            # What SQLAlchemy's own execute does: else the transaction's ROLLBACK on the
+            # dead connection fails, and its error replaces this one.
+            connection.invalidate()
+        else:
+            # Should this fail too, the first error is still the one to tell.
+            with contextlib.suppress(psycopg.Error):
+                driver.execute("ROLLBACK TO SAVEPOINT sample_row; RELEASE SAVEPOINT sample_row")
+        raise DBAPIError.instance(
+            statement, None, exc, psycopg.Error, connection_invalidated=lost
+        ) from None
     cursor.nextset()  # the INSERT's RETURNING, after the SAVEPOINT's status
     row = cursor.fetchone()
     if row is None:  # a trigger or rule kept the row out: as .one() says it
