@@ -52,6 +52,7 @@ def _initdb_cache() -> None:
         return
     base = _scratch().get("TMPDIR") or os.environ.get("TMPDIR") or tempfile.gettempdir()
     folder = tempfile.mkdtemp(prefix="worktracker-initdb-", dir=base)
+    os.chmod(folder, 0o755)  # servers run as another user when we are root
     os.environ["TEST_INITDB_CACHE"] = folder
     atexit.register(shutil.rmtree, folder, True)
 

@@ -239,7 +239,8 @@ def _run_as(user: str | None, argv: list[str]) -> None:
 
 INITDB_CACHE = "TEST_INITDB_CACHE"
 """A directory where initdb's output is kept and copied from, for one run of many servers
-(noxfile.py sets it for a `nox` run); unset, each server runs initdb."""
+(noxfile.py sets it for a `nox` run); unset, each server runs initdb. As root, the
+directory must let the user servers run as through (mode 755)."""
 
 
 def initdb(bin_dir: Path, pgdata: Path, options: list[str], user: str | None) -> None:
@@ -257,7 +258,9 @@ def initdb(bin_dir: Path, pgdata: Path, options: list[str], user: str | None) ->
     binary = (bin_dir / "initdb").stat()
     seen = sorted((k, v) for k, v in os.environ.items() if k in ("TZ", "LANG") or "LC_" in k)
     key = repr((str(bin_dir), binary.st_mtime_ns, binary.st_size, options, user, seen))
-    kept = Path(cache) / hashlib.sha256(key.encode()).hexdigest()[:16]
+    # A folder of our own inside: TEST_INITDB_CACHE may be a shared one (/tmp), whose
+    # mode is not ours to change. Its creator lets `user` through (noxfile.py does).
+    kept = Path(cache) / "initdb" / hashlib.sha256(key.encode()).hexdigest()[:16]
     kept.parent.mkdir(parents=True, exist_ok=True)
     if user is not None:
         kept.parent.chmod(0o755)  # initdb runs as `user`, inside it

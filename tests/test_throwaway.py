@@ -76,11 +76,14 @@ def test_a_server_from_the_initdb_cache_is_the_cluster_initdb_makes(
         made = _cluster(server)
     # Not in tmp_path: pytest's are closed to the user servers run as, when we are root.
     cache = Path(tempfile.mkdtemp(prefix="worktracker-initdb-"))
+    cache.chmod(0o711)  # servers may run as another user: through, not more
     try:
         monkeypatch.setenv(INITDB_CACHE, str(cache))
         with server_of_kind("embedded") as server:
             copied = _cluster(server)
-        assert len([p for p in cache.iterdir() if p.is_dir()]) == 1, "initdb's output not kept"
+        kept = [p for p in (cache / "initdb").iterdir() if p.is_dir()]
+        assert len(kept) == 1, "initdb's output not kept"
+        assert cache.stat().st_mode & 0o777 == 0o711, "the mode of the folder given was changed"
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     assert copied == made
