@@ -400,11 +400,11 @@ def throwaway_server(
         url = urls.parse(raw, source="TEST_DATABASE_URL")
         server = Server("TEST_DATABASE_URL", url, "TEST_DATABASE_URL is set")
         log.info("throwaway PostgreSQL: %s (%s)", urls.redact(url), server.reason)
-        try:
-            yield server
-        finally:
-            server.drop_created()
-            server.close()
+        with closing(server):
+            try:
+                yield server
+            finally:
+                server.drop_created()
         return
 
     container, docker_reason = _docker_postgres(env.get("TEST_POSTGRES_IMAGE", DEFAULT_IMAGE))
