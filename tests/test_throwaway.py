@@ -87,3 +87,17 @@ def test_a_server_from_the_initdb_cache_is_the_cluster_initdb_makes(
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     assert copied == made
+
+
+def test_servers_given_the_default_template_keep_no_session_on_it(pg_server: Server) -> None:
+    """TEST_DATABASE_URL may name template1: a session kept there by one process would
+    stop every other process's CREATE DATABASE, which copies template1."""
+    on_template = pg_server.admin_url.set(database="template1")
+    one, other = (Server("TEST_DATABASE_URL", on_template, "test") for _ in range(2))
+    try:
+        one.create_database()
+        other.create_database()  # "source database is being accessed by other users"
+    finally:
+        for server in (one, other):
+            server.drop_created()
+            server.close()
