@@ -32,8 +32,9 @@ import traceback
 from collections.abc import Mapping
 from pathlib import Path
 
+from db.settings import PROJECT_ROOT
+
 AVAILABLE = sys.platform == "linux" and not os.environ.get("WORKTRACKER_TEST_SUBPROCESS")
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _own_project(root: Path) -> None:

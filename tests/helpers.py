@@ -33,12 +33,19 @@ def scalar(url: URL, sql: str, *params: object) -> object:
         return row[0] if row else None
 
 
-def current_revision(url: URL) -> str | None:
+def scalar_if(url: URL, table: str, sql: str, *params: object) -> object:
+    """scalar(), or None while `table` does not exist yet (one connection for both)."""
     with connect(url) as conn:
-        if conn.execute("SELECT to_regclass('migrations.alembic_version')").fetchone() == (None,):
+        if conn.execute("SELECT to_regclass(%s)", [table]).fetchone() == (None,):
             return None
-        row = conn.execute("SELECT version_num FROM migrations.alembic_version").fetchone()
+        row = conn.execute(sql, params or None).fetchone()
         return row[0] if row else None
+
+
+def current_revision(url: URL) -> str | None:
+    table = "migrations.alembic_version"
+    found = scalar_if(url, table, f"SELECT version_num FROM {table}")
+    return str(found) if found is not None else None
 
 
 def tasks_in_a_project(url: URL, rows: int = 0) -> None:
@@ -62,14 +69,10 @@ def tasks_in_a_project(url: URL, rows: int = 0) -> None:
 def an_attempt_failed(url: URL, revision: str) -> bool:
     """Whether the history holds a failed attempt at `revision` (False while the run has
     not created its history yet)."""
-    history = scalar(
-        url,
-        "SELECT count(*) FROM pg_tables WHERE schemaname = 'migrations' AND tablename = 'history'",
-    )
     return bool(
-        history
-        and scalar(
+        scalar_if(
             url,
+            "migrations.history",
             "SELECT count(*) FROM migrations.history WHERE revision = %s AND NOT success",
             revision,
         )
