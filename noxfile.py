@@ -73,9 +73,15 @@ _initdb_cache()
 
 
 def _install(
-    session: nox.Session, *groups: str, project: bool = True, compiled: bool = False
+    session: nox.Session,
+    *groups: str,
+    project: bool = True,
+    compiled: bool = False,
+    extra: str | None = None,
+    also: tuple[str, ...] = (),
 ) -> None:
-    """Install the dependency groups of pyproject.toml, and the project itself.
+    """Install the dependency groups of pyproject.toml, the project itself (editable,
+    with `extra`), and `also`, in one install (one resolution).
 
     uv installs without compiling bytecode, and where PYTHONDONTWRITEBYTECODE is set (CI
     here) nothing compiles it later. `compiled` compiles it all at install (6 s of CPU):
@@ -83,17 +89,32 @@ def _install(
     and Alembic first, 1.6 s a process instead of 0.7 s), not for a session that starts
     one or two."""
     env = {"UV_COMPILE_BYTECODE": "1"} if compiled else {}
-    # One install, one resolution.
-    wanted = [*(["-e", "."] if project else []), *nox.project.dependency_groups(PYPROJECT, *groups)]
+    wanted = [*(["-e", f".[{extra}]" if extra else "."] if project else []), *also]
+    wanted += nox.project.dependency_groups(PYPROJECT, *groups)
     if wanted:
         session.install(*wanted, env=env)
+
+
+def _install_to_run_from_checkout(session: nox.Session, *groups: str, **options) -> None:
+    """_install() for a session that runs the project from this checkout (tasks.py imports
+    db from beside it; mypy reads the files): the project's dependencies without the
+    project. Building it (hatchling and hatch-vcs, for an editable install) took a second
+    of CPU in each such session, for nothing it runs. The tests session installs the
+    project: it checks what an install gives (tests/test_version.py). uv reads the
+    dependencies from pyproject.toml; pip cannot, and installs the project instead."""
+    if session.venv_backend != "uv":
+        _install(session, *groups, **options)
+        return
+    extra = options.pop("extra", None)
+    wanted = ("-r", "pyproject.toml", *((f"--extra={extra}",) if extra else ()))
+    _install(session, *groups, project=False, also=(*wanted, *options.pop("also", ())), **options)
 
 
 @nox.session(allow_parallel=True)
 def lint(session: nox.Session) -> None:
     """Lint Python (ruff, mypy), the workflows (actionlint) and each migration's SQL
     (squawk)."""
-    _install(session, "lint")
+    _install_to_run_from_checkout(session, "lint")
     session.run("ruff", "check", ".", *session.posargs)
     session.run("ruff", "format", "--check", ".")
     # Which files, and how strictly: [tool.mypy] in pyproject.toml.
@@ -125,9 +146,12 @@ def tests(session: nox.Session) -> None:
 def alembic_plugin(session: nox.Session) -> None:
     """pytest-alembic's built-in tests, and its downgrade_leaves_no_trace with committed
     steps (tests_pytest_alembic/test_downgrade_leaves_no_trace.py), on our chain."""
-    # pytest-alembic 0.13 cannot collect under pytest 9. One install, one resolution.
-    session.install("-e", ".", "pytest>=8,<9", "pytest-alembic==0.13.1")
+    # pytest-alembic 0.13 cannot collect under pytest 9.
+    _install_to_run_from_checkout(session, also=("pytest>=8,<9", "pytest-alembic==0.13.1"))
+    # `python -m`: the checkout on sys.path, for tests_pytest_alembic's `import db`.
     session.run(
+        "python",
+        "-m",
         "pytest",
         "tests_pytest_alembic",
         "--test-alembic",
@@ -144,9 +168,8 @@ def alembic_plugin(session: nox.Session) -> None:
 def alembic_plugin_corpus(session: nox.Session) -> None:
     """alembic_plugin's checks on every corpus chain the roundtrip passes (not in the
     default run); `-- NAME…` picks cases of tests/corpus.py."""
-    _install(session)
     # pytest-alembic 0.13 cannot collect under pytest 9.
-    session.install("pytest>=8,<9", "pytest-alembic==0.13.1")
+    _install_to_run_from_checkout(session, also=("pytest>=8,<9", "pytest-alembic==0.13.1"))
     session.run("python", "-m", "tests_pytest_alembic.corpus", *session.posargs)
 
 
@@ -162,8 +185,8 @@ def unavailable(session: nox.Session) -> None:
 @nox.parametrize("server", AVAILABLE)
 def roundtrip(session: nox.Session, server: str) -> None:
     """Apply, roll back and reapply every migration on one kind of PostgreSQL server."""
-    # The project, and testcontainers (the deploy extra) for the docker-NN kinds.
-    session.install("-e", ".[deploy]")
+    # testcontainers (the deploy extra) for the docker-NN kinds.
+    _install_to_run_from_checkout(session, extra="deploy")
     if server.startswith("docker-"):
         # Whether the engine answers (not only its socket) takes testcontainers: ask
         # db/throwaway.py in the virtualenv. AVAILABLE decided the other kinds fully.
