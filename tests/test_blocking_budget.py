@@ -137,6 +137,7 @@ def test_a_lock_wait_behind_a_long_reader_is_cut_at_the_budget_and_retried(
     assert "(attempt 1 of 51)" in error, error
 
 
+@pytest.mark.waits
 def test_plan_names_the_statement_over_the_budget(
     invoke, initial_db: URL, slow_rewrite: dict[str, str]
 ) -> None:

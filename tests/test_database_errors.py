@@ -51,6 +51,7 @@ def test_a_role_without_create_on_the_database_is_told_what_it_lacks(invoke, emp
     _clean(result)
 
 
+@pytest.mark.waits
 def test_a_read_only_session_can_run_what_changes_nothing(
     invoke, empty_db: URL, versions_copy: Path
 ) -> None:

@@ -21,6 +21,7 @@ op.execute("SELECT pg_sleep(30)")
 """
 
 
+@pytest.mark.waits
 @pytest.mark.parametrize("command", ["migrate.plan", "migrate.down"])
 def test_a_killed_rehearsal_releases_its_locks_at_once(
     spawn, invoke, initial_db: URL, versions_copy: Path, command: str

@@ -11,6 +11,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
@@ -37,6 +38,7 @@ def test_lock_key_is_fixed() -> None:
     )
 
 
+@pytest.mark.waits
 def test_eight_concurrent_runs_apply_each_migration_once(
     spawn, empty_db: URL, versions_copy: Path
 ) -> None:
@@ -63,6 +65,7 @@ def test_eight_concurrent_runs_apply_each_migration_once(
     assert idle == 7, "\n\n".join(r.explain() for r in runs)
 
 
+@pytest.mark.waits
 def test_held_lock_times_out_naming_the_holder(invoke, empty_db: URL) -> None:
     with connect(empty_db, autocommit=True) as holder:
         holder.execute("SET application_name = 'lock-holder-test'")
@@ -80,6 +83,7 @@ def test_held_lock_times_out_naming_the_holder(invoke, empty_db: URL) -> None:
     assert current_revision(empty_db) is None, "a run that never got the lock changed things"
 
 
+@pytest.mark.waits
 def test_waiting_run_proceeds_when_the_lock_is_released(spawn, empty_db: URL) -> None:
     with connect(empty_db, autocommit=True) as holder:
         holder.execute("SELECT pg_advisory_lock(%s)", [lock.LOCK_KEY])
@@ -108,6 +112,7 @@ def _wait_for(condition, what: str, timeout: float = 30.0) -> None:
     wait_until(condition, what, timeout)
 
 
+@pytest.mark.waits
 def test_kill_9_mid_migration_rolls_back_and_frees_the_lock(
     spawn, invoke, empty_db: URL, versions_copy: Path
 ) -> None:

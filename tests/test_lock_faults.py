@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
+import pytest
 from sqlalchemy.engine import URL
 
 from db.lock import LOCK_KEY
@@ -33,6 +34,7 @@ def _wait_for(url: URL, sql: str) -> object:
     return wait_until(lambda: scalar(url, sql), sql)
 
 
+@pytest.mark.waits
 def test_idle_timeouts_on_the_role_do_not_end_the_lock(
     invoke, initial_db: URL, versions_copy: Path
 ) -> None:
@@ -49,6 +51,7 @@ def test_idle_timeouts_on_the_role_do_not_end_the_lock(
     assert current_revision(initial_db) == "002"
 
 
+@pytest.mark.waits
 def test_a_run_that_loses_its_lock_stops_and_rolls_back(
     spawn, initial_db: URL, versions_copy: Path
 ) -> None:
@@ -82,6 +85,7 @@ def test_a_run_that_loses_its_lock_stops_and_rolls_back(
     assert error and "lock was lost" in error, error
 
 
+@pytest.mark.waits
 def test_a_waiting_run_describes_a_holder_it_cannot_fully_see(
     invoke, initial_db: URL, pg_server
 ) -> None:

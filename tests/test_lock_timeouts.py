@@ -88,6 +88,7 @@ def _assert_writes_were_never_stuck(workload: Workload) -> None:
     )
 
 
+@pytest.mark.waits
 def test_migration_retries_until_the_long_transaction_ends(
     spawn, initial_db: URL, busy_tasks: dict[str, str]
 ) -> None:
@@ -122,6 +123,7 @@ def test_migration_retries_until_the_long_transaction_ends(
 @pytest.mark.parametrize(
     "cut_by", [{}, {"WORKTRACKER_BLOCKING_BUDGET": "300ms"}], ids=["lock_timeout", "budget"]
 )
+@pytest.mark.waits
 def test_migration_gives_up_clearly_after_its_retries(
     invoke, initial_db: URL, busy_tasks: dict[str, str], cut_by: dict[str, str]
 ) -> None:

@@ -69,6 +69,7 @@ def stalled_run(spawn, server: Server, proxy, url: URL, versions: Path, sleep: f
     return process
 
 
+@pytest.mark.waits
 def test_a_stalled_link_frees_the_table_within_the_bound(
     spawn, pg_server: Server, initial_db: URL, versions_copy: Path
 ) -> None:
@@ -94,6 +95,7 @@ def test_a_stalled_link_frees_the_table_within_the_bound(
     ("sig", "code", "how"),
     [(signal.SIGTERM, 143, "stopped by SIGTERM"), (signal.SIGINT, 130, "stopped by Ctrl-C")],
 )
+@pytest.mark.waits
 def test_a_signal_ends_a_run_blocked_on_a_stalled_link(
     spawn, pg_server: Server, initial_db: URL, versions_copy: Path, sig: int, code: int, how: str
 ) -> None:
