@@ -31,9 +31,20 @@ PYTEST = [
 
 
 def main(names: list[str]) -> int:
+    if unknown := sorted(set(names) - {case.name for case in CASES}):
+        print(
+            f"error: no corpus case named {', '.join(unknown)}.\n"
+            f"hint: the names are in tests/corpus.py (e.g. {CASES[0].name})",
+            file=sys.stderr,
+        )
+        return 2
     failed = []
     for case in CASES:
-        if not case.roundtrip.ok or (names and case.name not in names):
+        if names and case.name not in names:
+            continue
+        if not case.roundtrip.ok:
+            if names:
+                print(f"{case.name}: skipped (the roundtrip fails it, as it should)", flush=True)
             continue
         with tempfile.TemporaryDirectory(prefix="plugin-corpus-") as folder:
             write_chain(Path(folder), case)
