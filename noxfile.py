@@ -164,7 +164,9 @@ def alembic_plugin(session: nox.Session) -> None:
     )
 
 
-@nox.session
+# Side by side with others is harmless; without it, `nox -s alembic_plugin_corpus` alone
+# warned that it ignores nox.options.parallel.
+@nox.session(allow_parallel=True)
 def alembic_plugin_corpus(session: nox.Session) -> None:
     """alembic_plugin's checks on every corpus chain the roundtrip passes (not in the
     default run); `-- NAME…` picks cases of tests/corpus.py."""

@@ -100,7 +100,8 @@ def verify(
             "applied migrations changed since they were applied: "
             + "; ".join(d.what for d in changed)
             + ".",
-            "released migrations are immutable: restore the file (git checkout -- FILE) and "
+            "released migrations are immutable: restore the file as it was applied (git "
+            "checkout -- FILE, once committed) and "
             "put the change in a new migration (invoke migrate.new). If the edit is harmless, "
             "run again with --allow-changed to accept it; that is recorded in the history. A "
             "migration not yet shared: undo the edit, invoke migrate.down, edit it again, up",

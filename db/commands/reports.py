@@ -180,8 +180,9 @@ def migrate_verify(*, target: targets.Target = targets.DEFAULT) -> outcomes.Veri
             f"{len(drift)} applied migration(s) changed since they were applied: "
             + "; ".join(d.what for d in drift)
             + ".",
-            "restore them (git checkout -- FILE) and put changes in a new migration; "
-            "`invoke migrate.up --allow-changed` accepts a harmless edit and records it",
+            "restore them as they were applied (git checkout -- FILE, once committed) and "
+            "put changes in a new migration; `invoke migrate.up --allow-changed` accepts a "
+            "harmless edit (a reformat, a comment) and records it",
         )
     return outcomes.Verified(len(recorded))
 

@@ -93,7 +93,8 @@ def models_match(connection: Connection) -> Result:
             + "\n".join(f"  {_difference(d)}" for d in diff)
             + "\nFix: write the migration (`invoke migrate.new --autogenerate MESSAGE`, then "
             "review it), or change the models to match the migrations. What a migration "
-            "would need:\n" + needed.rstrip("\n")
+            "would need if the models are right (if the migration is, the models need the "
+            "opposite):\n" + needed.rstrip("\n")
         )
     connection.rollback()
     return Result(
