@@ -23,13 +23,14 @@ from sqlalchemy.engine import Connection
 
 from db import settings
 
-_SCHEMAS = text(
-    """
-    SELECT nspname FROM pg_namespace
-     WHERE nspname <> ALL(:excluded) AND nspname !~ '^pg_'
-     ORDER BY nspname
-    """
-)
+# The namespaces `n` the application owns when app_schemas is not configured (:excluded is
+# _excluded()); read() asks the same in its first statement.
+_APP_NAMESPACE = "n.nspname <> ALL(:excluded) AND n.nspname !~ '^pg_'"
+_SCHEMAS = text(f"SELECT n.nspname FROM pg_namespace n WHERE {_APP_NAMESPACE} ORDER BY 1")
+
+
+def _excluded() -> list[str]:
+    return ["information_schema", settings.BOOKKEEPING_SCHEMA]
 
 
 def app_schemas(connection: Connection) -> list[str]:
@@ -38,8 +39,7 @@ def app_schemas(connection: Connection) -> list[str]:
     configured = settings.app_schemas()
     if configured is not None:
         return list(configured)
-    excluded = ["information_schema", settings.BOOKKEEPING_SCHEMA]
-    return list(connection.execute(_SCHEMAS, {"excluded": excluded}).scalars())
+    return list(connection.execute(_SCHEMAS, {"excluded": _excluded()}).scalars())
 
 
 def quoted(schema: str, name: str) -> str:
@@ -474,60 +474,55 @@ _INHERITANCE = text(
 
 # Definitions name what is not on the search_path with its schema: a read must not depend
 # on a path a migration set for its session, nor on a temporary table that shadows one.
-_PIN_PATH = text(
-    "SELECT current_setting('search_path'), "
-    "set_config('search_path', 'pg_catalog, public, pg_temp', true)"
-)
+_PINNED = "set_config('search_path', 'pg_catalog, public, pg_temp', true)"
+_PIN_PATH = text(f"SELECT current_setting('search_path'), {_PINNED}")
 _RESTORE_PATH = text("SELECT set_config('search_path', :path, true)")
 
 
-def _fill(found: Catalog, connection: Connection, queries: tuple, params: dict) -> None:
+def _objects(found: Catalog, connection: Connection, queries: tuple, params: dict) -> None:
+    """Relations, columns and things (_FULL or _SOME), under a pinned search_path."""
     relations, columns, things = queries
-    path = connection.execute(_PIN_PATH).scalar()
     for row in connection.execute(relations, params):
         found.relations[row[0]] = Relation(*row)
     for row in connection.execute(columns, params):
         found.columns[(row[0], row[1])] = Column(*row)
     found.things += [Thing(*row) for row in connection.execute(things, params)]
+
+
+def _fill(found: Catalog, connection: Connection, queries: tuple, params: dict) -> None:
+    path = connection.execute(_PIN_PATH).scalar()
+    _objects(found, connection, queries, params)
     connection.execute(_RESTORE_PATH, {"path": path})
 
 
 # A read's first statement: it pins the search_path (_PIN_PATH) and reads the schemas, their
 # comments and extensions, in one round trip (a full read is 6 statements, not 9: the
 # roundtrip reads the catalog around every step, over a thousand times in the tests).
-_OPENING = """
-    WITH pinned AS MATERIALIZED (
-        SELECT current_setting('search_path') AS path,
-               set_config('search_path', 'pg_catalog, public, pg_temp', true))
+_OPENING = f"""
+    WITH pinned AS MATERIALIZED (SELECT current_setting('search_path') AS path, {_PINNED})
     SELECT pinned.path, n.nspname, obj_description(n.oid, 'pg_namespace'),
            ARRAY(SELECT e.extname::text FROM pg_extension e WHERE e.extnamespace = n.oid)
-      FROM pinned LEFT JOIN pg_namespace n ON {schemas}
+      FROM pinned LEFT JOIN pg_namespace n ON {{schemas}}
     """
 _OPENING_GIVEN = text(_OPENING.format(schemas="n.nspname = ANY(:schemas)"))
-_OPENING_APP = text(_OPENING.format(schemas="n.nspname <> ALL(:excluded) AND n.nspname !~ '^pg_'"))
+_OPENING_APP = text(_OPENING.format(schemas=_APP_NAMESPACE))
 
 
 def read(connection: Connection, schemas: list[str] | None = None) -> Catalog:
     """Everything in the app schemas, inside the caller's transaction (left open)."""
     given = settings.app_schemas() if schemas is None else schemas
     if given is None:
-        excluded = ["information_schema", settings.BOOKKEEPING_SCHEMA]
-        rows = connection.execute(_OPENING_APP, {"excluded": excluded}).all()
-        schemas = sorted(row[1] for row in rows if row[1] is not None)
+        rows = connection.execute(_OPENING_APP, {"excluded": _excluded()}).all()
     else:
-        schemas = list(given)
-        rows = connection.execute(_OPENING_GIVEN, {"schemas": schemas}).all()
-    path = rows[0][0]
+        rows = connection.execute(_OPENING_GIVEN, {"schemas": list(given)}).all()
+    path = rows[0][0]  # one row even where no schema matched (LEFT JOIN): nspname NULL
+    found_schemas = [row for row in rows if row[1] is not None]
+    schemas = sorted(row[1] for row in found_schemas) if given is None else list(given)
     found = Catalog()
-    found.schemas = dict(sorted((row[1], row[2]) for row in rows if row[1] is not None))
-    found.extensions = sorted(name for row in rows if row[1] is not None for name in row[3])
+    found.schemas = dict(sorted((row[1], row[2]) for row in found_schemas))
+    found.extensions = sorted(name for row in found_schemas for name in row[3])
     params = {"schemas": schemas}
-    relations, columns, things = _FULL
-    for row in connection.execute(relations, params):
-        found.relations[row[0]] = Relation(*row)
-    for row in connection.execute(columns, params):
-        found.columns[(row[0], row[1])] = Column(*row)
-    found.things += [Thing(*row) for row in connection.execute(things, params)]
+    _objects(found, connection, _FULL, params)
     for oid, schema, name, comment, label_oids, labels in connection.execute(_ENUMS, params):
         found.enums[oid] = Enum(
             oid, schema, name, tuple(zip(label_oids, labels, strict=True)), comment
