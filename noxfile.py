@@ -95,7 +95,9 @@ def _install(
         session.install(*wanted, env=env)
 
 
-def _install_to_run_from_checkout(session: nox.Session, *groups: str, **options) -> None:
+def _install_to_run_from_checkout(
+    session: nox.Session, *groups: str, extra: str | None = None, also: tuple[str, ...] = ()
+) -> None:
     """_install() for a session that runs the project from this checkout (tasks.py imports
     db from beside it; mypy reads the files): the project's dependencies without the
     project. Building it (hatchling and hatch-vcs, for an editable install) took a second
@@ -103,11 +105,10 @@ def _install_to_run_from_checkout(session: nox.Session, *groups: str, **options)
     project: it checks what an install gives (tests/test_version.py). uv reads the
     dependencies from pyproject.toml; pip cannot, and installs the project instead."""
     if session.venv_backend != "uv":
-        _install(session, *groups, **options)
+        _install(session, *groups, extra=extra, also=also)
         return
-    extra = options.pop("extra", None)
-    wanted = ("-r", "pyproject.toml", *((f"--extra={extra}",) if extra else ()))
-    _install(session, *groups, project=False, also=(*wanted, *options.pop("also", ())), **options)
+    wanted = ("-r", "pyproject.toml", *((f"--extra={extra}",) if extra else ()), *also)
+    _install(session, *groups, project=False, also=wanted)
 
 
 @nox.session(allow_parallel=True)

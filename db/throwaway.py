@@ -289,8 +289,8 @@ def initdb(bin_dir: Path, pgdata: Path, options: list[str], user: str | None) ->
 
 def _build(bin_dir: Path) -> str:
     """Which PostgreSQL build `bin_dir` holds: a digest of its initdb and postgres."""
-    binaries = [bin_dir / name for name in ("initdb", "postgres")]
-    return _digest(tuple((str(b), b.stat().st_size, b.stat().st_mtime_ns) for b in binaries))
+    found = [(bin_dir / name, (bin_dir / name).stat()) for name in ("initdb", "postgres")]
+    return _digest(tuple((str(path), st.st_size, st.st_mtime_ns) for path, st in found))
 
 
 @functools.cache
