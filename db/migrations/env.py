@@ -137,10 +137,44 @@ def _numbered(migration_context, revision, directives) -> None:
             'name; e.g. alembic revision -m "add task reminders"'
         )
     script.message = slug
+    for upgrade_ops in script.upgrade_ops_list:
+        upgrade_ops.ops = [new for op in upgrade_ops.ops for new in _labels_in_place(op)]
     if _uses_enum_plugin(script.upgrade_ops_list + script.downgrade_ops_list):
         # op.add_enum_value() and friends exist once the plugin is imported; applying a
         # migration never imports the models (nor, through them, the plugin).
         script.imports.add("import alembic_postgresql_enum  # noqa: F401 - registers its op.*")
+
+
+def _labels_in_place(op) -> list:
+    """alembic-postgresql-enum's add_enum_value(before_value=X) runs ADD VALUE … AFTER X
+    (1.11.0): a label autogenerate places between two others lands one place too far, and
+    the models check then finds the order wrong. Such labels are written as the SQL that
+    puts them where the models have them; labels added at the end keep the plugin's op."""
+    if type(op).__name__ != "AddEnumValuesOp":
+        return [op]
+    old, new = list(op.old_values), list(op.new_values)
+    added = [value for value in new if value not in old]
+    following = {
+        value: next((later for later in new[new.index(value) :] if later in old), None)
+        for value in added
+    }
+    if all(before is None for before in following.values()):
+        return [op]
+    from alembic.operations import ops
+
+    def literal(value: str) -> str:
+        return "'" + value.replace("'", "''") + "'"
+
+    def ident(name: str) -> str:
+        return '"' + name.replace('"', '""') + '"'
+
+    return [
+        ops.ExecuteSQLOp(
+            f"ALTER TYPE {ident(op.schema)}.{ident(op.name)} ADD VALUE {literal(value)}"
+            + (f" BEFORE {literal(before)}" if before is not None else "")
+        )
+        for value, before in following.items()
+    ]
 
 
 def _uses_enum_plugin(ops) -> bool:
